@@ -1,0 +1,155 @@
+"""`forgeml <stage> [hydra overrides]`: one Hydra app per pipeline stage.
+
+    forgeml train model=mlp data=wine trainer.max_epochs=5
+    forgeml train -m model.hidden=64,128 optimizer.lr=1e-3,1e-2
+    forgeml train --cfg job                      # print the composed config, do nothing
+    forgeml train --params params.yaml           # run from a composed snapshot (what dvc.yaml does)
+
+conf/ is read from the working directory (or $FORGEML_CONFIG_DIR). Heavy libraries (torch,
+Lightning, DVC, wandb) are imported inside the stage that needs them, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from forgeml import __version__
+from forgeml.errors import ForgeError
+
+STAGES = {
+    "prepare": "load, check and split the data; fit preprocessing; profile the train split",
+    "train": "train with Lightning; export the best model to models/",
+    "evaluate": "test metrics and plots of the model in models/ -> reports/",
+    "compose": "write the composed, resolved config to params.yaml",
+}
+# stages that only read the config: no run directory, no log file
+QUIET_STAGES = {
+    "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"]
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"forgeml {__version__}")
+        return 0
+    stage, args = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(
+            f"forgeml: unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", file=sys.stderr
+        )
+        return 2
+    try:
+        if "--params" in args:
+            run_from_params(stage, args)
+        else:
+            run_hydra_app(stage, args)
+    except ForgeError as error:
+        print(f"forgeml {stage}: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        message = describe_config_error(error)
+        if message is None:
+            raise
+        print(f"forgeml {stage}: config error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def usage() -> str:
+    lines = [f"forgeml {__version__}: from a YAML file to a monitored endpoint", "", "usage:"]
+    lines.append("  forgeml <stage> [key=value ...] [-m] [--cfg job] [--params params.yaml]")
+    lines.append("")
+    lines += [f"  {name:<10} {text}" for name, text in STAGES.items()]
+    lines += ["", "`forgeml <stage> --help` shows the config groups and every overridable key."]
+    return "\n".join(lines)
+
+
+def run_stage(stage: str, cfg: Any) -> dict[str, Any]:
+    module = importlib.import_module(f"forgeml.stages.{stage}")
+    result = module.run(cfg)
+    if result:
+        print(json.dumps({stage: result}, indent=2, default=str))
+    return result
+
+
+def run_from_params(stage: str, args: list[str]) -> None:
+    """Run a stage on a composed snapshot: DVC's stages use params.yaml, not conf/."""
+    from omegaconf import OmegaConf
+
+    from forgeml.config import ForgeConfig
+
+    position = args.index("--params")
+    if position + 1 >= len(args):
+        raise ForgeError("--params needs a file, e.g. --params params.yaml")
+    params = Path(args[position + 1])
+    if not params.is_file():
+        raise ForgeError(f"{params} not found; write it with `forgeml compose`")
+    cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), OmegaConf.load(params))
+    run_stage(stage, cfg)
+
+
+def config_dir() -> Path:
+    directory = Path(os.environ.get("FORGEML_CONFIG_DIR", "conf")).resolve()
+    if not (directory / "config.yaml").is_file():
+        raise ForgeError(
+            f"no config.yaml in {directory}; run forgeml in a project with conf/ "
+            "or point FORGEML_CONFIG_DIR at one"
+        )
+    return directory
+
+
+def run_hydra_app(stage: str, args: list[str]) -> None:
+    import hydra
+
+    # errors reach main() as exceptions, which turns them into one readable message
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    script = sys.argv[0]
+    overrides = [*args, *QUIET_STAGES.get(stage, [])]
+
+    def task(cfg: Any) -> Any:
+        # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
+        sys.argv = [script, stage, *args]
+        result = run_stage(stage, cfg)
+        metric = cfg.get("optimized_metric")
+        return result.get(metric) if metric and result else result
+
+    sys.argv = [script, *overrides]
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)
+    try:
+        app()
+    finally:
+        sys.argv = [script, stage, *args]
+
+
+def describe_config_error(error: BaseException) -> str | None:
+    """One readable message for a Hydra composition error, naming the key and what is valid."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(error, HydraException | OmegaConfBaseException):
+        return None
+    cause = error.__cause__ or error
+    message = str(error).strip()
+    if cause is not error:
+        message = f"{message}\n{str(cause).strip()}"
+    schema = getattr(cause, "object_type", None)
+    full_key = getattr(cause, "full_key", None)
+    if dataclasses.is_dataclass(schema) and full_key:
+        group = full_key.rsplit(".", 1)[0] if "." in full_key else "the root config"
+        fields = sorted(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
+        message += f"\nvalid keys of {group}: {', '.join(fields)}"
+    return message
+
+
+if __name__ == "__main__":
+    sys.exit(main())

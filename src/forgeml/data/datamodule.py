@@ -1,0 +1,89 @@
+"""The LightningDataModule: processed splits encoded once into in-memory tensors.
+
+Batches are sliced from those tensors with one indexing operation each (`__getitems__`), never
+assembled sample by sample, so the loader costs next to nothing beside the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from forgeml.data.preprocessing import feature_columns
+from forgeml.data.transform import encode_features, encode_labels
+from forgeml.io import read_json
+
+SPLITS = ("train", "val", "test")
+
+
+class TensorTable(Dataset):
+    """Rows of an (inputs, targets) pair of tensors, fetched a whole batch at a time."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.targets[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.inputs[index], self.targets[index]
+
+
+def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The collate step: a batch from `__getitems__` is already stacked."""
+    return batch
+
+
+def encode_split(frame: pd.DataFrame, spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs and training targets (class indices, or the standardised value)."""
+    inputs = torch.from_numpy(encode_features(spec, feature_columns(frame, spec)))
+    target = frame[spec["target"]]
+    if spec["task"] == "classification":
+        return inputs, torch.from_numpy(encode_labels(spec, target.to_numpy()))
+    value = (target.to_numpy(np.float64) - spec["target_mean"]) / spec["target_std"]
+    return inputs, torch.from_numpy(value.astype(np.float32))
+
+
+class TableDataModule(pl.LightningDataModule):
+    def __init__(self, processed_dir: str | Path, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.processed_dir = Path(processed_dir)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.spec: dict[str, Any] = read_json(self.processed_dir / "preprocessor.json")
+        self.tables: dict[str, TensorTable] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.tables:
+                frame = pd.read_parquet(self.processed_dir / f"{split}.parquet")
+                self.tables[split] = TensorTable(*encode_split(frame, self.spec))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.tables[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

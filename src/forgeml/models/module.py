@@ -1,0 +1,103 @@
+"""The LightningModule that trains any net from models/nets.py for classification or regression."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import nn
+from torch.nn import functional as F
+
+
+def validation_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
+    if task == "classification":
+        return torchmetrics.MetricCollection(
+            {
+                "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "f1_macro": torchmetrics.F1Score(
+                    task="multiclass", num_classes=num_classes, average="macro"
+                ),
+            },
+            prefix="val/",
+        )
+    return torchmetrics.MetricCollection(
+        {
+            "mae": torchmetrics.MeanAbsoluteError(),
+            "rmse": torchmetrics.MeanSquaredError(squared=False),
+        },
+        prefix="val/",
+    )
+
+
+class ForgeModule(pl.LightningModule):
+    """Cross-entropy for classes, MSE on the standardised target for regression."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        task: str,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.make_optimizer = optimizer
+        self.make_scheduler = scheduler
+        self.val_metrics = validation_metrics(task, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(outputs, targets)
+        return F.mse_loss(outputs.squeeze(-1), targets)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = self._loss(self(inputs), targets)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(inputs))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        inputs, targets = batch
+        outputs = self(inputs)
+        self.log(
+            "val/loss",
+            self._loss(outputs, targets),
+            prog_bar=True,
+            batch_size=len(inputs),
+            sync_dist=True,
+        )
+        predictions = outputs.argmax(-1) if self.task == "classification" else outputs.squeeze(-1)
+        self.val_metrics.update(predictions, targets)
+        self.log_dict(self.val_metrics, batch_size=len(inputs))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.make_optimizer(self.parameters())
+        if self.make_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.make_scheduler(optimizer)}
+
+
+class InferenceModel(nn.Module):
+    """What gets exported: raw inputs in, class probabilities or the target value out."""
+
+    def __init__(
+        self, net: nn.Module, task: str, target_mean: float = 0.0, target_std: float = 1.0
+    ):
+        super().__init__()
+        self.net = net
+        self.classify = task == "classification"
+        self.target_mean, self.target_std = target_mean, target_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = self.net(x)
+        if self.classify:
+            return torch.softmax(outputs, dim=-1)
+        return outputs.squeeze(-1) * self.target_std + self.target_mean
