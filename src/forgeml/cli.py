@@ -77,9 +77,14 @@ def usage() -> str:
 def run_stage(stage: str, cfg: Any) -> dict[str, Any]:
     module = importlib.import_module(f"forgeml.stages.{stage}")
     result = module.run(cfg)
-    if result:
+    if result and is_rank_zero():
         print(json.dumps({stage: result}, indent=2, default=str))
     return result
+
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a distributed run, which must not repeat the report."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def run_from_params(stage: str, args: list[str]) -> None:
@@ -134,22 +139,22 @@ def run_hydra_app(stage: str, args: list[str]) -> None:
 def describe_config_error(error: BaseException) -> str | None:
     """One readable message for a Hydra composition error, naming the key and what is valid."""
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if not isinstance(error, HydraException | OmegaConfBaseException):
         return None
     cause = error.__cause__ or error
-    message = str(error).strip()
-    if cause is not error:
-        message = f"{message}\n{str(cause).strip()}"
     schema = getattr(cause, "object_type", None)
     full_key = getattr(cause, "full_key", None)
-    if dataclasses.is_dataclass(schema) and full_key:
-        group = full_key.rsplit(".", 1)[0] if "." in full_key else "the root config"
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and dataclasses.is_dataclass(schema):
+        group, _, _ = full_key.rpartition(".")
         fields = sorted(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
-        message += f"\nvalid keys of {group}: {', '.join(fields)}"
+        return f"unknown key '{full_key}'; valid keys of {group or 'the root config'}: {', '.join(fields)}"
+    # Hydra appends its search path to missing-group errors: the choices above it are what matters
+    message = str(error).split("\nConfig search path:")[0].strip()
+    if cause is not error:
+        message = f"{message}\n{str(cause).strip()}"
     return message
-
 
 if __name__ == "__main__":
     sys.exit(main())

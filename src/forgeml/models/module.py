@@ -42,9 +42,13 @@ class ForgeModule(pl.LightningModule):
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
     ) -> None:
         super().__init__()
         self.net = net
+        # regression trains on the standardised target; metrics are reported in its own units
+        self.target_mean, self.target_std = target_mean, target_std
         self.task = task
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
@@ -74,9 +78,14 @@ class ForgeModule(pl.LightningModule):
             batch_size=len(inputs),
             sync_dist=True,
         )
-        predictions = outputs.argmax(-1) if self.task == "classification" else outputs.squeeze(-1)
-        self.val_metrics.update(predictions, targets)
+        if self.task == "classification":
+            self.val_metrics.update(outputs.argmax(-1), targets)
+        else:
+            self.val_metrics.update(self._in_target_units(outputs.squeeze(-1)), self._in_target_units(targets))
         self.log_dict(self.val_metrics, batch_size=len(inputs))
+
+    def _in_target_units(self, values: torch.Tensor) -> torch.Tensor:
+        return values * self.target_std + self.target_mean
 
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.parameters())

@@ -76,11 +76,14 @@ class CNN(nn.Module):
             blocks += [
                 nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
                 _activation(activation),
+                nn.MaxPool2d(2, ceil_mode=True),
             ]
             in_channels = out_channels
-        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *self.image_shape)).shape[1]
         self.head = nn.Sequential(
-            nn.Linear(in_channels * 4, hidden),
+            nn.Linear(flat, hidden),
             _activation(activation),
             nn.Dropout(dropout),
             nn.Linear(hidden, output_dim),

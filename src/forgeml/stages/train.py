@@ -40,12 +40,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = TableDataModule(cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers)
     spec = datamodule.spec
     net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
     model = ForgeModule(
         net,
         task=spec["task"],
         num_classes=output_dim(spec),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        **scale,
     )
     output_dir = run_output_dir(cfg)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
@@ -65,7 +67,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics[f"best/{trainer.checkpoint_callback.monitor}"] = float(
                 trainer.checkpoint_callback.best_model_score
             )
-        scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
         export_model(
             InferenceModel(model.net.cpu(), spec["task"], **scale),
             spec,

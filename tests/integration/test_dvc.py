@@ -1,0 +1,100 @@
+"""Real DVC in a temporary git repository holding a copy of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgeml.io import read_json
+from tests.conftest import PROJECT_ROOT
+
+FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
+PROJECT_FILES = ["conf", "src", "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/.gitkeep"]
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "forgeml-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "forgeml-test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    env.pop("FORGEML_CONFIG_DIR", None)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def copy_project(destination: Path) -> Path:
+    destination.mkdir()
+    for name in PROJECT_FILES:
+        source, target = PROJECT_ROOT / name, destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+    run(["git", "init", "-q"], destination)
+    return destination
+
+
+def commit_all(repo: Path) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "snapshot"], repo)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    run(["forgeml", "compose", *FAST], repo)
+    commit_all(repo)
+    return repo
+
+
+def params(repo: Path) -> dict:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def test_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repo):
+    run(["dvc", "repro"], repo)
+    for output in ("data/processed/train.parquet", "data/processed/reference_profile.json", "models/model.pt2"):
+        assert (repo / output).is_file(), output
+    metrics = read_json(repo / "reports" / "metrics.json")
+    assert metrics["test/accuracy"] >= 0.9
+    assert (repo / "dvc.lock").is_file()
+    again = run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+
+def test_exp_run_composes_conf_and_changes_params_and_result(repo):
+    run(["dvc", "repro"], repo)
+    commit_all(repo)
+    before = read_json(repo / "reports" / "metrics.json")
+    overrides = ["data=wine", "model.hidden=[64,64]", *FAST]
+    run(["dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)]], repo)
+    changed = params(repo)
+    assert changed["data"]["name"] == "wine"
+    assert changed["model"]["hidden"] == [64, 64]
+    after = read_json(repo / "reports" / "metrics.json")
+    assert after != before and after["test/accuracy"] >= 0.8
+    assert read_json(repo / "models" / "model.json")["config"]["data"]["name"] == "wine"
+
+    composed = copy_project(repo.parent / "composed")
+    run(["forgeml", "compose", *overrides], composed)
+    assert (composed / "params.yaml").read_text() == (repo / "params.yaml").read_text()
+
+
+def test_exp_run_refuses_a_typo_through_the_schema(repo):
+    result = run(["dvc", "exp", "run", "-S", "model.hiden=3"], repo, check=False)
+    assert result.returncode != 0
+    assert "Key 'hiden' not in 'MLPConfig'" in result.stdout + result.stderr

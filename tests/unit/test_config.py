@@ -1,0 +1,93 @@
+"""The schemas refuse typos and wrong types while composing, before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from tests.conftest import CONF_DIR, PROJECT_ROOT
+
+
+def forgeml(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    command = [sys.executable, "-m", "forgeml.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_typo_in_override_names_valid_keys(tmp_path):
+    result = forgeml("train", "model.hiden=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown key 'model.hiden'" in result.stderr
+    assert "valid keys of model: activation, depth, dropout, hidden" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    result = forgeml("train", "trainer.max_epochs=abc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.max_epochs" in result.stderr
+    assert "could not be converted to Integer" in result.stderr
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    result = forgeml("train", "data=breast_cancr", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Could not find 'data/breast_cancr'" in result.stderr
+    for choice in ("breast_cancer", "wine", "diabetes", "digits", "csv"):
+        assert choice in result.stderr
+
+
+def test_features_mapping_is_settable_as_typed(make_config):
+    cfg = make_config("data=csv", "data.path=x.csv", "data.target=y", "data.features={age:numeric,city:categorical}")
+    assert {k: v.value for k, v in cfg.data.features.items()} == {"age": "numeric", "city": "categorical"}
+
+
+def test_features_mapping_refuses_an_unknown_type(make_config):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_config("data.features={age:numric}")
+    assert "expected one of [numeric, categorical]" in str(error.value.__cause__)
+
+
+def test_activation_is_checked(make_config):
+    with pytest.raises(ConfigCompositionException):
+        make_config("model.activation=rleu")
+
+
+def test_group_typo_raises_missing_config(make_config):
+    with pytest.raises(MissingConfigException):
+        make_config("trainer=gpus")
+
+
+def test_every_group_option_composes(make_config):
+    options = [
+        "data=wine", "data=diabetes", "data=digits", "data=synthetic", "model=cnn", "trainer=cpu",
+        "trainer=gpu", "trainer=ddp", "logger=csv", "logger=tensorboard", "logger=wandb",
+        "experiment=digits", "experiment=diabetes",
+    ]
+    for option in options:
+        group = option.split("=")[0]
+        cfg = make_config(option)
+        chosen = option.split("=")[1]
+        assert group == "experiment" or cfg[group].get("name", chosen) == chosen or cfg[group]._target_
+    assert make_config("experiment=digits").model._target_.endswith("CNN")
+    assert make_config("trainer=gpu").trainer.precision == "bf16-mixed"
+
+
+def test_help_and_compose_import_no_heavy_library(tmp_path):
+    """--help and compose stay fast by never importing torch, Lightning, DVC or wandb."""
+    code = (
+        "import sys, os; os.environ['FORGEML_CONFIG_DIR'] = sys.argv[1]; from forgeml import cli;"
+        "assert cli.main(['--help']) == 0; assert cli.main(['compose', 'seed=7']) == 0;"
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'dvc', 'wandb') if m in sys.modules];"
+        "print('HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(CONF_DIR)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert "seed: 7" in (tmp_path / "params.yaml").read_text()

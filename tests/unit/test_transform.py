@@ -1,0 +1,63 @@
+"""The fitted preprocessing: fitted on train only, applied identically everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from forgeml.data.checks import check_table
+from forgeml.data.preprocessing import feature_columns, fit_preprocessor
+from forgeml.data.transform import MISSING_CATEGORY, encode_features, encode_labels, label_names
+
+
+def fitted(frame: pd.DataFrame, target: str = "y") -> tuple[pd.DataFrame, dict]:
+    checked, schema = check_table(frame, target)
+    return checked, fit_preprocessor(checked, schema)
+
+
+def test_numeric_is_imputed_with_the_median_and_standardised():
+    _, spec = fitted(pd.DataFrame({"x": [1.0, 2.0, None, 10.0], "y": ["a", "b", "a", "b"]}))
+    x = spec["features"][0]
+    assert x["fill"] == 2.0
+    encoded = encode_features(spec, {"x": np.array([np.nan, 2.0])})
+    expected = (2.0 - x["mean"]) / x["std"]
+    assert np.allclose(encoded[:, 0], [expected, expected])
+
+
+def test_missing_category_is_its_own_category_and_unknown_is_all_zeros():
+    _, spec = fitted(pd.DataFrame({"city": ["Oslo", "Rome", None, "Oslo"], "y": [0, 1, 0, 1]}))
+    assert spec["features"][0]["categories"] == sorted(["Oslo", "Rome", MISSING_CATEGORY])
+    encoded = encode_features(spec, {"city": np.array(["Rome", None, "Paris"], dtype=object)})
+    assert encoded.shape == (3, 3)
+    assert encoded.sum(axis=1).tolist() == [1.0, 1.0, 0.0]
+
+
+def test_constant_column_does_not_divide_by_zero():
+    _, spec = fitted(pd.DataFrame({"x": [5.0] * 4, "y": [0, 1, 0, 1]}))
+    assert np.isfinite(encode_features(spec, {"x": np.array([5.0, 7.0])})).all()
+
+
+def test_labels_round_trip():
+    _, spec = fitted(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["cat", "dog", "ant", "dog"]}))
+    indices = encode_labels(spec, np.array(["dog", "ant", "cat", "emu"]))
+    assert indices.tolist()[:3] == [2, 0, 1] and indices[3] == -1
+    assert label_names(spec, indices[:3]) == ["dog", "ant", "cat"]
+
+
+def test_integer_labels_stay_integers():
+    _, spec = fitted(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [3, 1, 2, 1]}))
+    assert spec["labels"] == [1, 2, 3]
+
+
+def test_regression_spec_keeps_target_scale():
+    frame = pd.DataFrame({"x": np.arange(40.0), "y": np.arange(40.0) * 2.5 + 0.1})
+    _, spec = fitted(frame)
+    assert spec["task"] == "regression"
+    assert np.isclose(spec["target_mean"], frame["y"].mean())
+
+
+def test_feature_columns_match_the_spec_order():
+    checked, spec = fitted(pd.DataFrame({"b": ["u", "v", "u", "v"], "a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}))
+    encoded = encode_features(spec, feature_columns(checked, spec))
+    assert encoded.shape == (4, spec["input_dim"]) == (4, 3)
+    assert encoded.dtype == np.float32
