@@ -91,3 +91,10 @@ def test_help_and_compose_import_no_heavy_library(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
     assert "seed: 7" in (tmp_path / "params.yaml").read_text()
+
+
+def test_committed_params_yaml_is_the_default_composition(tmp_path):
+    """params.yaml (what `dvc repro` runs) must not drift from conf/: regenerate with `forgeml compose`."""
+    result = forgeml("compose", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "params.yaml").read_text() == (PROJECT_ROOT / "params.yaml").read_text()

@@ -27,6 +27,8 @@ class TensorTable(Dataset):
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         self.inputs, self.targets = inputs, targets
+        # rows handed out so far: training throughput without a callback in the loop
+        self.rows_served = 0
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -36,6 +38,7 @@ class TensorTable(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
+        self.rows_served += len(index)
         return self.inputs[index], self.targets[index]
 
 

@@ -1,0 +1,41 @@
+# forgeml: `make demo` runs the default pipeline end to end; `make test` runs the test suite.
+# Both set up .venv first (Python >= 3.10). TORCH pins the CPU/GPU build you want installed.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(CURDIR)/$(VENV)/bin
+# DVC stages call `forgeml`: put the environment's commands first on PATH
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup demo test lint format bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	forgeml compose
+	dvc repro
+	dvc metrics show
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: setup
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf logs outputs multirun
