@@ -15,7 +15,15 @@ from forgeml.io import read_json
 from tests.conftest import PROJECT_ROOT
 
 FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
-PROJECT_FILES = ["conf", "src", "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/.gitkeep"]
+PROJECT_FILES = [
+    "conf",
+    "src",
+    "dvc.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    "data/raw/.gitkeep",
+]
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -23,8 +31,10 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "forgeml-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "forgeml-test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "GIT_AUTHOR_NAME": "forgeml-test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "forgeml-test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
         "DVC_NO_ANALYTICS": "1",
     }
     env.pop("FORGEML_CONFIG_DIR", None)
@@ -66,7 +76,11 @@ def params(repo: Path) -> dict:
 
 def test_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repo):
     run(["dvc", "repro"], repo)
-    for output in ("data/processed/train.parquet", "data/processed/reference_profile.json", "models/model.pt2"):
+    for output in (
+        "data/processed/train.parquet",
+        "data/processed/reference_profile.json",
+        "models/model.pt2",
+    ):
         assert (repo / output).is_file(), output
     metrics = read_json(repo / "reports" / "metrics.json")
     assert metrics["test/accuracy"] >= 0.9

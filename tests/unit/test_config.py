@@ -42,7 +42,9 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
 
 
 def test_features_mapping_is_settable_as_typed(make_config):
-    cfg = make_config("data=csv", "data.path=x.csv", "data.target=y", "data.features={age:numeric,city:categorical}")
+    cfg = make_config(
+        "data=csv", "data.path=x.csv", "data.target=y", "data.features={age:numeric,city:categorical}"
+    )
     assert {k: v.value for k, v in cfg.data.features.items()} == {"age": "numeric", "city": "categorical"}
 
 
@@ -64,9 +66,19 @@ def test_group_typo_raises_missing_config(make_config):
 
 def test_every_group_option_composes(make_config):
     options = [
-        "data=wine", "data=diabetes", "data=digits", "data=synthetic", "model=cnn", "trainer=cpu",
-        "trainer=gpu", "trainer=ddp", "logger=csv", "logger=tensorboard", "logger=wandb",
-        "experiment=digits", "experiment=diabetes",
+        "data=wine",
+        "data=diabetes",
+        "data=digits",
+        "data=synthetic",
+        "model=cnn",
+        "trainer=cpu",
+        "trainer=gpu",
+        "trainer=ddp",
+        "logger=csv",
+        "logger=tensorboard",
+        "logger=wandb",
+        "experiment=digits",
+        "experiment=diabetes",
     ]
     for option in options:
         group = option.split("=")[0]

@@ -57,7 +57,9 @@ def test_regression_spec_keeps_target_scale():
 
 
 def test_feature_columns_match_the_spec_order():
-    checked, spec = fitted(pd.DataFrame({"b": ["u", "v", "u", "v"], "a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}))
+    checked, spec = fitted(
+        pd.DataFrame({"b": ["u", "v", "u", "v"], "a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+    )
     encoded = encode_features(spec, feature_columns(checked, spec))
     assert encoded.shape == (4, spec["input_dim"]) == (4, 3)
     assert encoded.dtype == np.float32

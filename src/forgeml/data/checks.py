@@ -46,9 +46,7 @@ def check_table(
     feature_names = [c for c in columns if c != target and c not in drop]
     if not feature_names:
         raise ForgeError(f"no feature columns left besides target '{target}'")
-    features = {
-        name: declared.get(name) or _infer_type(frame[name], name) for name in feature_names
-    }
+    features = {name: declared.get(name) or _infer_type(frame[name], name) for name in feature_names}
     frame = frame[[*feature_names, target]].copy()
     for name, kind in features.items():
         # numerics as floats (NaN missing), categoricals as strings (NA missing): one type each

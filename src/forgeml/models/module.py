@@ -17,9 +17,7 @@ def validation_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollec
         return torchmetrics.MetricCollection(
             {
                 "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-                "f1_macro": torchmetrics.F1Score(
-                    task="multiclass", num_classes=num_classes, average="macro"
-                ),
+                "f1_macro": torchmetrics.F1Score(task="multiclass", num_classes=num_classes, average="macro"),
             },
             prefix="val/",
         )
@@ -88,7 +86,9 @@ class ForgeModule(pl.LightningModule):
         if self.task == "classification":
             self.val_metrics.update(outputs.argmax(-1), targets)
         else:
-            self.val_metrics.update(self._in_target_units(outputs.squeeze(-1)), self._in_target_units(targets))
+            self.val_metrics.update(
+                self._in_target_units(outputs.squeeze(-1)), self._in_target_units(targets)
+            )
 
     def on_validation_epoch_end(self) -> None:
         """Logged once per validation, synced across processes by torchmetrics."""
@@ -110,9 +110,7 @@ class ForgeModule(pl.LightningModule):
 class InferenceModel(nn.Module):
     """What gets exported: raw inputs in, class probabilities or the target value out."""
 
-    def __init__(
-        self, net: nn.Module, task: str, target_mean: float = 0.0, target_std: float = 1.0
-    ):
+    def __init__(self, net: nn.Module, task: str, target_mean: float = 0.0, target_std: float = 1.0):
         super().__init__()
         self.net = net
         self.classify = task == "classification"

@@ -22,9 +22,7 @@ BINS = 10
 
 def build_profile(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
     features = {
-        name: _numeric_sketch(train[name])
-        if kind == "numeric"
-        else _categorical_sketch(train[name])
+        name: _numeric_sketch(train[name]) if kind == "numeric" else _categorical_sketch(train[name])
         for name, kind in schema.features.items()
     }
     target = train[schema.target]
@@ -57,9 +55,7 @@ def _numeric_sketch(column: pd.Series) -> dict[str, Any]:
         "std": float(present.std()),
         "min": float(present.min()),
         "max": float(present.max()),
-        "quantiles": dict(
-            zip(map(str, QUANTILES), np.quantile(present, QUANTILES).tolist(), strict=True)
-        ),
+        "quantiles": dict(zip(map(str, QUANTILES), np.quantile(present, QUANTILES).tolist(), strict=True)),
         "bin_edges": edges.tolist(),
         "bin_counts": counts.tolist(),
     }

@@ -34,9 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     outputs = torch.from_numpy(artifact.predict(test))
     reports = Path(cfg.paths.reports_dir)
     if artifact.spec["task"] == "classification":
-        targets = torch.from_numpy(
-            encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy())
-        )
+        targets = torch.from_numpy(encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy()))
         metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports)
     else:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
@@ -79,12 +77,8 @@ def classification_report(
     figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
     if classes == 2:
         fpr, tpr, _ = M.roc(probabilities[:, 1], targets, task="binary")
-        write_csv(
-            reports / "plots" / "roc.csv", pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy()})
-        )
-        figures["roc"] = plot_curve(
-            fpr.numpy(), tpr.numpy(), "false positive rate", "true positive rate"
-        )
+        write_csv(reports / "plots" / "roc.csv", pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy()}))
+        figures["roc"] = plot_curve(fpr.numpy(), tpr.numpy(), "false positive rate", "true positive rate")
     save_figures(figures, reports / "figures")
     return metrics, {"labels": labels, "confusion_matrix": confusion.tolist()}
 
@@ -114,9 +108,7 @@ def plot_confusion(confusion: np.ndarray, names: list[str]) -> Any:
     figure = Figure(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
     axes = figure.subplots()
     axes.imshow(confusion, cmap="Blues")
-    axes.set(
-        xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="actual"
-    )
+    axes.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="actual")
     axes.set_xticklabels(names, rotation=45, ha="right")
     axes.set_yticklabels(names)
     for (row, col), count in np.ndenumerate(confusion):

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    datamodule = TableDataModule(cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers)
+    datamodule = TableDataModule(
+        cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+    )
     spec = datamodule.spec
     net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
     scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
