@@ -162,3 +162,25 @@ def test_wandb_logger_writes_an_offline_run_with_the_metrics(make_config, monkey
     record = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert b"val/loss" in record and b"train/loss" in record
     assert json.dumps(metrics["val/loss"]).encode() in record
+
+
+def test_optuna_sweep_runs_trials_each_with_its_own_model(tmp_path):
+    prepare.run(compose_config(tmp_path))
+    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    forgeml = os.path.join(os.path.dirname(sys.executable), "forgeml")
+    command = [
+        forgeml,
+        "train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Best value" in result.stdout + result.stderr
+    jobs = sorted((tmp_path / "logs" / "multiruns").glob("*/[0-9]*"))
+    assert len(jobs) == 2
+    assert all((job / "models" / "model.pt2").is_file() for job in jobs)
+    assert not (tmp_path / "models").exists()

@@ -6,7 +6,8 @@ Features and the flags that control them:
 - best checkpoint and early stopping on `callbacks.model_checkpoint.monitor` (default val/loss)
 - resume: `ckpt_path=models/checkpoints/last.ckpt`
 - logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
-- sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`
+- sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
+  each job writes its model under its own output directory instead of models/
 
 Writes models/model.pt2 (torch.export, dynamic batch), models/model.json (resolved config, its
 hash, validation metrics) and models/preprocessor.json.
@@ -23,6 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if in_sweep():
+        # each job of a sweep keeps its own model; none overwrites models/
+        cfg.paths.models_dir = str(run_output_dir(cfg) / "models")
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = TableDataModule(
@@ -85,6 +90,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("exported %s/model.pt2 (best: %s)", cfg.paths.models_dir, best or "last epoch")
     _close_wandb(trainer)
     return metrics
+
+
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_output_dir(cfg: DictConfig) -> Path:
