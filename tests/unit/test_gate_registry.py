@@ -1,0 +1,106 @@
+"""The promotion gate and the model registry."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from forgeml.errors import ForgeError
+from forgeml.serving.gate import promotion_gate
+from forgeml.serving.registry import Registry, data_hash
+
+
+def test_gate_refuses_a_model_below_the_threshold_and_quotes_the_numbers():
+    decision = promotion_gate({"test/accuracy": 0.81}, None, {"test/accuracy": 0.9}, 0.02)
+    assert not decision.passed
+    assert decision.reasons == ["test/accuracy 0.8100 is below the required minimum 0.9000"]
+
+
+def test_gate_treats_error_metrics_as_maxima():
+    assert promotion_gate({"test/rmse": 40.0}, None, {"test/rmse": 50.0}, 0.02).passed
+    refused = promotion_gate({"test/rmse": 60.0}, None, {"test/rmse": 50.0}, 0.02)
+    assert "above the allowed maximum 50.0000" in refused.summary()
+
+
+def test_gate_refuses_a_regression_against_the_deployed_model():
+    deployed = {"test/accuracy": 0.95, "test/rmse": 10.0}
+    worse = promotion_gate({"test/accuracy": 0.90, "test/rmse": 10.0}, deployed, {}, 0.02)
+    assert not worse.passed and "worse than the deployed 0.9500 by 0.0500" in worse.reasons[0]
+    slightly_worse = promotion_gate({"test/accuracy": 0.94, "test/rmse": 10.1}, deployed, {}, 0.02)
+    assert slightly_worse.passed
+    better = promotion_gate({"test/accuracy": 0.97, "test/rmse": 9.0}, deployed, {"test/accuracy": 0.9}, 0.0)
+    assert better.passed
+
+
+def test_gate_names_a_metric_that_was_not_measured():
+    decision = promotion_gate({"test/r2": 0.5}, None, {"test/accuracy": 0.9}, 0.02)
+    assert "test/accuracy was not measured (measured: test/r2)" in decision.reasons[0]
+
+
+def entry(version: str, accuracy: float = 0.9) -> dict:
+    return {"version": version, "config_hash": "c", "data_hash": "d", "metrics": {"test/accuracy": accuracy}}
+
+
+def test_registry_records_deploys_and_rolls_back(tmp_path):
+    registry = Registry(tmp_path)
+    registry.record("m", entry("v1"))
+    registry.record("m", entry("v2"))
+    assert [e["version"] for e in registry.versions("m")] == ["v1", "v2"]
+    assert registry.deployed("m") is None
+    registry.mark_deployed("m", "v1")
+    registry.mark_deployed("m", "v2")
+    assert registry.deployed("m")["version"] == "v2"
+    assert registry.roll_back("m") == "v1"
+    assert registry.deployed("m")["version"] == "v1"
+    with pytest.raises(ForgeError, match="no earlier deployment"):
+        registry.roll_back("m")
+    with pytest.raises(ForgeError, match="registered: v1, v2"):
+        registry.mark_deployed("m", "v9")
+
+
+def test_registry_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    registry = Registry(tmp_path)
+    registry.record("m", entry("v1"))
+    before = registry.path.read_text()
+
+    def crash(self, text, *args, **kwargs):
+        with open(self, "w") as file:
+            file.write(text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", crash)
+    with pytest.raises(OSError):
+        registry.record("m", entry("v2"))
+    monkeypatch.undo()
+    assert registry.path.read_text() == before
+    assert [e["version"] for e in registry.versions("m")] == ["v1"]
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def _record_many(store: str, prefix: str) -> None:
+    for i in range(15):
+        Registry(store).record("m", entry(f"{prefix}{i}"))
+
+
+def test_concurrent_writers_lose_no_entry(tmp_path):
+    workers = [multiprocessing.Process(target=_record_many, args=(str(tmp_path), p)) for p in "ab"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert len(Registry(tmp_path).versions("m")) == 30
+    json.loads(Registry(tmp_path).path.read_text())
+
+
+def test_data_hash_prefers_dvc_lock(tmp_path):
+    processed = tmp_path / "data" / "processed"
+    processed.mkdir(parents=True)
+    (processed / "train.parquet").write_bytes(b"rows")
+    own = data_hash(processed, tmp_path / "dvc.lock")
+    assert own.startswith("sha256:")
+    lock = {"stages": {"prepare": {"outs": [{"path": str(processed), "md5": "abc.dir"}]}}}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))
+    assert data_hash(processed, tmp_path / "dvc.lock") == "dvc:abc.dir"
