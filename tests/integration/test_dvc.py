@@ -23,6 +23,7 @@ PROJECT_FILES = [
     ".dvc/.gitignore",
     ".dvcignore",
     "data/raw/.gitkeep",
+    "serve/inference-log/.gitkeep",
 ]
 
 

@@ -1,0 +1,183 @@
+"""Drift statistics on synthetic data with known answers, checked against scipy where it has one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.errors import ConfigCompositionException
+from scipy import stats
+
+from forgeml.cli import describe_config_error
+from forgeml.errors import ForgeError
+from forgeml.monitoring.drift import (
+    CategoricalReference,
+    DriftSettings,
+    NumericReference,
+    SortedSample,
+    dataset_drift,
+    feature_drift,
+    ks_test,
+    wasserstein_distance,
+)
+from forgeml.stages.monitor import drift_settings
+
+
+def numeric_table(rng: np.random.Generator, rows: int, features: int) -> pd.DataFrame:
+    return pd.DataFrame(rng.normal(size=(rows, features)), columns=[f"x{i}" for i in range(features)])
+
+
+def numeric_references(table: pd.DataFrame) -> dict[str, NumericReference]:
+    return {name: NumericReference.from_values(table[name].to_numpy()) for name in table}
+
+
+def test_identical_distributions_drift_at_the_nominal_rate_with_ks():
+    settings = DriftSettings(min_samples=50)
+    decisions = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        reference, current = numeric_table(rng, 400, 50), numeric_table(rng, 600, 50)
+        features = dataset_drift(numeric_references(reference), current, settings)["features"]
+        assert {entry["test"] for entry in features.values()} == {"ks"}
+        decisions += [entry["drifted"] for entry in features.values()]
+    # 600 tests at p < 0.05: 30 expected; 3 binomial standard deviations either side
+    assert 0.05 - 3 * 0.0089 < np.mean(decisions) < 0.05 + 3 * 0.0089
+
+
+def test_identical_categorical_distributions_drift_at_the_nominal_rate_with_chi2():
+    settings = DriftSettings(min_samples=50)
+    shares = [0.5, 0.3, 0.15, 0.05]
+    decisions = []
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        reference = CategoricalReference.from_values(rng.choice(list("abcd"), 500, p=shares))
+        decisions.append(
+            feature_drift(reference, rng.choice(list("abcd"), 300, p=shares), settings)["drifted"]
+        )
+    assert 0.05 - 3 * 0.011 < np.mean(decisions) < 0.05 + 3 * 0.011
+
+
+def test_large_reference_uses_distances_and_never_flags_identical_distributions():
+    rng = np.random.default_rng(7)
+    reference, current = numeric_table(rng, 5000, 20), numeric_table(rng, 3000, 20)
+    drift = dataset_drift(numeric_references(reference), current, DriftSettings())
+    assert {entry["test"] for entry in drift["features"].values()} == {"wasserstein"}
+    assert drift["drifted_features"] == []
+    assert max(entry["statistic"] for entry in drift["features"].values()) < 0.05
+
+
+@pytest.mark.parametrize("reference_rows", [500, 5000])
+def test_shifted_and_scaled_features_are_detected(reference_rows):
+    rng = np.random.default_rng(3)
+    reference, current = numeric_table(rng, reference_rows, 12), numeric_table(rng, 4000, 12)
+    current["x2"] += 0.5
+    current["x7"] *= 1.6
+    drift = dataset_drift(numeric_references(reference), current, DriftSettings())
+    features = drift["features"]
+    assert features["x2"]["drifted"] and features["x7"]["drifted"]
+    assert features["x2"]["psi"] > 0.1
+    if reference_rows > 1000:
+        # distances between samples of one distribution stay far below 0.1: exactly these two
+        assert drift["drifted_features"] == ["x2", "x7"]
+    else:
+        assert features["x2"]["p_value"] < 1e-4 and features["x7"]["p_value"] < 1e-4
+    assert drift["share_drifted"] == len(drift["drifted_features"]) / 12
+    assert drift["dataset_drift"] is False
+
+
+def test_dataset_drifts_when_the_share_of_drifted_features_reaches_the_threshold():
+    rng = np.random.default_rng(4)
+    reference, current = numeric_table(rng, 5000, 4), numeric_table(rng, 2000, 4)
+    current[["x0", "x1"]] += 1.0
+    references = numeric_references(reference)
+    assert dataset_drift(references, current, DriftSettings(share_threshold=0.5))["dataset_drift"]
+    assert not dataset_drift(references, current, DriftSettings(share_threshold=0.75))["dataset_drift"]
+
+
+@pytest.mark.parametrize(("reference_rows", "current_rows"), [(300, 120), (800, 5000), (20, 7)])
+def test_ks_matches_scipy_including_ties(reference_rows, current_rows):
+    rng = np.random.default_rng(reference_rows)
+    for reference, current in [
+        (rng.normal(size=reference_rows), rng.normal(0.2, 1.0, current_rows)),
+        (rng.integers(0, 6, reference_rows).astype(float), rng.integers(0, 8, current_rows).astype(float)),
+    ]:
+        ours = ks_test(
+            NumericReference.from_values(reference).summary,
+            SortedSample.of(current).on(NumericReference.from_values(reference).grid),
+        )
+        theirs = stats.ks_2samp(reference, current, method="asymp")
+        assert ours == pytest.approx((theirs.statistic, theirs.pvalue), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("reference_rows", "tolerance"), [(7, 1e-9), (900, 1e-9), (30_000, 1e-3)])
+def test_wasserstein_matches_scipy(reference_rows, tolerance):
+    rng = np.random.default_rng(reference_rows)
+    reference = rng.normal(size=reference_rows)
+    for current in (rng.normal(0.1, 1.3, 2000), rng.normal(5.0, 0.2, 50), np.round(rng.normal(size=999))):
+        ours = wasserstein_distance(NumericReference.from_values(reference), SortedSample.of(current))
+        assert ours == pytest.approx(stats.wasserstein_distance(reference, current), rel=tolerance)
+
+
+def test_a_new_category_is_drift():
+    rng = np.random.default_rng(5)
+    old = rng.choice(["red", "green", "blue"], 3000, p=[0.5, 0.3, 0.2])
+    new = np.concatenate([rng.choice(["red", "green", "blue"], 700, p=[0.5, 0.3, 0.2]), ["purple"] * 300])
+    for reference_rows, test in [(800, "chi2"), (3000, "jensenshannon")]:
+        reference = CategoricalReference.from_values(old[:reference_rows])
+        entry = feature_drift(reference, new, DriftSettings())
+        assert entry["test"] == test and entry["drifted"] is True
+        assert entry["psi"] > 1.0
+        unchanged = feature_drift(reference, new[:700], DriftSettings())
+        assert unchanged["drifted"] is False
+
+
+def test_categorical_reference_from_profile_frequencies_counts_missing_as_a_category():
+    reference = CategoricalReference.from_frequencies({"a": 600, "b": 400})
+    current = np.array(["a"] * 60 + [None] * 60, dtype=object)
+    entry = feature_drift(reference, current, DriftSettings(min_samples=10))
+    assert entry["missing"] == 60
+    assert entry["drifted"] is True
+
+
+def test_too_few_values_give_no_verdict():
+    rng = np.random.default_rng(6)
+    reference = numeric_references(numeric_table(rng, 500, 3))
+    current = numeric_table(rng, 99, 3)
+    current.loc[:, "x1"] = np.nan
+    drift = dataset_drift(reference, current.iloc[:, :2], DriftSettings(min_samples=100))
+    for entry in drift["features"].values():
+        assert entry["test"] is None and entry["drifted"] is None
+    assert drift["tested_features"] == 0 and drift["dataset_drift"] is False
+    enough = dataset_drift(reference, current, DriftSettings(min_samples=50))
+    assert enough["features"]["x0"]["drifted"] is not None
+    assert enough["features"]["x1"]["drifted"] is None and enough["features"]["x1"]["missing"] == 99
+    assert enough["features"]["x2"]["drifted"] is not None
+    assert enough["tested_features"] == 2
+
+
+def test_text_infinities_and_blanks_in_numeric_columns_count_as_missing():
+    reference = NumericReference.from_values(np.arange(200, dtype=float))
+    current = np.array([*map(str, range(150)), "abc", None, "inf", "-inf", "", "nan"], dtype=object)
+    entry = feature_drift(reference, current, DriftSettings(min_samples=100))
+    assert entry["rows"] == 156 and entry["missing"] == 6
+    assert entry["drifted"] is True  # 0..149 against 0..199: the top quarter is gone
+
+
+def test_configured_methods_override_auto(make_config):
+    cfg = make_config("monitor.numeric_method=psi", "monitor.categorical_method=jensenshannon")
+    settings = drift_settings(cfg.monitor)
+    assert settings.test_for("numeric", 10) == "psi"
+    assert settings.test_for("categorical", 10) == "jensenshannon"
+    assert DriftSettings().test_for("numeric", 1000) == "ks"
+    assert DriftSettings().test_for("numeric", 1001) == "wasserstein"
+
+
+def test_monitor_config_mistakes_are_refused_naming_the_key(make_config):
+    with pytest.raises(ForgeError, match=r"monitor.categorical_method=ks .*choose auto, chi2"):
+        drift_settings(make_config("monitor.categorical_method=ks").monitor)
+    with pytest.raises(ForgeError, match=r"monitor.sample_rate=1.5 must lie between 0 and 1"):
+        drift_settings(make_config("monitor.sample_rate=1.5").monitor)
+    with pytest.raises(ConfigCompositionException) as refused:
+        make_config("monitor.numeric_method=kolmogorov")
+    message = describe_config_error(refused.value)
+    assert "monitor.numeric_method" in message and "jensenshannon" in message
