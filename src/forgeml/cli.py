@@ -27,10 +27,21 @@ STAGES = {
     "train": "train with Lightning; export the best model to models/",
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
+    "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
+    "serve": "start | stop | status: a local TorchServe serving the model store",
+    "deploy": "make the packaged version the default on the running server",
+    "rollback": "make the previously deployed version the default again",
+    "models": "the model registry: every packaged version, its metrics, which one serves",
+    "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
+    "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
 }
+# stages that take an action first (`forgeml serve start k=v`): the action names the function
+ACTIONS = {"serve": ("start", "stop", "status")}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
-    "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"]
+    "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 
 
@@ -44,15 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage, args = argv[0], argv[1:]
     if stage not in STAGES:
-        print(
-            f"forgeml: unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", file=sys.stderr
-        )
+        print(f"forgeml: unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    if stage in ACTIONS:
+        if not args or args[0] not in ACTIONS[stage]:
+            print(f"forgeml {stage}: choose an action: {' | '.join(ACTIONS[stage])}", file=sys.stderr)
+            return 2
+        stage, args = f"{stage} {args[0]}", args[1:]
     try:
-        if "--params" in args:
-            run_from_params(stage, args)
-        else:
-            run_hydra_app(stage, args)
+        run = run_from_params if "--params" in args else run_hydra_app
+        exit_code = run(stage, args)
     except ForgeError as error:
         print(f"forgeml {stage}: error: {error}", file=sys.stderr)
         return 2
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"forgeml {stage}: config error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return exit_code
 
 
 def usage() -> str:
@@ -75,11 +87,17 @@ def usage() -> str:
 
 
 def run_stage(stage: str, cfg: Any) -> dict[str, Any]:
-    module = importlib.import_module(f"forgeml.stages.{stage}")
-    result = module.run(cfg)
+    name, _, action = stage.partition(" ")
+    module = importlib.import_module(f"forgeml.stages.{name}")
+    result = getattr(module, action or "run")(cfg)
     if result and is_rank_zero():
         print(json.dumps({stage: result}, indent=2, default=str))
     return result
+
+
+def exit_code_of(result: Any) -> int:
+    """A stage asks for a non-zero exit through `exit_code` in its result (monitor: 3 = drift)."""
+    return int(result.get("exit_code", 0)) if isinstance(result, dict) else 0
 
 
 def is_rank_zero() -> bool:
@@ -87,7 +105,7 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def run_from_params(stage: str, args: list[str]) -> None:
+def run_from_params(stage: str, args: list[str]) -> int:
     """Run a stage on a composed snapshot: DVC's stages use params.yaml, not conf/."""
     from omegaconf import OmegaConf
 
@@ -100,7 +118,7 @@ def run_from_params(stage: str, args: list[str]) -> None:
     if not params.is_file():
         raise ForgeError(f"{params} not found; write it with `forgeml compose`")
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), OmegaConf.load(params))
-    run_stage(stage, cfg)
+    return exit_code_of(run_stage(stage, cfg))
 
 
 def config_dir() -> Path:
@@ -113,18 +131,20 @@ def config_dir() -> Path:
     return directory
 
 
-def run_hydra_app(stage: str, args: list[str]) -> None:
+def run_hydra_app(stage: str, args: list[str]) -> int:
     import hydra
 
     # errors reach main() as exceptions, which turns them into one readable message
     os.environ["HYDRA_FULL_ERROR"] = "1"
     script = sys.argv[0]
-    overrides = [*args, *QUIET_STAGES.get(stage, [])]
+    overrides = [*args, *QUIET_STAGES.get(stage.partition(" ")[0], [])]
+    exit_codes: list[int] = []
 
     def task(cfg: Any) -> Any:
         # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
         sys.argv = [script, stage, *args]
         result = run_stage(stage, cfg)
+        exit_codes.append(exit_code_of(result))
         metric = cfg.get("optimized_metric")
         return result.get(metric) if metric and result else result
 
@@ -134,6 +154,8 @@ def run_hydra_app(stage: str, args: list[str]) -> None:
         app()
     finally:
         sys.argv = [script, stage, *args]
+    # a multirun runs several jobs: the first that asked for a non-zero exit decides
+    return next((code for code in exit_codes if code), 0)
 
 
 def describe_config_error(error: BaseException) -> str | None:
@@ -155,6 +177,7 @@ def describe_config_error(error: BaseException) -> str | None:
     if cause is not error:
         message = f"{message}\n{str(cause).strip()}"
     return message
+
 
 if __name__ == "__main__":
     sys.exit(main())

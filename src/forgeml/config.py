@@ -35,6 +35,17 @@ class Activation(str, Enum):
     tanh = "tanh"
 
 
+class DriftMethod(str, Enum):
+    """auto: KS / chi-squared for a small reference, Wasserstein / Jensen-Shannon for a large one."""
+
+    auto = "auto"
+    ks = "ks"
+    wasserstein = "wasserstein"
+    chi2 = "chi2"
+    jensenshannon = "jensenshannon"
+    psi = "psi"
+
+
 def open_mapping(value_type: type) -> Any:
     """A typed mapping field that accepts new keys from the command line.
 
@@ -43,9 +54,7 @@ def open_mapping(value_type: type) -> Any:
     created non-struct while keeping their value type checked.
     """
     return field(
-        default_factory=lambda: DictConfig(
-            {}, key_type=str, element_type=value_type, flags={"struct": False}
-        )
+        default_factory=lambda: DictConfig({}, key_type=str, element_type=value_type, flags={"struct": False})
     )
 
 
@@ -68,7 +77,7 @@ class DataConfig:
     source: Any = MISSING
     target: str = MISSING
     task: Task = Task.auto
-    features: dict[str, FeatureType] = open_mapping(FeatureType)
+    features: dict[str, FeatureType] | None = open_mapping(FeatureType)
     drop: list[str] = field(default_factory=list)
     val_size: float = 0.15
     test_size: float = 0.15
@@ -132,6 +141,8 @@ class TrainerConfig:
     enable_model_summary: bool = False
     benchmark: bool = False
     sync_batchnorm: bool = False
+    # the data module shards its own batches across processes (whole index tensors per batch)
+    use_distributed_sampler: bool = False
 
 
 @dataclass
@@ -187,6 +198,72 @@ class CallbacksConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """The inference log the serving handler writes, and `forgeml monitor`'s drift checks."""
+
+    # inference log: share of requests recorded, where, per-file size cap and rotated files kept
+    sample_rate: float = 0.1
+    log_dir: str = "serve/inference-log"
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
+    # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
+    # one model's records and to the last rows or the last duration (e.g. 24h, 7d)
+    current: str | None = None
+    model_name: str | None = None
+    window_rows: int | None = None
+    window_duration: str | None = None
+    # tests: `auto` picks by column type and reference size (at most small_reference_rows: tests
+    # with p-values, drift when p < p_value; larger: distances, drift when >= distance_threshold)
+    numeric_method: DriftMethod = DriftMethod.auto
+    categorical_method: DriftMethod = DriftMethod.auto
+    small_reference_rows: int = 1000
+    p_value: float = 0.05
+    distance_threshold: float = 0.1
+    psi_threshold: float = 0.1
+    share_threshold: float = 0.5
+    min_samples: int = 100
+    wandb: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """TorchServe: archive contents (batching, workers) and the local server (ports, security)."""
+
+    # a TorchServe model name: letters, digits, '_', '-', '.'
+    model_name: str = "${data.name}"
+    # null: the model's config hash, so a retrained model is a new version
+    version: str | None = None
+    host: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
+    token_auth: bool = True
+    # register/unregister at runtime; off except while deploying (`serve.model_api=true`)
+    model_api: bool = False
+    workers: int = 1
+    batch_size: int = 8
+    max_batch_delay: int = 5  # ms a batch waits to fill up
+    response_timeout: int = 30  # s
+    startup_timeout: int = 120  # s for every worker to be READY
+    max_request_size: int = 1048576  # bytes
+    max_instances: int = 1000  # per request
+    model_store: str = "serve/model-store"
+    runtime_dir: str = "serve/runtime"
+
+
+@dataclass
+class GateConfig:
+    """What a candidate must meet before `forgeml deploy` makes it the default."""
+
+    # test metric -> minimum (a maximum for error metrics: loss, mae, mse, rmse)
+    thresholds: dict[str, float] = open_mapping(float)
+    # the largest allowed relative drop against the deployed version (0.02 = 2 % worse)
+    max_regression: float = 0.02
+
+
+@dataclass
 class ForgeConfig:
     """The root: what `params.yaml` holds once composed and resolved."""
 
@@ -202,6 +279,12 @@ class ForgeConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    # `forgeml predict input=... output=...`: the table to score and where to write it
+    input: str | None = None
+    output: str | None = None
 
 
 # (group, name, schema) for ConfigStore; group files extend them with `/schema/<group>/<name>@_here_`
@@ -217,6 +300,9 @@ SCHEMAS: list[tuple[str | None, str, type]] = [
     ("schema/logger", "tensorboard", TensorBoardLoggerConfig),
     ("schema/logger", "wandb", WandbLoggerConfig),
     ("schema/callbacks", "default", CallbacksConfig),
+    ("schema/monitor", "default", MonitorConfig),
+    ("schema/serve", "default", ServeConfig),
+    ("schema/gate", "default", GateConfig),
 ]
 
 

@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = cfg.data
     frame = instantiate(data.source)
     frame.columns = frame.columns.map(str)
-    features = {name: plain(kind) for name, kind in data.features.items()}
+    features = {name: plain(kind) for name, kind in (data.features or {}).items()}
     frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop))
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
     out = Path(cfg.paths.processed_dir)

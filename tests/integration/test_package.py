@@ -1,0 +1,118 @@
+"""`forgeml package`: what the archive holds, and that it needs nothing of forgeml to run."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgeml.data import transform
+from forgeml.errors import ForgeError
+from forgeml.io import read_json
+from forgeml.serving import archive as archive_module
+from forgeml.stages import package
+
+pytestmark = pytest.mark.slow
+
+# what a stock TorchServe worker has: the standard library, torch, numpy, PyYAML and ts
+WORKER_MODULES = {*sys.stdlib_module_names, "torch", "numpy", "yaml", "ts"}
+
+
+@pytest.fixture(scope="module")
+def packaged(trained_project, tmp_path_factory) -> tuple[dict, zipfile.ZipFile]:
+    cfg = copy.deepcopy(trained_project)
+    cfg.serve.model_store = str(tmp_path_factory.mktemp("store"))
+    cfg.serve.merge_with(
+        {
+            "batch_size": 4,
+            "max_batch_delay": 20,
+            "workers": 2,
+            "max_instances": 9,
+            "response_timeout": 17,
+            "startup_timeout": 45,
+        }
+    )
+    result = package.run(cfg)
+    return result, zipfile.ZipFile(result["archive"])
+
+
+def test_archive_holds_handler_program_preprocessing_schema_and_model_config(packaged):
+    result, archive = packaged
+    assert Path(result["archive"]).name == "breast_cancer.mar"
+    assert {
+        "handler.py",
+        "model.pt2",
+        "preprocessor.json",
+        "transform.py",
+        "input_schema.json",
+        "model-config.yaml",
+        "MAR-INF/MANIFEST.json",
+    } <= set(archive.namelist())
+    settings = yaml.safe_load(archive.read("model-config.yaml"))
+    assert settings == {
+        "minWorkers": 2,
+        "maxWorkers": 2,
+        "batchSize": 4,
+        "maxBatchDelay": 20,
+        "responseTimeout": 17,
+        "startupTimeout": 45,
+    }
+    assert archive.read("transform.py") == Path(transform.__file__).read_bytes()
+
+
+def test_input_schema_lists_every_feature_with_type_and_training_range(packaged, trained_project):
+    _, archive = packaged
+    schema = json.loads(archive.read("input_schema.json"))
+    spec = read_json(Path(trained_project.paths.models_dir) / "preprocessor.json")
+    assert [(f["name"], f["type"]) for f in schema["features"]] == [
+        (f["name"], f["type"]) for f in spec["features"]
+    ]
+    first = schema["features"][0]
+    assert (first["min"], first["max"]) == (spec["features"][0]["min"], spec["features"][0]["max"])
+    assert schema["labels"] == spec["labels"]
+    assert schema["max_instances"] == 9
+
+
+def test_version_defaults_to_the_model_config_hash(packaged, trained_project):
+    result, archive = packaged
+    manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]
+    config_hash = read_json(Path(trained_project.paths.models_dir) / "model.json")["config_hash"]
+    assert manifest["modelVersion"] == result["version"] == config_hash
+    assert manifest["modelName"] == "breast_cancer"
+    assert manifest["handler"] == "handler.py"
+
+
+@pytest.mark.parametrize("name", ["handler.py", "transform.py"])
+def test_archived_code_imports_only_what_a_stock_torchserve_worker_has(packaged, name):
+    _, archive = packaged
+    tree = ast.parse(archive.read(name))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0
+    }
+    assert {module.split(".")[0] for module in imported} <= WORKER_MODULES
+
+
+def test_invalid_model_name_is_refused_naming_the_key(trained_project, tmp_path):
+    cfg = copy.deepcopy(trained_project)
+    cfg.serve.model_store = str(tmp_path)
+    cfg.serve.model_name = "my model/v1"
+    with pytest.raises(ForgeError, match=r"serve\.model_name='my model/v1'"):
+        package.run(cfg)
+    assert not list(tmp_path.glob("*.mar"))
+
+
+def test_archive_names_its_files_as_the_handler_expects():
+    handler_source = archive_module.HANDLER.read_text()
+    for name in (
+        archive_module.SCHEMA_FILE,
+        archive_module.PREPROCESSOR_FILE,
+        archive_module.TRANSFORM_FILE,
+    ):
+        assert f'"{name}"' in handler_source

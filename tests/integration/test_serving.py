@@ -1,0 +1,282 @@
+"""A real TorchServe on loopback, started, queried, redeployed and stopped through forgeml.
+
+One server (free ports, its own runtime directory) serves the session's trained breast_cancer
+model for the whole module; its batching waits long enough to batch concurrent requests.
+Tests run in file order: start -> predict -> bad inputs -> batching -> auth -> deploy/rollback
+-> a second server side by side -> failures -> stop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from omegaconf import DictConfig
+
+from forgeml.errors import ForgeError
+from forgeml.io import read_json
+from forgeml.serving.server import TorchServe, http_request
+from forgeml.stages import deploy, package, predict, rollback, serve
+
+pytestmark = pytest.mark.slow
+
+MODEL = "breast_cancer"
+MAX_INSTANCES = 64
+PORT_KEYS = (
+    "inference_port",
+    "management_port",
+    "metrics_port",
+    "grpc_inference_port",
+    "grpc_management_port",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
+def serving_config(trained: DictConfig, workdir: Path, **serve_settings: Any) -> DictConfig:
+    """The trained project's config with its own store, runtime directory and free ports."""
+    cfg = copy.deepcopy(trained)
+    cfg.serve.merge_with(
+        {
+            **dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True)),
+            "model_store": str(workdir / "store"),
+            "runtime_dir": str(workdir / "runtime"),
+            "max_instances": MAX_INSTANCES,
+            **serve_settings,
+        }
+    )
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def served(trained_project, tmp_path_factory) -> DictConfig:
+    """breast_cancer packaged (batches of up to 8, waiting 300 ms) on a running TorchServe."""
+    cfg = serving_config(
+        trained_project,
+        tmp_path_factory.mktemp("served"),
+        model_api=True,
+        batch_size=8,
+        max_batch_delay=300,
+    )
+    package.run(cfg)
+    try:
+        serve.start(cfg)
+        yield cfg
+    finally:
+        TorchServe(cfg.serve).stop()
+
+
+@pytest.fixture(scope="module")
+def test_rows(trained_project) -> pd.DataFrame:
+    test = pd.read_parquet(Path(trained_project.paths.processed_dir) / "test.parquet")
+    return test.drop(columns=["target"]).head(12)
+
+
+def ask(cfg: DictConfig, body: Any, token: str | None = "inference") -> tuple[int, Any]:
+    """POST one request to the model's endpoint; `body` bytes are sent as they are."""
+    server = TorchServe(cfg.serve)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    key = server.token(token) if token else None
+    return http_request("POST", f"{server.url('inference')}/predictions/{MODEL}", key, data)
+
+
+def backend_calls(cfg: DictConfig) -> int:
+    """How many batches the workers have received: each logs one line per batch."""
+    log = Path(cfg.serve.runtime_dir) / "logs" / "model_log.log"
+    return log.read_text().count("Backend received inference at")
+
+
+def labels_and_probabilities(answer: dict[str, Any]) -> tuple[list[Any], list[list[float]]]:
+    predictions = answer["predictions"]
+    return [p["label"] for p in predictions], [list(p["probabilities"].values()) for p in predictions]
+
+
+def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(rows.to_json(orient="records"))
+
+
+def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
+    status = serve.status(served)
+    assert status["models"][MODEL]["versions"] == {status["models"][MODEL]["default_version"]: ["READY"]}
+    assert Path(status["key_file"]).is_file()
+    properties = TorchServe(served.serve).running_properties()
+    for api in ("inference", "management", "metrics"):
+        assert properties[f"{api}_address"].startswith("http://127.0.0.1:")
+    assert properties["metrics_mode"] == "prometheus"
+    assert properties["disable_token_authorization"] == "false"
+    store = Path(served.serve.model_store).resolve()
+    assert re.fullmatch(properties["allowed_urls"], f"file://{store}/{MODEL}.mar")
+    assert not re.fullmatch(properties["allowed_urls"], "https://example.com/model.mar")
+
+
+def test_endpoint_answers_equal_forgeml_predict(served, test_rows, tmp_path):
+    status, answer = ask(served, {"instances": records(test_rows)})
+    test_rows.to_csv(tmp_path / "rows.csv", index=False)
+    batch = copy.deepcopy(served)
+    batch.input, batch.output = str(tmp_path / "rows.csv"), str(tmp_path / "scored.csv")
+    predict.run(batch)
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert status == 200
+    served_labels, served_probabilities = labels_and_probabilities(answer)
+    assert served_labels == scored["prediction"].tolist()
+    labels = list(answer["predictions"][0]["probabilities"])
+    np.testing.assert_allclose(
+        served_probabilities, scored[[f"probability_{label}" for label in labels]], atol=1e-5
+    )
+
+
+def test_single_record_gets_one_prediction(served, test_rows):
+    status, answer = ask(served, records(test_rows)[0])
+    assert status == 200
+    assert len(answer["predictions"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "field", "message"),
+    [
+        ("malformed", None, "malformed JSON"),
+        ("missing", "mean radius", "missing feature 'mean radius'"),
+        ("wrong_type", "mean radius", "is numeric"),
+        ("empty", "instances", "is empty"),
+        ("too_many", "instances", "too many instances"),
+    ],
+)
+def test_bad_input_gets_400_with_its_message(served, test_rows, case, field, message):
+    good = records(test_rows)[0]
+    bodies = {
+        "malformed": b'{"instances": [{"mean radius": 1',
+        "missing": {"instances": [{k: v for k, v in good.items() if k != "mean radius"}]},
+        "wrong_type": {"instances": [{**good, "mean radius": "large"}]},
+        "empty": {"instances": []},
+        "too_many": {"instances": [good] * (MAX_INSTANCES + 1)},
+    }
+    status, answer = ask(served, bodies[case])
+    assert status == 400
+    assert message in answer["error"]
+    assert answer["field"] == field
+
+
+def test_bad_request_in_batch_fails_alone(served, test_rows):
+    rows = records(test_rows)[:3]
+    bodies = [rows[0], {**rows[1], "mean area": "huge"}, rows[2]]
+    alone = [ask(served, body)[1] for body in (rows[0], rows[2])]
+    start = threading.Barrier(len(bodies))
+
+    def send(body: Any) -> tuple[int, Any]:
+        start.wait(timeout=30)
+        return ask(served, body)
+
+    calls_before = backend_calls(served)
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(send, bodies))
+    # the frontend copies worker output into the log asynchronously: give it a moment
+    deadline = time.monotonic() + 5
+    while backend_calls(served) == calls_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend_calls(served) == calls_before + 1, "the three requests were not one batch"
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert answers[1][1]["field"] == "mean area"
+    for (_, answer), expected in zip([answers[0], answers[2]], alone, strict=True):
+        assert labels_and_probabilities(answer)[0] == labels_and_probabilities(expected)[0]
+        np.testing.assert_allclose(
+            labels_and_probabilities(answer)[1], labels_and_probabilities(expected)[1], atol=1e-5
+        )
+
+
+def test_request_without_token_is_refused(served, test_rows):
+    status, answer = ask(served, records(test_rows)[0], token=None)
+    assert status in (400, 401)
+    assert "Token Authorization failed" in answer["message"]
+
+
+def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
+    v1 = serve.status(served)["models"][MODEL]["default_version"]
+    v2 = copy.deepcopy(served)
+    v2.serve.version = "v2"
+    package.run(v2)
+    deployed = deploy.run(v2)
+    assert deployed["default_version"] == "v2"
+    assert set(deployed["versions"]) == {v1, "v2"}
+    assert ask(served, records(test_rows)[0])[0] == 200
+    rolled_back = rollback.run(served)
+    assert rolled_back["default_version"] == v1
+    assert set(rolled_back["versions"]) == {v1, "v2"}
+    with pytest.raises(ForgeError, match="nothing to roll back to"):
+        rollback.run(served)
+
+
+def test_second_server_runs_side_by_side_with_the_model_api_off(served, tmp_path):
+    second = serving_config(served, tmp_path, model_api=False, version="other")
+    package.run(second)
+    try:
+        status = serve.start(second)
+        assert status["model_api"] is False
+        assert status["models"][MODEL]["default_version"] == "other"
+        assert serve.status(served)["running"]
+        second.serve.version = "newer"
+        package.run(second)
+        with pytest.raises(ForgeError, match="model API off"):
+            deploy.run(second)
+    finally:
+        serve.stop(second)
+    assert not serve.status(second)["running"]
+
+
+def test_start_refuses_a_taken_port_naming_it(served, tmp_path):
+    clash = serving_config(served, tmp_path, inference_port=served.serve.inference_port)
+    with pytest.raises(ForgeError, match=rf"port {served.serve.inference_port} .* taken"):
+        serve.start(clash)
+
+
+def test_start_without_java_says_so(served, tmp_path, monkeypatch):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ForgeError, match="needs Java"):
+        serve.start(serving_config(served, tmp_path))
+
+
+def test_crash_looping_worker_fails_start_quoting_the_model_log(served, tmp_path):
+    broken_models = tmp_path / "models"
+    broken_models.mkdir()
+    models = Path(served.paths.models_dir)
+    for name in ("model.json", "preprocessor.json"):
+        (broken_models / name).write_bytes((models / name).read_bytes())
+    (broken_models / "model.pt2").write_bytes(b"not an exported program")
+    broken = serving_config(served, tmp_path, startup_timeout=90)
+    broken.paths.models_dir = str(broken_models)
+    package.run(broken)
+    with pytest.raises(ForgeError, match="keep dying") as failure:
+        serve.start(broken)
+    assert "zip" in str(failure.value).lower()
+    assert not serve.status(broken)["running"]
+
+
+def test_stop_leaves_no_process_behind(served):
+    server = TorchServe(served.serve)
+    frontend = server.pid()
+    workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
+    assert workers
+    assert serve.stop(served)["stopped"]
+    for pid in [frontend, *workers]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not server.key_file.exists()
+    assert read_json(server.history_file)  # the runtime directory stays for its logs

@@ -1,0 +1,96 @@
+"""serve/Dockerfile and serve/k8s/ agree with each other and with the `serve` config: the same
+archive, the same ports, and resources the autoscaler can work with. Parsed, not deployed."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT, compose_config
+
+SERVE = PROJECT_ROOT / "serve"
+
+
+def properties() -> dict[str, str]:
+    lines = (SERVE / "k8s" / "config.properties").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def port(address: str) -> int:
+    return urlsplit(address).port
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    # continuation lines joined, so each instruction is one line
+    return (SERVE / "Dockerfile").read_text().replace("\\\n", " ")
+
+
+@pytest.fixture(scope="module")
+def isvc() -> dict:
+    return yaml.safe_load((SERVE / "k8s" / "inferenceservice.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def hpa() -> dict:
+    return yaml.safe_load((SERVE / "k8s" / "hpa.yaml").read_text())
+
+
+def model_name(dockerfile: str) -> str:
+    return re.search(r"^ARG MODEL_NAME=(\S+)$", dockerfile, re.MULTILINE).group(1)
+
+
+def test_image_and_cluster_config_name_the_default_archive(dockerfile, isvc, tmp_path):
+    name = model_name(dockerfile)
+    assert name == compose_config(tmp_path).serve.model_name
+    assert "serve/model-store/${MODEL_NAME}.mar /mnt/models/model-store/${MODEL_NAME}.mar" in (dockerfile)
+    snapshot = json.loads(properties()["model_snapshot"])
+    [(snapshot_name, versions)] = snapshot["models"].items()
+    assert snapshot_name == name
+    assert [v["marName"] for v in versions.values()] == [f"{name}.mar"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert {"name": "MODEL_NAME", "value": name} in model["env"]
+    assert model["storageUri"].rstrip("/").endswith(name)
+
+
+def test_image_serves_the_config_it_copies(dockerfile):
+    copied = re.search(r"^COPY serve/k8s/config.properties (\S+)$", dockerfile, re.MULTILINE)
+    command = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
+    assert command[command.index("--ts-config") + 1] == copied.group(1)
+    assert command[command.index("--model-store") + 1] == properties()["model_store"]
+
+
+def test_ports_agree_between_image_cluster_config_and_inference_service(dockerfile, isvc):
+    config = properties()
+    exposed = {int(p) for p in re.search(r"^EXPOSE (.+)$", dockerfile, re.MULTILINE).group(1).split()}
+    inference, metrics = port(config["inference_address"]), port(config["metrics_address"])
+    assert exposed == {inference, metrics}
+    model = isvc["spec"]["predictor"]["model"]
+    assert [p["containerPort"] for p in model["ports"]] == [inference]
+    assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == str(metrics)
+    # the management API never leaves the pod, and nothing may register models at runtime
+    assert urlsplit(config["management_address"]).hostname == "127.0.0.1"
+    assert config["enable_model_api"] == "false"
+    assert config["metrics_mode"] == "prometheus"
+
+
+def test_autoscaler_targets_the_predictor_within_its_replica_bounds(isvc, hpa):
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert annotations["serving.kserve.io/autoscalerClass"] == "external"
+    predictor = isvc["spec"]["predictor"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", f"{isvc['metadata']['name']}-predictor")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+        predictor["minReplicas"],
+        predictor["maxReplicas"],
+    )
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # CPU utilisation is measured against the request, so the request must exist
+    resources = predictor["model"]["resources"]
+    assert resources["requests"]["cpu"] and resources["limits"]["cpu"]
