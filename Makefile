@@ -18,24 +18,29 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# the default pipeline (prepare -> train -> evaluate -> package -> monitor), then the production
+# loop in a fresh workspace: serve, query (one bad request), monitor, drift, retrain, gate, rollback
 demo: setup
 	forgeml compose
 	dvc repro
 	dvc metrics show
+	python examples/production_loop.py
 
 test: setup
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 format: setup
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/serve_throughput.py
+	$(BIN)/python bench/drift_speed.py
 
 clean:
 	rm -rf logs outputs multirun

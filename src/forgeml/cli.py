@@ -37,6 +37,8 @@ STAGES = {
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status")}
+# command-line flags that stand for an override
+FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"forgeml {stage}: choose an action: {' | '.join(ACTIONS[stage])}", file=sys.stderr)
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
+    args = [FLAGS.get(arg, arg) for arg in args]
     try:
         run = run_from_params if "--params" in args else run_hydra_app
         exit_code = run(stage, args)

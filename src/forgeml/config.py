@@ -261,6 +261,8 @@ class GateConfig:
     thresholds: dict[str, float] = open_mapping(float)
     # the largest allowed relative drop against the deployed version (0.02 = 2 % worse)
     max_regression: float = 0.02
+    # deploy even when the gate refuses (`forgeml deploy --force`); logged loudly and recorded
+    force: bool = False
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import json
 import sys
 import zipfile
@@ -79,11 +80,15 @@ def test_input_schema_lists_every_feature_with_type_and_training_range(packaged,
     assert schema["max_instances"] == 9
 
 
-def test_version_defaults_to_the_model_config_hash(packaged, trained_project):
+def test_version_defaults_to_the_model_hash_and_is_registered(packaged, trained_project):
     result, archive = packaged
     manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]
-    config_hash = read_json(Path(trained_project.paths.models_dir) / "model.json")["config_hash"]
-    assert manifest["modelVersion"] == result["version"] == config_hash
+    model = read_json(Path(trained_project.paths.models_dir) / "model.json")
+    assert manifest["modelVersion"] == result["version"] == model["model_hash"]
+    assert result["config_hash"] == model["config_hash"]
+    assert result["metrics"] == read_json(Path(trained_project.paths.reports_dir) / "metrics.json")
+    assert result["sha256"] == hashlib.sha256(Path(result["archive"]).read_bytes()).hexdigest()
+    assert result["data_hash"].startswith(("dvc:", "sha256:"))
     assert manifest["modelName"] == "breast_cancer"
     assert manifest["handler"] == "handler.py"
 

@@ -44,21 +44,20 @@ def entry(version: str, accuracy: float = 0.9) -> dict:
     return {"version": version, "config_hash": "c", "data_hash": "d", "metrics": {"test/accuracy": accuracy}}
 
 
-def test_registry_records_deploys_and_rolls_back(tmp_path):
+def test_registry_records_versions_and_what_serves(tmp_path):
     registry = Registry(tmp_path)
     registry.record("m", entry("v1"))
     registry.record("m", entry("v2"))
+    registry.record("m", entry("v2", accuracy=0.95))
     assert [e["version"] for e in registry.versions("m")] == ["v1", "v2"]
-    assert registry.deployed("m") is None
-    registry.mark_deployed("m", "v1")
-    registry.mark_deployed("m", "v2")
-    assert registry.deployed("m")["version"] == "v2"
-    assert registry.roll_back("m") == "v1"
-    assert registry.deployed("m")["version"] == "v1"
-    with pytest.raises(ForgeError, match="no earlier deployment"):
-        registry.roll_back("m")
+    assert registry.version("m", "v2")["metrics"] == {"test/accuracy": 0.95}
+    assert registry.serving("m") is None
+    registry.record_event("m", "v2", "deploy", forced=False)
+    registry.record_event("m", "v1", "rollback")
+    assert registry.serving("m") == "v1"
+    assert [e["action"] for e in registry.load()["models"]["m"]["events"]] == ["deploy", "rollback"]
     with pytest.raises(ForgeError, match="registered: v1, v2"):
-        registry.mark_deployed("m", "v9")
+        registry.record_event("m", "v9", "deploy")
 
 
 def test_registry_survives_a_crash_mid_write(tmp_path, monkeypatch):

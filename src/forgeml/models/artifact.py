@@ -35,6 +35,19 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def model_hash(model: torch.nn.Module, spec: dict[str, Any]) -> str:
+    """Hash of what the model computes: its weights and its preprocessing.
+
+    The exported file's bytes differ from save to save, so they cannot name a version; the
+    weights can: the same data, config and seed give the same hash, new data a new one.
+    """
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def export_model(
     model: torch.nn.Module,
     spec: dict[str, Any],
@@ -54,6 +67,7 @@ def export_model(
     manifest = {
         "format": "forgeml.model/1",
         "config_hash": config_hash(config),
+        "model_hash": model_hash(model, spec),
         "task": spec["task"],
         "labels": spec.get("labels"),
         "input_dim": spec["input_dim"],

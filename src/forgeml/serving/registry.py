@@ -1,8 +1,10 @@
 """The model registry: every packaged version, kept beside the archives in the model store.
 
 `serve/model-store/registry.json` records, per model name, each version with its config hash,
-data hash, test metrics, archive checksum and creation time, plus the history of deployments
-(the last entry is what serves now; `rollback` steps back through it). Read-modify-write happens
+data hash, test metrics, archive checksum and creation time, plus every deploy and rollback
+(the last one names what serves now). A copy of each version's archive is kept under
+`.versions/<name>/<version>.mar` in the model store, so any registered version can be served
+again after the working archive was rebuilt. Read-modify-write happens
 under a file lock and every write replaces the file atomically, so a crash mid-write leaves the
 previous registry intact and two writers never lose each other's entries.
 """
@@ -24,6 +26,8 @@ from forgeml.io import read_json, write_json
 
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
+# hidden, so TorchServe's load_models=ALL does not take it for a model
+VERSIONS_DIR = ".versions"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -52,6 +56,9 @@ class Registry:
     def __init__(self, model_store: str | Path) -> None:
         self.path = Path(model_store) / REGISTRY_FILE
 
+    def archive_copy(self, name: str, version: str) -> Path:
+        return self.path.parent.resolve() / VERSIONS_DIR / name / f"{version}.mar"
+
     def load(self) -> dict[str, Any]:
         if not self.path.is_file():
             return {"format": FORMAT, "models": {}}
@@ -77,33 +84,26 @@ class Registry:
         known = ", ".join(e["version"] for e in self.versions(name)) or "none"
         raise ForgeError(f"model '{name}' has no registered version '{version}' (registered: {known})")
 
-    def deployed(self, name: str) -> dict[str, Any] | None:
-        history = self.load()["models"].get(name, {}).get("deployments", [])
-        return self.version(name, history[-1]["version"]) if history else None
+    def serving(self, name: str) -> str | None:
+        """The version the last deploy or rollback made the default, if any."""
+        events = self.load()["models"].get(name, {}).get("events", [])
+        return events[-1]["version"] if events else None
 
     def record(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Add (or replace) a version: re-packaging the same version updates its entry."""
         entry = {**entry, "created_at": entry.get("created_at") or _now()}
         with self._editing() as registry:
-            model = registry["models"].setdefault(name, {"versions": [], "deployments": []})
+            model = registry["models"].setdefault(name, {"versions": [], "events": []})
             model["versions"] = [v for v in model["versions"] if v["version"] != entry["version"]]
             model["versions"].append(entry)
         return entry
 
-    def mark_deployed(self, name: str, version: str, forced: bool = False) -> None:
+    def record_event(self, name: str, version: str, action: str, **details: Any) -> None:
+        """Log a deploy or rollback: the registry traces which version served when."""
         self.version(name, version)
         with self._editing() as registry:
-            history = registry["models"][name]["deployments"]
-            history.append({"version": version, "at": _now(), "forced": forced})
-
-    def roll_back(self, name: str) -> str:
-        """Step back to the version deployed before the current one; returns it."""
-        with self._editing() as registry:
-            history = registry["models"].get(name, {}).get("deployments", [])
-            if len(history) < 2:
-                raise ForgeError(f"model '{name}' has no earlier deployment to roll back to")
-            history.pop()
-            return history[-1]["version"]
+            events = registry["models"][name]["events"]
+            events.append({"version": version, "action": action, "at": _now(), **details})
 
 
 def _now() -> str:

@@ -13,11 +13,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     registry = Registry(cfg.serve.model_store)
     listing = {}
     for name in registry.load()["models"]:
-        serving = registry.deployed(name)
+        serving = registry.serving(name)
         listing[name] = [
             {
                 "version": entry["version"],
-                "serving": serving is not None and entry["version"] == serving["version"],
+                "serving": entry["version"] == serving,
                 "created_at": entry["created_at"],
                 "config_hash": entry["config_hash"],
                 "data_hash": entry["data_hash"],

@@ -1,0 +1,238 @@
+"""The production loop, end to end, with the real tools a user runs.
+
+    train v1 -> deploy -> in-distribution traffic -> `forgeml monitor`: no drift
+    -> shifted traffic -> drift on exactly the shifted features
+    -> retrain on the new data (`dvc repro` with new raw data) -> gate -> deploy v2 -> rollback
+
+Run it with `python examples/production_loop.py [--workdir DIR]` (`make demo` does). It copies
+the project into a fresh workspace (a git + DVC repository of its own), puts a CSV into
+data/raw/, and drives `dvc repro`, `forgeml serve|deploy|monitor|rollback` and HTTP requests
+exactly as a person would, printing each step. tests/integration/test_production_loop.py runs the
+same `main` and checks every outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = [
+    "conf", "src", "dvc.yaml", ".dvc/config", ".dvcignore", "data/raw/.gitkeep",
+    "serve/inference-log/.gitkeep",
+]  # fmt: skip
+MODEL = "patients"
+RAW = "data/raw/patients.csv"
+# the features the "new world" changes: scaled and moved by a standard deviation
+SHIFTED = [
+    "mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness",
+    "mean compactness", "mean concavity", "mean concave points", "mean symmetry",
+    "mean fractal dimension", "radius error", "texture error", "perimeter error", "area error",
+    "smoothness error", "compactness error",
+]  # fmt: skip
+DEFAULT_PORTS = {
+    "inference": 8080,
+    "management": 8081,
+    "metrics": 8082,
+    "grpc_inference": 7070,
+    "grpc_management": 7071,
+}
+
+
+def overrides(ports: dict[str, int]) -> list[str]:
+    """The project's settings for this loop: our CSV, every request logged, the gate's bar."""
+    return [
+        "data=csv", f"data.path={RAW}", "data.target=target", f"data.name={MODEL}",
+        "trainer.max_epochs=15", "trainer.enable_progress_bar=false", "logger=none",
+        "serve.model_api=true", "monitor.sample_rate=1.0", "monitor.p_value=0.01",
+        "monitor.wandb=false", "gate.thresholds={test/accuracy:0.85}", "gate.max_regression=0.05",
+        *(f"serve.{api}_port={port}" for api, port in ports.items()),
+    ]  # fmt: skip
+
+
+class Workspace:
+    """A copy of the project where the loop runs its commands."""
+
+    def __init__(self, root: Path, ports: dict[str, int], echo=print) -> None:
+        self.root, self.ports, self.echo = root, ports, echo
+        bin_dir = os.path.dirname(sys.executable)
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "forgeml", "GIT_AUTHOR_EMAIL": "forgeml@example.invalid",
+            "GIT_COMMITTER_NAME": "forgeml", "GIT_COMMITTER_EMAIL": "forgeml@example.invalid",
+        }  # fmt: skip
+        self.env.pop("FORGEML_CONFIG_DIR", None)
+
+    def run(
+        self, *command: str, ok: tuple[int, ...] = (0,), shown: str | None = None
+    ) -> subprocess.CompletedProcess:
+        self.echo(f"$ {shown or ' '.join(command)}")
+        result = subprocess.run(
+            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900
+        )
+        if result.returncode not in ok:
+            output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{output}")
+        return result
+
+    def forgeml(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, dict[str, Any]]:
+        """A forgeml command with the loop's overrides (the command's own come last, and win);
+        its JSON report."""
+        words = [arg for arg in args if "=" not in arg]
+        extra = [arg for arg in args if "=" in arg]
+        shown = " ".join(["forgeml", *words, "<the loop's overrides>", *extra])
+        result = self.run("forgeml", *words, *overrides(self.ports), *extra, ok=ok, shown=shown)
+        text = result.stdout
+        return result.returncode, json.loads(text[text.index("{") :]) if "{" in text else {}
+
+    def post(self, payload: Any) -> tuple[int, Any]:
+        """One request to the endpoint, with the inference token: (HTTP status, JSON answer)."""
+        key = json.loads((self.root / "serve/runtime/key_file.json").read_text())["inference"]["key"]
+        url = f"http://127.0.0.1:{self.ports['inference']}/predictions/{MODEL}"
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        request = urllib.request.Request(url, json.dumps(payload).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def predict(self, rows: pd.DataFrame, per_request: int = 10) -> list[dict[str, Any]]:
+        """POST the rows to the endpoint, `per_request` instances a request."""
+        records = json.loads(rows.to_json(orient="records"))
+        answers = []
+        for start in range(0, len(records), per_request):
+            status, answer = self.post({"instances": records[start : start + per_request]})
+            if status != 200:
+                raise RuntimeError(f"the endpoint answered {status}: {answer}")
+            answers += answer["predictions"]
+        return answers
+
+
+def split_world(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """breast_cancer in three parts: what v1 is trained on, today's traffic, tomorrow's traffic
+    (the same rows with SHIFTED features moved), each with its true labels."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.sample(frac=1.0, random_state=seed)
+    cut = int(len(frame) * 0.6)
+    v1, recent = frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
+    shifted = recent.copy()
+    std = v1[SHIFTED].std()
+    shifted[SHIFTED] = shifted[SHIFTED] * 1.5 + std
+    return v1, recent, shifted
+
+
+def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> dict[str, Any]:
+    space = Workspace(workdir, ports, echo)
+    v1_rows, recent, shifted = split_world()
+    features = recent.drop(columns=["target"])
+    summary: dict[str, Any] = {}
+
+    echo("\n== 0. a project with our data: data/raw/patients.csv, tracked by DVC through its stage")
+    copy_project(workdir)
+    v1_rows.to_csv(workdir / RAW, index=False)
+    space.run("git", "init", "-q")
+    space.forgeml("compose")
+    space.run("git", "add", "-A")
+    space.run("git", "commit", "-qm", "patients v1")
+
+    echo("\n== 1. train v1: dvc repro (prepare -> train -> evaluate -> package)")
+    space.run("dvc", "repro")
+    summary["v1_metrics"] = json.loads((workdir / "reports/metrics.json").read_text())
+    echo(f"   v1 test metrics: {summary['v1_metrics']}")
+    try:
+        echo("\n== 2. serve and deploy v1")
+        space.forgeml("serve", "start")
+        _, deployed = space.forgeml("deploy")
+        summary["v1"] = deployed["deploy"]["default_version"]
+        echo(f"   serving {MODEL} version {summary['v1']}")
+
+        echo(f"\n== 3. in-distribution traffic: {len(features)} rows")
+        answers = space.predict(features)
+        accuracy = np.mean([a["label"] == t for a, t in zip(answers, recent["target"], strict=True)])
+        echo(f"   {len(answers)} answers, accuracy {accuracy:.3f}; the first two:")
+        for answer in answers[:2]:
+            echo(f"   {json.dumps(answer)}")
+        bad = {**features.iloc[0].to_dict(), "mean radius": "large"}
+        status, answer = summary["bad_request"] = space.post(bad)
+        echo(f"   a bad request ('mean radius': 'large') -> HTTP {status}: {answer}")
+
+        echo("\n== 4. forgeml monitor: the log against the training reference")
+        code, report = space.forgeml("monitor", ok=(0, 3, 4))
+        summary["in_distribution"] = {"exit_code": code, **report["monitor"]}
+        echo(f"   exit {code}: {report['monitor']['message']}")
+
+        echo(f"\n== 5. shifted traffic: {len(SHIFTED)} features scaled and moved")
+        space.predict(shifted.drop(columns=["target"]))
+        code, report = space.forgeml("monitor", f"monitor.window_rows={len(shifted)}", ok=(0, 3, 4))
+        summary["shifted"] = {"exit_code": code, **report["monitor"]}
+        echo(f"   exit {code}: {report['monitor']['message']}")
+        echo(f"   drifted: {report['monitor']['drifted_features']}")
+        echo(f"   report: {workdir / 'reports/drift.html'}")
+
+        echo("\n== 6. retrain on the new data: append the labelled new rows, dvc repro")
+        pd.concat([v1_rows, shifted], ignore_index=True).to_csv(workdir / RAW, index=False)
+        space.run("dvc", "repro")
+        summary["v2_metrics"] = json.loads((workdir / "reports/metrics.json").read_text())
+        echo(f"   v2 test metrics: {summary['v2_metrics']}")
+
+        echo("\n== 7. the gate, then deploy v2")
+        strict = "gate.thresholds={test/accuracy:0.999}"
+        refusal = space.run(
+            "forgeml", "deploy", *overrides(ports), strict, ok=(2,), shown=f"forgeml deploy {strict}"
+        )
+        summary["strict_gate"] = refusal.stderr.strip()
+        echo(f"   {summary['strict_gate']}")
+        _, deployed = space.forgeml("deploy")
+        summary["v2"] = deployed["deploy"]["default_version"]
+        summary["gate"] = deployed["deploy"]["gate"]
+        echo(f"   {summary['gate']}; serving version {summary['v2']}")
+        answers = space.predict(shifted.drop(columns=["target"]))
+        summary["v2_shifted_accuracy"] = float(
+            np.mean([a["label"] == t for a, t in zip(answers, shifted["target"], strict=True)])
+        )
+
+        echo("\n== 8. rollback")
+        _, rolled = space.forgeml("rollback")
+        summary["after_rollback"] = rolled["rollback"]["default_version"]
+        echo(f"   serving version {summary['after_rollback']} again")
+        _, listing = space.forgeml("models")
+        summary["registry"] = listing["models"]["models"][MODEL]
+    finally:
+        space.forgeml("serve", "stop", ok=(0, 2))
+    echo(f"\n== drift verdict on the shifted traffic: {summary['shifted']['verdict']} "
+         f"(exit {summary['shifted']['exit_code']}); report: {workdir / 'reports/drift.html'}")  # fmt: skip
+    return summary
+
+
+def copy_project(workdir: Path) -> None:
+    for name in PROJECT_FILES:
+        source, target = PROJECT_ROOT / name, workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, help="a new or empty directory (default: a temporary one)")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="forgeml-loop-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    main(workdir)

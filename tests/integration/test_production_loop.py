@@ -1,0 +1,95 @@
+"""The production loop of examples/production_loop.py, run for real and checked step by step:
+train v1 -> deploy -> traffic -> no drift -> shifted traffic -> drift on exactly the shifted
+features -> retrain on the new raw data with dvc repro -> gate -> deploy v2 -> rollback."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+
+import psutil
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def load_loop():
+    spec = importlib.util.spec_from_file_location(
+        "production_loop", PROJECT_ROOT / "examples" / "production_loop.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    module = load_loop()
+    ports = dict(zip(module.DEFAULT_PORTS, free_ports(len(module.DEFAULT_PORTS)), strict=True))
+    workdir = tmp_path_factory.mktemp("loop")
+    summary = module.main(workdir, ports, echo=lambda line: None)
+    return module, workdir, summary
+
+
+def test_in_distribution_traffic_shows_no_drift(loop):
+    _, _, summary = loop
+    assert summary["in_distribution"]["exit_code"] == 0
+    assert summary["in_distribution"]["verdict"] == "no_drift"
+    assert summary["in_distribution"]["rows"] >= 200
+
+
+def test_shifted_traffic_drifts_on_exactly_the_shifted_features(loop):
+    module, workdir, summary = loop
+    assert summary["shifted"]["exit_code"] == 3
+    assert sorted(summary["shifted"]["drifted_features"]) == sorted(module.SHIFTED)
+    assert "mean radius" in (workdir / "reports" / "drift.html").read_text()
+
+
+def test_a_bad_request_gets_400_naming_the_field(loop):
+    _, _, summary = loop
+    status, answer = summary["bad_request"]
+    assert status == 400 and answer["field"] == "mean radius"
+
+
+def test_retrained_model_is_a_new_version_that_passes_the_gate_and_serves(loop):
+    _, _, summary = loop
+    assert summary["v2"] != summary["v1"]
+    assert summary["gate"] == "gate passed"
+    assert summary["v2_metrics"]["test/accuracy"] >= 0.85
+    assert summary["v2_shifted_accuracy"] >= 0.85
+
+
+def test_strict_gate_refuses_quoting_the_numbers(loop):
+    _, _, summary = loop
+    assert "gate refused" in summary["strict_gate"]
+    assert "below the required minimum 0.9990" in summary["strict_gate"]
+
+
+def test_rollback_serves_v1_again_and_the_registry_traces_it(loop):
+    _, _, summary = loop
+    assert summary["after_rollback"] == summary["v1"]
+    registry = {entry["version"]: entry for entry in summary["registry"]}
+    assert set(registry) == {summary["v1"], summary["v2"]}
+    assert registry[summary["v1"]]["serving"] and not registry[summary["v2"]]["serving"]
+    assert registry[summary["v1"]]["data_hash"] != registry[summary["v2"]]["data_hash"]
+
+
+def test_the_loop_leaves_no_server_behind(loop):
+    _, workdir, _ = loop
+    runtime = str(workdir / "serve" / "runtime")
+    left = [
+        process.pid
+        for process in psutil.process_iter(["cmdline", "status"])
+        if process.info["status"] != psutil.STATUS_ZOMBIE and runtime in " ".join(process.info["cmdline"] or [])
+    ]
+    assert left == []
