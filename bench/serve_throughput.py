@@ -1,10 +1,12 @@
 """Serving throughput on loopback: the forgeml handler vs a minimal handler, and batching gain.
 
 One real TorchServe (one worker per model) serves three archives of the same exported model:
-  forgeml      the forgeml handler (validation, transform.py preprocessing), batch_size 16
+  forgeml      the forgeml handler (validation, transform.py preprocessing, metrics, and the
+               inference log at the default `monitor` settings: sample_rate 0.1), batch_size 16
   minimal      a bare handler: JSON records -> standardised matrix -> program, no validation,
                same batching (batch_size 16, same max_batch_delay); like forgeml's, it answers
-               with compact JSON text, so the two differ only in validation and preprocessing
+               with compact JSON text, so the two differ only in validation, preprocessing and
+               monitoring
   forgeml_b1   the forgeml handler with batch_size 1
 Clients: `--concurrency` threads on keep-alive connections, each sending one record per
 request for `--seconds`. Runs alternate between models over `--rounds`; the best round counts.
@@ -13,8 +15,8 @@ The model is breast_cancer (30 numeric features), trained quickly if `--models` 
     python bench/serve_throughput.py [--models models] [--seconds 8] [--rounds 3]
 
 Prints requests/s and p50/p99 latency per model, then `handler_vs_minimal ratio: <x>`
-(forgeml / minimal requests/s, target >= 0.9) and `batching gain: <x>` (batch 16 / batch 1
-requests/s, target >= 4).
+(forgeml / minimal requests/s, target >= 0.9), `batching gain: <x>` (batch 16 / batch 1
+requests/s, target >= 4) and how many records the inference log holds.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from forgeml.config import ServeConfig
+from forgeml.config import MonitorConfig, ServeConfig
 from forgeml.serving.archive import build_archive
 from forgeml.serving.server import TorchServe
 
@@ -104,7 +106,7 @@ def build_archives(models_dir: Path, serve: Any, workdir: Path) -> None:
     minimal.write_text(MINIMAL_HANDLER)
     for name, batch_size in MODELS.items():
         settings = OmegaConf.merge(serve, {"batch_size": batch_size})
-        handler = {"handler": minimal} if name == "minimal" else {}
+        handler = {"handler": minimal} if name == "minimal" else {"monitor": MonitorConfig()}
         build_archive(models_dir, serve.model_store, name, "1", settings, **handler)
 
 
@@ -220,13 +222,17 @@ def main() -> None:
         build_archives(models_dir, serve, workdir)
         record = pd.read_parquet(test_split).drop(columns=["target"]).head(1)
         body = json.dumps({"instances": json.loads(record.to_json(orient="records"))}).encode()
-        server = TorchServe(serve)
+        server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
         server.start()
         try:
             best = run_rounds(server, body, args)
         finally:
             server.stop()
+        logged = sum(
+            len(path.read_bytes().splitlines()) for path in (workdir / "inference-log").glob("*.jsonl")
+        )
     report(best, args)
+    print(f"inference log: {logged} records at sample_rate {MonitorConfig.sample_rate}")
 
 
 def run_rounds(server: TorchServe, body: bytes, args: argparse.Namespace) -> dict[str, dict]:

@@ -87,9 +87,8 @@ def test_rollback_serves_v1_again_and_the_registry_traces_it(loop):
 def test_the_loop_leaves_no_server_behind(loop):
     _, workdir, _ = loop
     runtime = str(workdir / "serve" / "runtime")
-    left = [
-        process.pid
-        for process in psutil.process_iter(["cmdline", "status"])
-        if process.info["status"] != psutil.STATUS_ZOMBIE and runtime in " ".join(process.info["cmdline"] or [])
+    alive = [
+        p for p in psutil.process_iter(["cmdline", "status"]) if p.info["status"] != psutil.STATUS_ZOMBIE
     ]
+    left = [p.pid for p in alive if runtime in " ".join(p.info["cmdline"] or [])]
     assert left == []

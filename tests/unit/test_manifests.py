@@ -58,9 +58,12 @@ def test_image_and_cluster_config_name_the_default_archive(dockerfile, isvc, tmp
 
 
 def test_image_serves_the_config_it_copies(dockerfile):
-    copied = re.search(r"^COPY serve/k8s/config.properties (\S+)$", dockerfile, re.MULTILINE)
+    copied = re.search(
+        r"^COPY serve/k8s/config.properties serve/k8s/metrics.yaml (\S+)/$", dockerfile, re.MULTILINE
+    )
     command = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
-    assert command[command.index("--ts-config") + 1] == copied.group(1)
+    assert command[command.index("--ts-config") + 1] == f"{copied.group(1)}/config.properties"
+    assert properties()["metrics_config"] == f"{copied.group(1)}/metrics.yaml"
     assert command[command.index("--model-store") + 1] == properties()["model_store"]
 
 
@@ -94,3 +97,13 @@ def test_autoscaler_targets_the_predictor_within_its_replica_bounds(isvc, hpa):
     # CPU utilisation is measured against the request, so the request must exist
     resources = predictor["model"]["resources"]
     assert resources["requests"]["cpu"] and resources["limits"]["cpu"]
+
+
+def test_image_declares_the_handler_metrics_and_sets_the_log_dir(dockerfile):
+    """In prometheus mode TorchServe shows only declared metrics: the image's file must be the one
+    `forgeml serve start` writes."""
+    from forgeml.serving.server import LOG_DIR_VARIABLE, metrics_config
+
+    shipped = yaml.safe_load((SERVE / "k8s" / "metrics.yaml").read_text())
+    assert shipped == metrics_config()
+    assert re.search(rf"^ENV {LOG_DIR_VARIABLE}=\S+$", dockerfile, re.MULTILINE)

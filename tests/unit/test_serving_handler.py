@@ -1,20 +1,32 @@
 """The TorchServe handler in-process, on a small archive directory with a categorical feature:
-validation, the unknown-category bucket, imputation, and a bad request failing alone."""
+validation, the unknown-category bucket, imputation, a bad request failing alone, and the
+monitoring hooks: the inference log (sampling, format, rotation, failures) and the metric lines
+TorchServe's frontend parses."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
+from forgeml.config import MonitorConfig
 from forgeml.data import transform
+from forgeml.errors import ForgeError
+from forgeml.monitoring.logs import read_inference_log
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
+from forgeml.serving.server import HANDLER_METRICS, LOG_DIR_VARIABLE, metrics_config
 
 SPEC = {
     "format": "forgeml.preprocessor/1",
@@ -63,10 +75,12 @@ def handler(model_dir: Path) -> handler_module.ForgemlHandler:
     return service
 
 
-def make_context(model_dir: Path, requests: int) -> Context:
-    manifest = {"model": {"modelName": "tiny", "serializedFile": "model.pt2"}}
-    context = Context("tiny", str(model_dir), manifest, 8, None, "0.12.0")
+def make_context(model_dir: Path, requests: int, metrics: Any = None) -> Context:
+    manifest = {"model": {"modelName": "tiny", "modelVersion": "3", "serializedFile": "model.pt2"}}
+    context = Context("tiny", str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics)
     context.request_processor = [RequestProcessor({}) for _ in range(requests)]
+    if metrics is not None:
+        metrics.request_ids = {i: f"request-{i}" for i in range(requests)}
     return context
 
 
@@ -137,3 +151,263 @@ def test_bad_request_in_batch_fails_alone(handler, model_dir):
     alone = serve(handler, model_dir, GOOD)[0][1]
     assert answers[0][1] == alone
     assert answers[2][1]["predictions"] == alone["predictions"] * 2
+
+
+# --- monitoring -------------------------------------------------------------------------------
+
+# TorchServe 0.12's frontend: Metric.PATTERN (Metric.java), dimensions split on ',' then ':'
+METRIC_LINE = re.compile(
+    r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?\|#hostname:([^,]+),([^,]+)(,(.*))?"
+)
+
+
+def logging_handler(model_dir: Path, log_dir: Path, monkeypatch, metrics: Any = None, **monitor: Any):
+    """A handler whose archive samples `monitor.sample_rate` of requests into `log_dir`."""
+    archive = model_dir.parent / f"{model_dir.name}-logging"
+    shutil.copytree(model_dir, archive, dirs_exist_ok=True)
+    settings = MonitorConfig(**{"sample_rate": 1.0, **monitor})
+    (archive / "input_schema.json").write_text(json.dumps(input_schema(SPEC, MAX_INSTANCES, settings)))
+    monkeypatch.setenv(LOG_DIR_VARIABLE, str(log_dir))
+    service = handler_module.ForgemlHandler()
+    service.initialize(make_context(archive, requests=0, metrics=metrics))
+    return service, archive
+
+
+def handle(service, model_dir: Path, *bodies: Any) -> list[tuple[int, dict[str, Any]]]:
+    """One dynamic batch through `handle`, monitoring included: (status, body) per request."""
+    context = make_context(model_dir, len(bodies), service.metrics and service.metrics.metrics)
+    answers = service.handle([{"body": body} for body in bodies], context)
+    return [(context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
+
+
+def log_lines(log_dir: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for path in sorted(log_dir.glob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
+
+
+def metric_counts(records: list[logging.LogRecord]) -> dict[tuple[str, tuple], float]:
+    """{(metric, dimensions): sum} of the metric lines, parsed as TorchServe's frontend does."""
+    counts: dict[tuple[str, tuple], float] = {}
+    declared = {name: [*own, "ModelVersion", "ModelName", "Level"] for _, name, _, own in HANDLER_METRICS}
+    for record in records:
+        message = record.getMessage()
+        if not message.startswith("[METRICS]"):
+            continue
+        match = METRIC_LINE.fullmatch(message.removeprefix("[METRICS]"))
+        assert match, message
+        pairs = [pair.split(":") for pair in match.group(4).split(",")]
+        assert all(len(pair) == 2 for pair in pairs), message
+        assert [name for name, _ in pairs] == declared[match.group(1)]
+        key = (match.group(1), tuple(value for _, value in pairs))
+        counts[key] = counts.get(key, 0) + float(match.group(3))
+    return counts
+
+
+@pytest.fixture
+def metrics_cache(tmp_path: Path, monkeypatch) -> MetricsCacheYamlImpl:
+    """The metrics cache a TorchServe worker builds from the config `forgeml serve start` writes;
+    the handler's summed counts go to it when a test flushes them, not on a timer."""
+    monkeypatch.setattr(handler_module, "METRICS_INTERVAL", 3600.0)
+    (tmp_path / "metrics.yaml").write_text(yaml.safe_dump(metrics_config()))
+    cache = MetricsCacheYamlImpl(config_file_path=str(tmp_path / "metrics.yaml"))
+    cache.initialize_cache()
+    cache.model_name = "tiny"
+    return cache
+
+
+def test_accepted_records_are_logged_in_the_format_the_monitor_reads(model_dir, tmp_path, monkeypatch):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch)
+    bad = {"age": "old", "city": "paris"}
+    answers = handle(service, archive, GOOD, bad, {"instances": [GOOD, {"age": None, "city": "tokyo"}]})
+    assert [status for status, _ in answers] == [200, 400, 200]
+    [path] = (tmp_path / "log").iterdir()
+    assert path.name == f"worker-{os.getpid()}.jsonl"
+    lines = log_lines(tmp_path / "log")
+    assert [line["input"] for line in lines] == [GOOD, GOOD, {"age": None, "city": "tokyo"}]
+    assert [line["prediction"] for line in lines] == [
+        answers[0][1]["predictions"][0]["label"],
+        *(p["label"] for p in answers[2][1]["predictions"]),
+    ]
+    assert {(line["model"], line["version"]) for line in lines} == {("tiny", "3")}
+    assert all(line["latency_ms"] > 0 and line["ts"].endswith("Z") for line in lines)
+    frame = read_inference_log(tmp_path / "log")
+    assert len(frame) == 3
+    assert frame["age"].tolist()[:2] == [52, 52]
+    assert str(frame["ts"].dt.tz) == "UTC"
+
+
+def test_nan_input_is_logged_as_null_so_the_log_stays_strict_json(model_dir, tmp_path, monkeypatch):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch)
+    assert handle(service, archive, {"age": float("nan"), "city": "paris"})[0][0] == 200
+    text = next((tmp_path / "log").iterdir()).read_text()
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the log")
+
+    assert json.loads(text, parse_constant=refuse)["input"] == {"age": None, "city": "paris"}
+
+
+def test_sample_rate_logs_that_share_of_requests(model_dir, tmp_path, monkeypatch):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.25)
+    service.sampler = random.Random(7)
+    for _ in range(100):
+        handle(service, archive, *[GOOD] * 4)
+    assert 60 <= len(log_lines(tmp_path / "log")) <= 140  # 100 of 400 expected
+
+
+def test_sample_rate_zero_writes_no_log(model_dir, tmp_path, monkeypatch):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0)
+    assert handle(service, archive, GOOD)[0][0] == 200
+    assert service.inference_log is None
+    assert not (tmp_path / "log").exists()
+
+
+def test_without_the_log_directory_variable_nothing_is_logged(model_dir, tmp_path, monkeypatch, caplog):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch)
+    monkeypatch.delenv(LOG_DIR_VARIABLE)
+    service.initialize(make_context(archive, requests=0))
+    assert service.inference_log is None
+    assert LOG_DIR_VARIABLE in caplog.text
+    assert handle(service, archive, GOOD)[0][0] == 200
+
+
+def numbered_line(index: int) -> bytes:
+    """A 40-byte log line for index 0..9."""
+    return json.dumps({"n": index, "pad": "x" * 23}, separators=(",", ":")).encode() + b"\n"
+
+
+def test_rotation_keeps_the_newest_records_in_the_backups(tmp_path):
+    log = handler_module.InferenceLog(str(tmp_path), max_bytes=100, backups=2)
+    for index in range(10):
+        log.append(numbered_line(index))  # 40 bytes: 2 per file
+    names = sorted(path.name for path in tmp_path.iterdir())
+    stem = f"worker-{os.getpid()}"
+    assert names == [f"{stem}.1.jsonl", f"{stem}.2.jsonl", f"{stem}.jsonl"]
+    assert all(path.stat().st_size <= 100 for path in tmp_path.iterdir())
+    kept = [
+        json.loads(line)["n"]
+        for path in (".2", ".1", "")
+        for line in (tmp_path / f"{stem}{path}.jsonl").open()
+    ]
+    assert kept == [4, 5, 6, 7, 8, 9]
+
+
+def test_rotation_without_backups_starts_a_new_file(tmp_path):
+    log = handler_module.InferenceLog(str(tmp_path), max_bytes=100, backups=0)
+    for index in range(5):
+        log.append(numbered_line(index))
+    [path] = tmp_path.iterdir()
+    assert [json.loads(line)["n"] for line in path.open()] == [4]
+
+
+def test_log_write_failure_is_counted_and_the_request_answered(
+    model_dir, tmp_path, monkeypatch, metrics_cache, caplog
+):
+    (tmp_path / "log").write_text("a file where the log directory should be")
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, metrics_cache)
+    with caplog.at_level(logging.INFO):
+        answers = handle(service, archive, GOOD, {"instances": [GOOD, GOOD]})
+        handle(service, archive, GOOD)
+        service.metrics.flush()
+    assert [status for status, _ in answers] == [200, 200]
+    assert service.log_errors == 2
+    assert metric_counts(caplog.records)[("forgeml_inference_log_errors", ("3", "tiny", "Model"))] == 4
+    assert caplog.text.count("inference log") == 1  # one warning, then only counted
+
+
+def test_metrics_count_predictions_rejections_and_out_of_range_values(model_dir, metrics_cache, caplog):
+    service = handler_module.ForgemlHandler()
+    service.initialize(make_context(model_dir, requests=0, metrics=metrics_cache))
+    old, young = {"age": 95, "city": "paris"}, {"age": 5, "city": "berlin"}
+    with caplog.at_level(logging.INFO):
+        first = handle(
+            service,
+            model_dir,
+            {"instances": [GOOD, old, young]},
+            b'{"instances": [',
+            {"instances": [{"city": "paris"}]},
+            {"instances": []},
+        )
+        second = handle(service, model_dir, {"age": 100, "city": "paris"}, {"age": "old", "city": "paris"})
+        service.metrics.flush()
+    labels = [p["label"] for _, answer in (first[0], second[0]) for p in answer["predictions"]]
+    counts = metric_counts(caplog.records)
+    predicted = {key[1][0]: value for key, value in counts.items() if key[0] == "forgeml_predictions"}
+    assert predicted == {label: labels.count(label) for label in set(labels)}
+    assert counts[("forgeml_out_of_range_values", ("age", "3", "tiny", "Model"))] == 3
+    rejected = {key[1][0]: value for key, value in counts.items() if key[0] == "forgeml_rejected_requests"}
+    assert rejected == {"malformed_json": 1, "missing_feature": 1, "empty_instances": 1, "wrong_type": 1}
+    # summed across the two batches: one metric line per count, not one per batch
+    lines = [r for r in caplog.records if r.getMessage().startswith("[METRICS]")]
+    assert len(lines) == len(counts)
+
+
+class TinyRegressor(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+def test_regression_predictions_fill_a_histogram_of_values(model_dir, tmp_path, metrics_cache, caplog):
+    spec = {**SPEC, "task": "regression", "labels": None}
+    archive = tmp_path / "regression"
+    shutil.copytree(model_dir, archive)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(
+        TinyRegressor().eval(), (torch.zeros(4, 3),), dynamic_shapes={"x": {0: batch}}
+    )
+    torch.export.save(program, archive / "model.pt2")
+    (archive / "preprocessor.json").write_text(json.dumps(spec))
+    (archive / "input_schema.json").write_text(json.dumps(input_schema(spec, MAX_INSTANCES)))
+    service = handler_module.ForgemlHandler()
+    service.initialize(make_context(archive, requests=0, metrics=metrics_cache))
+    with caplog.at_level(logging.INFO):
+        [(status, answer)] = handle(service, archive, {"instances": [GOOD, {"age": 20, "city": "berlin"}]})
+        service.metrics.flush()
+    observed = [
+        float(METRIC_LINE.fullmatch(r.getMessage().removeprefix("[METRICS]")).group(3))
+        for r in caplog.records
+        if r.getMessage().startswith("[METRICS]forgeml_predicted_value.value:")
+    ]
+    assert status == 200
+    assert "#type:HISTOGRAM" in caplog.text
+    assert observed == pytest.approx([p["value"] for p in answer["predictions"]])
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff", "malformed_json"),
+        (b'{"instances": [', "malformed_json"),
+        ([GOOD], "not_an_object"),
+        ({"instances": [3]}, "not_an_object"),
+        ({"instances": {"age": 3}}, "wrong_type"),
+        ({"age": True, "city": "paris"}, "wrong_type"),
+        ({"age": 3, "city": ["paris"]}, "wrong_type"),
+        ({"age": float("inf"), "city": "paris"}, "not_finite"),
+        ({"city": "paris"}, "missing_feature"),
+        ({"instances": []}, "empty_instances"),
+        ({"instances": [GOOD] * (MAX_INSTANCES + 1)}, "too_many_instances"),
+    ],
+)
+def test_each_rejection_has_a_declared_reason(handler, body, reason):
+    error = handler.parse_request(body)
+    assert isinstance(error, handler_module.RequestError)
+    assert error.reason == reason
+    assert reason in handler_module.REJECTION_REASONS
+
+
+def test_metric_labels_cannot_break_torchserve_metric_lines():
+    assert handler_module.dimension_value("a,b:c|d\ne") == "a_b_c_d_e"
+    assert handler_module.dimension_value("") == "_"
+    assert handler_module.dimension_value("mean radius") == "mean radius"
+
+
+def test_sample_rate_outside_zero_to_one_is_refused_at_package_time():
+    with pytest.raises(ForgeError, match=r"monitor.sample_rate=1.5"):
+        input_schema(SPEC, MAX_INSTANCES, MonitorConfig(sample_rate=1.5))

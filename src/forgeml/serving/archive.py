@@ -4,7 +4,8 @@
     model.pt2            the exported program from models/
     preprocessor.json    the fitted preprocessing from models/
     transform.py         forgeml/data/transform.py, unchanged: the handler applies it
-    input_schema.json    the request contract: features, types, categories, ranges, limits
+    input_schema.json    the request contract: features, types, categories, ranges, limits,
+                         and the inference log's settings from the `monitor` config
     model-config.yaml    workers, batching and timeouts from the `serve` config
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
@@ -41,8 +42,9 @@ SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE = (
 )
 
 
-def input_schema(preprocessor: dict[str, Any], max_instances: int) -> dict[str, Any]:
-    """What a request may contain, derived from the fitted preprocessing."""
+def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any = None) -> dict[str, Any]:
+    """What a request may contain, derived from the fitted preprocessing, and how much of it the
+    handler logs (`monitor`: the `monitor` config; None: no inference log)."""
     features = []
     for feature in preprocessor["features"]:
         entry = {"name": feature["name"], "type": feature["type"]}
@@ -58,6 +60,28 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int) -> dict[str, 
         "labels": preprocessor.get("labels"),
         "features": features,
         "max_instances": max_instances,
+        "monitoring": inference_log_settings(monitor),
+    }
+
+
+def inference_log_settings(monitor: Any) -> dict[str, Any]:
+    """The handler's share of requests logged and its log rotation; None: nothing logged."""
+    if monitor is None:
+        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0}
+    if not 0 <= monitor.sample_rate <= 1:
+        raise ForgeError(
+            f"monitor.sample_rate={monitor.sample_rate} is not a share of requests: use 0 (no "
+            "inference log) to 1 (every request), e.g. monitor.sample_rate=0.1"
+        )
+    if monitor.log_max_bytes <= 0 or monitor.log_backups < 0:
+        raise ForgeError(
+            f"monitor.log_max_bytes={monitor.log_max_bytes} must be positive and "
+            f"monitor.log_backups={monitor.log_backups} at least 0"
+        )
+    return {
+        "sample_rate": float(monitor.sample_rate),
+        "log_max_bytes": int(monitor.log_max_bytes),
+        "log_backups": int(monitor.log_backups),
     }
 
 
@@ -80,8 +104,10 @@ def build_archive(
     version: str,
     serve: Any,
     handler: Path = HANDLER,
+    monitor: Any = None,
 ) -> Path:
-    """Write `<store>/<name>.mar` atomically; returns its path. `handler` is for baselines."""
+    """Write `<store>/<name>.mar` atomically; returns its path. `handler` is for baselines;
+    `monitor` (the `monitor` config) sets the inference log, None: no inference log."""
     for what, value in (("serve.model_name", name), ("serve.version", version)):
         if not NAME_PATTERN.match(value):
             raise ForgeError(
@@ -92,7 +118,7 @@ def build_archive(
     with tempfile.TemporaryDirectory(prefix=".package.", dir=store) as work:
         staging = Path(work)
         preprocessor = json.loads((models_dir / PREPROCESSOR_FILE).read_text(encoding="utf-8"))
-        write_json(staging / SCHEMA_FILE, input_schema(preprocessor, serve.max_instances))
+        write_json(staging / SCHEMA_FILE, input_schema(preprocessor, serve.max_instances, monitor))
         write_text(staging / "model-config.yaml", yaml.safe_dump(model_config(serve)))
         shutil.copyfile(models_dir / PREPROCESSOR_FILE, staging / PREPROCESSOR_FILE)
         shutil.copyfile(transform.__file__, staging / TRANSFORM_FILE)

@@ -8,6 +8,11 @@ config. Two servers with different runtime directories and ports run side by sid
 Secure by default: every port on `serve.host` (127.0.0.1), token auth on, the model API
 (register/unregister at runtime) only with `serve.model_api=true`, `allowed_urls` limited to
 the local model store, workflows from an empty store only, request size capped.
+
+Monitoring: metrics in Prometheus format on the metrics port, from a metrics config
+(metrics.yaml in the runtime directory) that declares the forgeml handler's metrics next to
+TorchServe's own; and the workers are told where to write the inference log
+($FORGEML_INFERENCE_LOG_DIR, from `monitor.log_dir`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json, write_text
 from forgeml.serving.archive import archive_manifest
+
+if TYPE_CHECKING:
+    from forgeml.serving.registry import Registry
 
 READY = "READY"
 POLL_SECONDS = 0.5
@@ -38,15 +49,32 @@ STOP_TIMEOUT = 30.0
 CRASH_LOOP_DEATHS = 2
 QUOTED_LOG_LINES = 15
 FRONTEND_CLASS = "org.pytorch.serve.ModelServer"
+# read by the handler (handler.py, LOG_DIR_VARIABLE): the directory of the inference log
+LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
+# the handler's metrics (handler.py, top) as (type, name, unit, own dimensions): in prometheus
+# mode TorchServe shows declared metrics only, and takes dimension values by position
+HANDLER_METRICS = [
+    ("counter", "forgeml_predictions", "count", ["Class"]),
+    ("counter", "forgeml_rejected_requests", "count", ["Reason"]),
+    ("counter", "forgeml_out_of_range_values", "count", ["Feature"]),
+    ("counter", "forgeml_inference_log_errors", "count", []),
+    ("histogram", "forgeml_predicted_value", "value", []),
+]
+# after its own, every handler metric carries ModelVersion, then the ModelName and Level that
+# TorchServe's add_counter/add_metric append (and the Hostname its frontend adds)
+COMMON_DIMENSIONS = ["ModelVersion", "ModelName", "Level"]
 
 
 class TorchServe:
     """One TorchServe instance described by a `serve` config node."""
 
-    def __init__(self, serve: Any):
+    def __init__(self, serve: Any, inference_log_dir: str | Path | None = None):
+        """`inference_log_dir` (`monitor.log_dir`): where a server started here has its workers
+        write the inference log; None: no inference log."""
         self.serve = serve
         self.runtime = Path(serve.runtime_dir).resolve()
         self.store = Path(serve.model_store).resolve()
+        self.inference_log_dir = Path(inference_log_dir).resolve() if inference_log_dir else None
 
     # --- files of the runtime directory -------------------------------------------------
 
@@ -115,6 +143,10 @@ class TorchServe:
         self.check_ports_free()
         self.prepare_runtime()
         env = {**os.environ, "TMPDIR": str(self.tmp_dir), "TEMP": str(self.tmp_dir)}
+        # TorchServe passes its environment on to the workers it starts
+        env.pop(LOG_DIR_VARIABLE, None)
+        if self.inference_log_dir:
+            env[LOG_DIR_VARIABLE] = str(self.inference_log_dir)
         if java_home:
             env["JAVA_HOME"] = java_home
         command = [
@@ -162,6 +194,7 @@ class TorchServe:
             directory.mkdir(parents=True, exist_ok=True)
         # keys of an earlier run would look valid until the new ones are written
         self.key_file.unlink(missing_ok=True)
+        write_text(self.runtime / "metrics.yaml", yaml.safe_dump(metrics_config(), sort_keys=False))
         write_text(self.runtime / "config.properties", render_properties(self.properties()))
 
     def properties(self) -> dict[str, Any]:
@@ -183,6 +216,7 @@ class TorchServe:
             "enable_envvars_config": False,
             "install_py_dep_per_model": False,
             "metrics_mode": "prometheus",
+            "metrics_config": self.runtime / "metrics.yaml",
             "max_request_size": serve.max_request_size,
             "default_workers_per_model": serve.workers,
             "default_response_timeout": serve.response_timeout,
@@ -270,7 +304,11 @@ class TorchServe:
         """The key for `api` from TorchServe's key file; None without token auth."""
         if not self.key_file.is_file():
             return None
-        return read_json(self.key_file)[api]["key"]
+        try:
+            return read_json(self.key_file)[api]["key"]
+        except (json.JSONDecodeError, KeyError):
+            # a starting TorchServe is still writing it: the call is refused, and retried
+            return None
 
     def call(self, method: str, api: str, path: str, body: bytes | None = None) -> Any:
         """One authenticated request; a refusal raises ForgeError quoting TorchServe's message."""
@@ -300,7 +338,8 @@ class TorchServe:
                 "version; restart it with `forgeml serve stop` and "
                 "`forgeml serve start serve.model_api=true`, then deploy"
             )
-        query = f"url={archive}&initial_workers={self.serve.workers}&synchronous=false"
+        url = urllib.parse.quote(archive, safe="")
+        query = f"url={url}&initial_workers={self.serve.workers}&synchronous=false"
         self.call("POST", "management", f"/models?{query}")
 
     def set_default(self, model: str, version: str) -> None:
@@ -329,8 +368,9 @@ class TorchServe:
         write_json(self.history_file, history)
         return {"model": model, **self.model_status(model)}
 
-    def rollback(self, model: str) -> dict[str, Any]:
-        """Make the version that was default before the current one the default again."""
+    def rollback(self, model: str, registry: Registry) -> dict[str, Any]:
+        """Make the version that was default before the current one the default again,
+        registering it from the registry's archive copy if this server no longer holds it."""
         history = self.history().get(model, [])
         if len(history) < 2:
             raise ForgeError(
@@ -338,6 +378,8 @@ class TorchServe:
                 f"({', '.join(history) or 'none'}) since it started"
             )
         previous = history[-2]
+        if all(entry["modelVersion"] != previous for entry in self.versions(model)):
+            self.register(str(registry.archive_copy(model, previous).relative_to(self.store)))
         self.wait_ready(model, previous)
         self.set_default(model, previous)
         write_json(self.history_file, {**self.history(), model: history[:-1]})
@@ -379,6 +421,21 @@ def archive_identity(archive: Path) -> tuple[str, str]:
         raise ForgeError(f"no archive {archive}; build it with `forgeml package`")
     model = archive_manifest(archive)["model"]
     return model["modelName"], model["modelVersion"]
+
+
+def metrics_config() -> dict[str, Any]:
+    """TorchServe's default metrics config with the forgeml handler's metrics added."""
+    try:
+        import ts
+    except ImportError:
+        raise ForgeError("TorchServe is not installed: pip install 'forgeml[serve]'") from None
+    defaults = Path(ts.__file__).with_name("configs") / "metrics.yaml"
+    config = yaml.safe_load(defaults.read_text(encoding="utf-8"))
+    model_metrics = config.get("model_metrics") or {}
+    for kind, name, unit, dimensions in HANDLER_METRICS:
+        declared = {"name": name, "unit": unit, "dimensions": [*dimensions, *COMMON_DIMENSIONS]}
+        model_metrics[kind] = [*(model_metrics.get(kind) or []), declared]
+    return {**config, "model_metrics": model_metrics}
 
 
 def render_properties(properties: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ ACTIONS = ("start", "stop", "status")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
-    server = TorchServe(cfg.serve)
+    # the workers write the sampled requests to monitor.log_dir (the archive sets the rate)
+    server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
     server.start()
     return server.status()
 
