@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_from_params if "--params" in args else run_hydra_app
         exit_code = run(stage, args)
     except ForgeError as error:
-        print(f"forgeml {stage}: error: {error}", file=sys.stderr)
-        return 2
+        return report_error(stage, error)
     except Exception as error:
         message = describe_config_error(error)
         if message is None:
@@ -78,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forgeml {stage}: config error: {message}", file=sys.stderr)
         return 2
     return exit_code
+
+
+def report_error(stage: str, error: ForgeError) -> int:
+    print(f"forgeml {stage}: error: {error}", file=sys.stderr)
+    return 2
 
 
 def usage() -> str:
@@ -146,7 +150,12 @@ def run_hydra_app(stage: str, args: list[str]) -> int:
     def task(cfg: Any) -> Any:
         # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
         sys.argv = [script, stage, *args]
-        result = run_stage(stage, cfg)
+        try:
+            result = run_stage(stage, cfg)
+        except ForgeError as error:
+            # reported here, not raised through Hydra, which would print the overrides first
+            exit_codes.append(report_error(stage, error))
+            return None
         exit_codes.append(exit_code_of(result))
         metric = cfg.get("optimized_metric")
         return result.get(metric) if metric and result else result

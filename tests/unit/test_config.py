@@ -110,3 +110,12 @@ def test_committed_params_yaml_is_the_default_composition(tmp_path):
     result = forgeml("compose", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "params.yaml").read_text() == (PROJECT_ROOT / "params.yaml").read_text()
+
+
+def test_a_stage_error_is_one_readable_line(tmp_path):
+    result = forgeml("evaluate", f"paths.models_dir={tmp_path}/none", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"forgeml evaluate: error: no trained model in {tmp_path}/none/ (run `forgeml train` first)"
+    )
