@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 
 from forgeml.config import MonitorConfig, ServeConfig
 from forgeml.serving.archive import build_archive
-from forgeml.serving.server import TorchServe
+from forgeml.serving.server import TorchServe, free_ports
 
 MINIMAL_HANDLER = """
 import json, os
@@ -71,16 +71,6 @@ def handle(data, context):
     return answers
 """
 MODELS = {"forgeml": 16, "minimal": 16, "forgeml_b1": 1}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
 
 
 def serve_config(workdir: Path, batch_delay: int) -> Any:

@@ -3,8 +3,10 @@ small limits, then call the same stage functions the CLI calls."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,6 +29,28 @@ def compose_config(workdir: Path, *overrides: str) -> DictConfig:
     ]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=[*base, *overrides])
+
+
+# a two-feature preprocessing spec for unit tests that need no trained model
+TOY_SPEC = {
+    "format": "forgeml.preprocessor/1",
+    "task": "classification",
+    "target": "bought",
+    "features": [
+        {"name": "age", "type": "numeric", "fill": 30.0, "mean": 40.0, "std": 10.0, "min": 18.0, "max": 90.0},
+        {"name": "city", "type": "categorical", "categories": ["berlin", "paris"]},
+    ],
+    "input_dim": 3,
+    "labels": ["no", "yes"],
+}
+
+
+def load_example(name: str = "production_loop") -> ModuleType:
+    """A script of examples/, imported by path (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

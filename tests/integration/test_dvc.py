@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,9 @@ import pytest
 import yaml
 
 from forgeml.io import read_json
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import load_example
 
 FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
-PROJECT_FILES = [
-    "conf",
-    "src",
-    "dvc.yaml",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    "data/raw/.gitkeep",
-    "serve/inference-log/.gitkeep",
-]
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,14 +35,9 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
 
 
 def copy_project(destination: Path) -> Path:
+    """The project's files in a new git repository (the same copy the production loop makes)."""
     destination.mkdir()
-    for name in PROJECT_FILES:
-        source, target = PROJECT_ROOT / name, destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, target)
+    load_example().copy_project(destination)
     run(["git", "init", "-q"], destination)
     return destination
 

@@ -4,37 +4,16 @@ features -> retrain on the new raw data with dvc repro -> gate -> deploy v2 -> r
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-
 import psutil
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-
-
-def load_loop():
-    spec = importlib.util.spec_from_file_location(
-        "production_loop", PROJECT_ROOT / "examples" / "production_loop.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+from forgeml.serving.server import free_ports
+from tests.conftest import load_example
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    module = load_loop()
+    module = load_example()
     ports = dict(zip(module.DEFAULT_PORTS, free_ports(len(module.DEFAULT_PORTS)), strict=True))
     workdir = tmp_path_factory.mktemp("loop")
     summary = module.main(workdir, ports, echo=lambda line: None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
-from forgeml.serving.server import TorchServe, http_request
+from forgeml.serving.server import TorchServe, free_ports, http_request
 from forgeml.stages import deploy, package, predict, rollback, serve
 
 pytestmark = pytest.mark.slow
@@ -40,16 +39,6 @@ PORT_KEYS = (
     "grpc_inference_port",
     "grpc_management_port",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
 
 
 def serving_config(trained: DictConfig, workdir: Path, **serve_settings: Any) -> DictConfig:

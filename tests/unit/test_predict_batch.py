@@ -12,17 +12,9 @@ from forgeml.data.transform import encode_features
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import ModelArtifact
 from forgeml.serving.batch import predict_file
+from tests.conftest import TOY_SPEC
 
-SPEC = {
-    "task": "classification",
-    "target": "bought",
-    "features": [
-        {"name": "age", "type": "numeric", "fill": 30.0, "mean": 40.0, "std": 10.0, "min": 18.0, "max": 90.0},
-        {"name": "city", "type": "categorical", "categories": ["berlin", "paris"]},
-    ],
-    "input_dim": 3,
-    "labels": ["no", "yes"],
-}
+SPEC = TOY_SPEC  # the shared toy preprocessing spec
 
 
 @pytest.fixture

@@ -27,18 +27,9 @@ from forgeml.monitoring.logs import read_inference_log
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
 from forgeml.serving.server import HANDLER_METRICS, LOG_DIR_VARIABLE, metrics_config
+from tests.conftest import TOY_SPEC
 
-SPEC = {
-    "format": "forgeml.preprocessor/1",
-    "task": "classification",
-    "target": "bought",
-    "features": [
-        {"name": "age", "type": "numeric", "fill": 30.0, "mean": 40.0, "std": 10.0, "min": 18.0, "max": 90.0},
-        {"name": "city", "type": "categorical", "categories": ["berlin", "paris"]},
-    ],
-    "input_dim": 3,
-    "labels": ["no", "yes"],
-}
+SPEC = TOY_SPEC  # the shared toy preprocessing spec
 MAX_INSTANCES = 5
 GOOD = {"age": 52, "city": "paris"}
 

@@ -489,6 +489,17 @@ def torchserve_executable() -> str:
     return found
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free right now on `host` (for side-by-side servers and tests)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind((host, 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # like the server will: a port in TIME_WAIT is free, one with a listener is not
