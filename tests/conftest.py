@@ -17,12 +17,16 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 
 def compose_config(workdir: Path, *overrides: str) -> DictConfig:
-    """The real config with every output under `workdir`, CPU only, no progress bar, no logger."""
+    """The real config with every output under `workdir` (data, models, reports, logs, model store,
+    server runtime, inference log), CPU only, no progress bar, no logger."""
     base = [
         f"paths.data_dir={workdir}/data",
         f"paths.models_dir={workdir}/models",
         f"paths.reports_dir={workdir}/reports",
         f"paths.log_dir={workdir}/logs",
+        f"serve.model_store={workdir}/serve/model-store",
+        f"serve.runtime_dir={workdir}/serve/runtime",
+        f"monitor.log_dir={workdir}/serve/inference-log",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
         "logger=none",

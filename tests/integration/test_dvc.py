@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
 from forgeml.io import read_json
 from tests.conftest import load_example
@@ -70,6 +71,10 @@ def test_repro_runs_the_pipeline_and_a_second_repro_does_nothing(repo):
     metrics = read_json(repo / "reports" / "metrics.json")
     assert metrics["test/accuracy"] >= 0.9
     assert (repo / "dvc.lock").is_file()
+    assert (repo / "serve" / "model-store" / "breast_cancer.mar").is_file()
+    artifacts = Repo(str(repo)).artifacts.read()["dvc.yaml"]
+    assert artifacts["forgeml-model"].type == "model"
+    assert (repo / artifacts["forgeml-model"].path).is_file()
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in again.stdout
     assert "Running stage" not in again.stdout
