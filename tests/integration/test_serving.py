@@ -13,7 +13,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +68,17 @@ def served(trained_project, tmp_path_factory) -> DictConfig:
         batch_size=8,
         max_batch_delay=300,
     )
+    with packaged_and_served(cfg):
+        yield cfg
+
+
+@contextmanager
+def packaged_and_served(cfg: DictConfig) -> Iterator[None]:
+    """The config's model packaged and served; the server is stopped whatever happens."""
     package.run(cfg)
     try:
         serve.start(cfg)
-        yield cfg
+        yield
     finally:
         TorchServe(cfg.serve).stop()
 

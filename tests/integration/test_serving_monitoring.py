@@ -25,8 +25,15 @@ from omegaconf import DictConfig
 
 from forgeml.monitoring.logs import read_inference_log
 from forgeml.serving.server import TorchServe
-from forgeml.stages import package, serve
-from tests.integration.test_serving import MAX_INSTANCES, MODEL, ask, records, serving_config
+from forgeml.stages import serve
+from tests.integration.test_serving import (
+    MAX_INSTANCES,
+    MODEL,
+    ask,
+    packaged_and_served,
+    records,
+    serving_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +58,8 @@ def monitored(trained_project, tmp_path_factory) -> DictConfig:
             "log_backups": LOG_BACKUPS,
         }
     )
-    package.run(cfg)
-    try:
-        serve.start(cfg)
+    with packaged_and_served(cfg):
         yield cfg
-    finally:
-        TorchServe(cfg.serve).stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,14 @@ lower bound that is off by far less than the cell widths (GRID_SIZE quantile cel
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import spatial, stats
 
+from forgeml.config import MonitorConfig, plain
 from forgeml.data.transform import MISSING_CATEGORY
 
 GRID_SIZE = 4096
@@ -49,16 +50,21 @@ TESTS = {
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """The knobs of `monitor` that decide tests and verdicts (see conf/monitor/default.yaml)."""
+    """The knobs of `monitor` that decide tests and verdicts; defaults are MonitorConfig's."""
 
-    numeric_method: str = "auto"
-    categorical_method: str = "auto"
-    small_reference_rows: int = 1000
-    p_value: float = 0.05
-    distance_threshold: float = 0.1
-    psi_threshold: float = 0.1
-    share_threshold: float = 0.5
-    min_samples: int = 100
+    numeric_method: str = MonitorConfig.numeric_method.value
+    categorical_method: str = MonitorConfig.categorical_method.value
+    small_reference_rows: int = MonitorConfig.small_reference_rows
+    p_value: float = MonitorConfig.p_value
+    distance_threshold: float = MonitorConfig.distance_threshold
+    psi_threshold: float = MonitorConfig.psi_threshold
+    share_threshold: float = MonitorConfig.share_threshold
+    min_samples: int = MonitorConfig.min_samples
+
+    @classmethod
+    def from_monitor(cls, monitor: Any) -> DriftSettings:
+        """The settings of a `monitor` config node (enum fields as their names)."""
+        return cls(**{field.name: plain(monitor[field.name]) for field in fields(cls)})
 
     def test_for(self, kind: str, reference_rows: int) -> str:
         configured = self.numeric_method if kind == "numeric" else self.categorical_method

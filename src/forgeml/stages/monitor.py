@@ -105,16 +105,7 @@ def drift_settings(monitor: DictConfig) -> DriftSettings:
             raise ForgeError(
                 f"monitor.{kind}_method={method} does not apply to {kind} features; choose {choices}"
             )
-    return DriftSettings(
-        numeric_method=plain(monitor.numeric_method),
-        categorical_method=plain(monitor.categorical_method),
-        small_reference_rows=monitor.small_reference_rows,
-        p_value=monitor.p_value,
-        distance_threshold=monitor.distance_threshold,
-        psi_threshold=monitor.psi_threshold,
-        share_threshold=monitor.share_threshold,
-        min_samples=monitor.min_samples,
-    )
+    return DriftSettings.from_monitor(monitor)
 
 
 def load_current(monitor: DictConfig) -> tuple[pd.DataFrame, str]:
