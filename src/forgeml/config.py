@@ -231,7 +231,7 @@ class ServeConfig:
 
     # a TorchServe model name: letters, digits, '_', '-', '.'
     model_name: str = "${data.name}"
-    # null: the model's config hash, so a retrained model is a new version
+    # null: the model's hash (weights + preprocessing), so a retrained model is a new version
     version: str | None = None
     host: str = "127.0.0.1"
     inference_port: int = 8080

@@ -34,27 +34,35 @@ MAX_INSTANCES = 5
 GOOD = {"age": 52, "city": "paris"}
 
 
-class TinyClassifier(torch.nn.Module):
-    def __init__(self) -> None:
+class TinyModel(torch.nn.Module):
+    """A seeded linear model with the exported program's outputs: probabilities or values."""
+
+    def __init__(self, task: str = "classification") -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.linear = torch.nn.Linear(3, 2)
+        self.classify = task == "classification"
+        self.linear = torch.nn.Linear(3, 2 if self.classify else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).softmax(-1)
+        outputs = self.linear(x)
+        return outputs.softmax(-1) if self.classify else outputs.squeeze(-1)
+
+
+def write_model_files(directory: Path, spec: dict[str, Any]) -> None:
+    """The exported TinyModel for `spec`'s task, its preprocessor and its input schema."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    model = TinyModel(spec["task"]).eval()
+    program = torch.export.export(model, (torch.zeros(4, 3),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, directory / "model.pt2")
+    (directory / "preprocessor.json").write_text(json.dumps(spec))
+    (directory / "input_schema.json").write_text(json.dumps(input_schema(spec, MAX_INSTANCES)))
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What TorchServe unpacks from a forgeml archive, for a 2-feature classifier."""
     directory = tmp_path_factory.mktemp("archive")
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(
-        TinyClassifier().eval(), (torch.zeros(4, 3),), dynamic_shapes={"x": {0: batch}}
-    )
-    torch.export.save(program, directory / "model.pt2")
-    (directory / "preprocessor.json").write_text(json.dumps(SPEC))
-    (directory / "input_schema.json").write_text(json.dumps(input_schema(SPEC, MAX_INSTANCES)))
+    write_model_files(directory, SPEC)
     shutil.copyfile(transform.__file__, directory / "transform.py")
     return directory
 
@@ -89,7 +97,7 @@ def probabilities(answer: dict[str, Any]) -> list[float]:
 
 def expected(age_standardised: float, one_hot: list[float]) -> list[float]:
     with torch.inference_mode():
-        return TinyClassifier()(torch.tensor([[age_standardised, *one_hot]])).squeeze(0).tolist()
+        return TinyModel()(torch.tensor([[age_standardised, *one_hot]])).squeeze(0).tolist()
 
 
 def test_prediction_applies_the_training_preprocessing(handler, model_dir):
@@ -334,27 +342,11 @@ def test_metrics_count_predictions_rejections_and_out_of_range_values(model_dir,
     assert len(lines) == len(counts)
 
 
-class TinyRegressor(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = torch.nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).squeeze(-1)
-
-
 def test_regression_predictions_fill_a_histogram_of_values(model_dir, tmp_path, metrics_cache, caplog):
     spec = {**SPEC, "task": "regression", "labels": None}
     archive = tmp_path / "regression"
     shutil.copytree(model_dir, archive)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(
-        TinyRegressor().eval(), (torch.zeros(4, 3),), dynamic_shapes={"x": {0: batch}}
-    )
-    torch.export.save(program, archive / "model.pt2")
-    (archive / "preprocessor.json").write_text(json.dumps(spec))
-    (archive / "input_schema.json").write_text(json.dumps(input_schema(spec, MAX_INSTANCES)))
+    write_model_files(archive, spec)
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(archive, requests=0, metrics=metrics_cache))
     with caplog.at_level(logging.INFO):
