@@ -1,5 +1,6 @@
-"""Shared fixtures: compose the real conf/ with paths under a temporary directory, force CPU and
-small limits, then call the same stage functions the CLI calls."""
+"""Shared fixtures: compose forgeml's shipped config (the package's conf/, never this
+repository's conf/) with paths under a temporary directory, force CPU and small limits, then call
+the same stage functions the CLI calls."""
 
 from __future__ import annotations
 
@@ -9,11 +10,23 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from forgeml.config import BASE_CONFIG
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
+# the repository's own project config: tests must not depend on it (a test checks)
+PROJECT_CONF = PROJECT_ROOT / "conf"
+PACKAGE_MODULE = "forgeml.conf"
+
+
+def config_sources() -> list[str]:
+    """Where the fixtures' compositions look for config files (Hydra's search path)."""
+    with initialize_config_module(PACKAGE_MODULE, version_base="1.3"):
+        sources = GlobalHydra.instance().config_loader().get_sources()
+        return [f"{source.scheme()}://{source.path}" for source in sources]
 
 
 def compose_config(workdir: Path, *overrides: str) -> DictConfig:
@@ -31,8 +44,8 @@ def compose_config(workdir: Path, *overrides: str) -> DictConfig:
         "trainer.enable_progress_bar=false",
         "logger=none",
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*base, *overrides])
+    with initialize_config_module(PACKAGE_MODULE, version_base="1.3"):
+        return compose(BASE_CONFIG, overrides=[*base, *overrides])
 
 
 # a two-feature preprocessing spec for unit tests that need no trained model

@@ -4,8 +4,12 @@
     forgeml train -m model.hidden=64,128 optimizer.lr=1e-3,1e-2
     forgeml train --cfg job                      # print the composed config, do nothing
     forgeml train --params params.yaml           # run from a composed snapshot (what dvc.yaml does)
+    forgeml init churn --data churn.csv --target churned   # a new project
 
-conf/ is read from the working directory (or $FORGEML_CONFIG_DIR). Heavy libraries (torch,
+The project's conf/ is read from the working directory (or $FORGEML_CONFIG_DIR), on top of the
+config groups shipped inside forgeml; without one, forgeml's own config composes alone. The
+project's src/ is importable (`model._target_: mynets.ResMLP` for src/mynets.py). Each command
+prints a short summary; `--json` prints its result as JSON instead. Heavy libraries (torch,
 Lightning, DVC, wandb) are imported inside the stage that needs them, so `--help` stays fast.
 """
 
@@ -23,6 +27,7 @@ from forgeml import __version__
 from forgeml.errors import ForgeError
 
 STAGES = {
+    "init": "init DIR [--data FILE] [--target COLUMN] [--name NAME]: a new forgeml project",
     "prepare": "load, check and split the data; fit preprocessing; profile the train split",
     "train": "train with Lightning; export the best model to models/",
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
@@ -32,6 +37,7 @@ STAGES = {
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
+    "gate": "the promotion gate on the packaged version, alone: exit 1 when it refuses",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
 }
@@ -41,10 +47,16 @@ ACTIONS = {"serve": ("start", "stop", "status")}
 FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
+    "init": "init DIR [--data FILE] [--target COLUMN] [--name NAME]: a new forgeml project",
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
+# commands that take their own arguments instead of a config
+COMMANDS = {"init": "forgeml.project"}
+# the project's own code, importable by `_target_` in every stage (DVC's included)
+PROJECT_SOURCE = "src"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forgeml {__version__}")
         return 0
     stage, args = argv[0], argv[1:]
+    if stage in COMMANDS:
+        return importlib.import_module(COMMANDS[stage]).main(args)
     if stage not in STAGES:
         print(f"forgeml: unknown stage '{stage}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
@@ -65,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
     args = [FLAGS.get(arg, arg) for arg in args]
+    as_json = "--json" in args
+    args = [arg for arg in args if arg != "--json"]
+    add_project_source()
     try:
         run = run_from_params if "--params" in args else run_hydra_app
-        exit_code = run(stage, args)
+        exit_code = run(stage, args, as_json)
     except ForgeError as error:
         return report_error(stage, error)
     except Exception as error:
@@ -86,19 +103,31 @@ def report_error(stage: str, error: ForgeError) -> int:
 
 def usage() -> str:
     lines = [f"forgeml {__version__}: from a YAML file to a monitored endpoint", "", "usage:"]
-    lines.append("  forgeml <stage> [key=value ...] [-m] [--cfg job] [--params params.yaml]")
+    lines.append("  forgeml <stage> [key=value ...] [-m] [--cfg job] [--params params.yaml] [--json]")
     lines.append("")
     lines += [f"  {name:<10} {text}" for name, text in STAGES.items()]
     lines += ["", "`forgeml <stage> --help` shows the config groups and every overridable key."]
     return "\n".join(lines)
 
 
-def run_stage(stage: str, cfg: Any) -> dict[str, Any]:
+def add_project_source() -> None:
+    """The project's src/ first on sys.path, so `_target_: mynets.ResMLP` finds src/mynets.py."""
+    source = Path(PROJECT_SOURCE).resolve()
+    if source.is_dir() and str(source) not in sys.path:
+        sys.path.insert(0, str(source))
+
+
+def run_stage(stage: str, cfg: Any, as_json: bool = False) -> dict[str, Any]:
     name, _, action = stage.partition(" ")
     module = importlib.import_module(f"forgeml.stages.{name}")
     result = getattr(module, action or "run")(cfg)
     if result and is_rank_zero():
-        print(json.dumps({stage: result}, indent=2, default=str))
+        if as_json:
+            print(json.dumps({stage: result}, indent=2, default=str))
+        else:
+            from forgeml.report import show
+
+            show(stage, result)
     return result
 
 
@@ -112,7 +141,7 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def run_from_params(stage: str, args: list[str]) -> int:
+def run_from_params(stage: str, args: list[str], as_json: bool = False) -> int:
     """Run a stage on a composed snapshot: DVC's stages use params.yaml, not conf/."""
     from omegaconf import OmegaConf
 
@@ -125,20 +154,27 @@ def run_from_params(stage: str, args: list[str]) -> int:
     if not params.is_file():
         raise ForgeError(f"{params} not found; write it with `forgeml compose`")
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), OmegaConf.load(params))
-    return exit_code_of(run_stage(stage, cfg))
-
-
-def config_dir() -> Path:
-    directory = Path(os.environ.get("FORGEML_CONFIG_DIR", "conf")).resolve()
-    if not (directory / "config.yaml").is_file():
+    if cfg.forgeml_version != __version__:
         raise ForgeError(
-            f"no config.yaml in {directory}; run forgeml in a project with conf/ "
-            "or point FORGEML_CONFIG_DIR at one"
+            f"{params} was composed by forgeml {cfg.forgeml_version}, this is forgeml {__version__}: "
+            "run `forgeml compose` (then `dvc repro` re-runs every stage with this version)"
         )
-    return directory
+    return exit_code_of(run_stage(stage, cfg, as_json))
 
 
-def run_hydra_app(stage: str, args: list[str]) -> int:
+def config_source() -> tuple[str, str]:
+    """(config_path, config_name) for Hydra: the project's conf/config.yaml, which starts from
+    forgeml's shipped defaults; without one, those defaults alone (a project conf/ directory
+    still comes first on the search path, so its own options are found)."""
+    from forgeml.config import BASE_CONFIG, PACKAGE_CONFIG
+
+    directory = Path(os.environ.get("FORGEML_CONFIG_DIR", "conf")).resolve()
+    if (directory / "config.yaml").is_file():
+        return str(directory), "config"
+    return (str(directory) if directory.is_dir() else PACKAGE_CONFIG), BASE_CONFIG
+
+
+def run_hydra_app(stage: str, args: list[str], as_json: bool = False) -> int:
     import hydra
 
     # errors reach main() as exceptions, which turns them into one readable message
@@ -151,7 +187,7 @@ def run_hydra_app(stage: str, args: list[str]) -> int:
         # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
         sys.argv = [script, stage, *args]
         try:
-            result = run_stage(stage, cfg)
+            result = run_stage(stage, cfg, as_json)
         except ForgeError as error:
             # reported here, not raised through Hydra, which would print the overrides first
             exit_codes.append(report_error(stage, error))
@@ -161,7 +197,8 @@ def run_hydra_app(stage: str, args: list[str]) -> int:
         return result.get(metric) if metric and result else result
 
     sys.argv = [script, *overrides]
-    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)
+    config_path, config_name = config_source()
+    app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
     try:
         app()
     finally:

@@ -1,10 +1,11 @@
-"""Structured-config schemas for every group in conf/.
+"""Structured-config schemas for every config group forgeml ships (src/forgeml/conf/).
 
 Hydra merges each group file onto its schema, so a typo (`model.hiden=3`) or a wrong type
 (`trainer.max_epochs=abc`) is refused while composing, before any work starts. The schemas are
 registered in Hydra's ConfigStore by the `hydra_plugins.forgeml_schemas` package, which Hydra
 imports on start-up whoever composes conf/: the forgeml CLI, the tests, or DVC's `exp run -S`.
 
+The shipped YAML is the one source of defaults; the schema defaults equal it (a test checks).
 This module imports only the standard library and OmegaConf: it runs on every Hydra start.
 """
 
@@ -15,6 +16,14 @@ from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from forgeml import __version__
+
+# forgeml's own config groups, inside the package; its primary config is not named `config`,
+# so that a project's conf/config.yaml can include it (`/forgeml_base@_here_`) without recursion
+PACKAGE_CONFIG = "pkg://forgeml.conf"
+BASE_CONFIG = "forgeml_base"
+VERSION_RESOLVER = "forgeml.version"
 
 
 class Task(str, Enum):
@@ -102,6 +111,12 @@ class MLPConfig:
     activation: Activation = Activation.relu
 
 
+def custom_model_schema() -> DictConfig:
+    """A project's own net (`_target_: mynets.ResMLP`): its keys are its constructor's, so the
+    node is open (new keys from the command line need no `+`); only `_target_` is required."""
+    return DictConfig({"_target_": MISSING}, flags={"struct": False})
+
+
 @dataclass
 class CNNConfig:
     _target_: str = "forgeml.models.nets.CNN"
@@ -124,7 +139,7 @@ class OptimizerConfig:
 class TrainerConfig:
     _target_: str = "pytorch_lightning.Trainer"
     accelerator: str = "auto"
-    devices: Any = "auto"
+    devices: Any = 1
     strategy: Any = "auto"
     num_nodes: int = 1
     precision: Any = "32-true"
@@ -269,6 +284,8 @@ class GateConfig:
 class ForgeConfig:
     """The root: what `params.yaml` holds once composed and resolved."""
 
+    # the forgeml that composed params.yaml: a DVC param of every stage, so an upgrade re-runs them
+    forgeml_version: str = "${" + VERSION_RESOLVER + ":}"
     seed: int | None = 42
     ckpt_path: str | None = None
     # the metric a Hydra sweeper (Optuna) optimises; `forgeml train` returns it
@@ -290,13 +307,14 @@ class ForgeConfig:
 
 
 # (group, name, schema) for ConfigStore; group files extend them with `/schema/<group>/<name>@_here_`
-SCHEMAS: list[tuple[str | None, str, type]] = [
+SCHEMAS: list[tuple[str | None, str, Any]] = [
     (None, "forgeml_schema", ForgeConfig),
     ("schema/paths", "default", PathsConfig),
     ("schema/data", "table", DataConfig),
     ("schema/data", "file", FileDataConfig),
     ("schema/model", "mlp", MLPConfig),
     ("schema/model", "cnn", CNNConfig),
+    ("schema/model", "custom", custom_model_schema()),
     ("schema/trainer", "default", TrainerConfig),
     ("schema/logger", "csv", CSVLoggerConfig),
     ("schema/logger", "tensorboard", TensorBoardLoggerConfig),
@@ -309,8 +327,11 @@ SCHEMAS: list[tuple[str | None, str, type]] = [
 
 
 def register_schemas() -> None:
-    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    """Put every schema into Hydra's ConfigStore and the version resolver into OmegaConf
+    (idempotent)."""
     from hydra.core.config_store import ConfigStore
+
+    OmegaConf.register_new_resolver(VERSION_RESOLVER, lambda: __version__, replace=True)
 
     store = ConfigStore.instance()
     for group, name, node in SCHEMAS:

@@ -5,17 +5,76 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, PROJECT_ROOT
+from forgeml import conf as package_conf
+from forgeml.config import BASE_CONFIG, SCHEMAS
+from tests.conftest import PACKAGE_MODULE, PROJECT_CONF, PROJECT_ROOT, config_sources
 
 
 def forgeml(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    """The CLI in `cwd`; outside the repository (tmp_path) it composes forgeml's shipped config."""
+    env = {key: value for key, value in os.environ.items() if key != "FORGEML_CONFIG_DIR"}
     command = [sys.executable, "-m", "forgeml.cli", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_tests_compose_the_shipped_config_not_the_repository_conf():
+    files = [Path(path.removeprefix("file://")).resolve() for path in config_sources() if "file://" in path]
+    assert all(PROJECT_CONF.resolve() not in [path, *path.parents] for path in files), files
+    assert "pkg://forgeml.conf" in config_sources()
+
+
+def schema_defaults(schema: type) -> dict:
+    """A schema's concrete defaults, flattened (`???`, required values, left out)."""
+    return {
+        k: v for k, v in flatten(OmegaConf.to_container(OmegaConf.structured(schema))).items() if v != "???"
+    }
+
+
+def flatten(node: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value.value if hasattr(value, "value") else value
+    return flat
+
+
+def test_every_schema_default_equals_the_shipped_yaml():
+    """The package's YAML is the one source of defaults: where a schema also names a default, the
+    option built on that schema has the same value (data is left out: its options are data sets)."""
+    package = Path(package_conf.__file__).parent
+    checked = 0
+    with initialize_config_module(PACKAGE_MODULE, version_base="1.3"):
+        for group, name, schema in SCHEMAS:
+            if not isinstance(schema, type) or group in (None, "schema/data"):
+                continue
+            group = group.removeprefix("schema/")
+            for option in sorted((package / group).glob("*.yaml")):
+                if f"/schema/{group}/{name}@_here_" not in option.read_text():
+                    continue
+                composed = flatten(
+                    OmegaConf.to_container(compose(BASE_CONFIG, [f"{group}={option.stem}"])[group])
+                )
+                for key, default in schema_defaults(schema).items():
+                    if key in composed and not str(composed[key]).startswith("${"):
+                        assert composed[key] == default, (
+                            f"{option}: {key} {composed[key]!r}, schema {default!r}"
+                        )
+                        checked += 1
+        root = flatten(OmegaConf.to_container(compose(BASE_CONFIG)))
+        for key, default in schema_defaults(SCHEMAS[0][2]).items():
+            if key in root and not str(root[key]).startswith("${") and not key.startswith("data."):
+                assert root[key] == default, f"{key}: yaml {root[key]!r}, schema {default!r}"
+                checked += 1
+    assert checked > 100
 
 
 def test_typo_in_override_names_valid_keys(tmp_path):
@@ -92,13 +151,13 @@ def test_every_group_option_composes(make_config):
 def test_help_and_compose_import_no_heavy_library(tmp_path):
     """--help and compose stay fast by never importing torch, Lightning, DVC or wandb."""
     code = (
-        "import sys, os; os.environ['FORGEML_CONFIG_DIR'] = sys.argv[1]; from forgeml import cli;"
+        "import sys; from forgeml import cli;"
         "assert cli.main(['--help']) == 0; assert cli.main(['compose', 'seed=7']) == 0;"
         "heavy = [m for m in ('torch', 'pytorch_lightning', 'dvc', 'wandb') if m in sys.modules];"
         "print('HEAVY', heavy)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(CONF_DIR)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
