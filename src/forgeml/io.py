@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
 # mkstemp creates files 0600; finished artifacts get the usual permissions
-_UMASK = _current_umask()
+_UMASK = current_umask()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""serve/Dockerfile and serve/k8s/ agree with each other and with the `serve` config: the same
+"""serve/Dockerfile and serve/k8s/ (shipped as templates, written into a project by `forgeml init`) agree with each other and with the `serve` config: the same
 archive, the same ports, and resources the autoscaler can work with. Parsed, not deployed."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, compose_config
+from forgeml.project import TEMPLATES
+from tests.conftest import compose_config
 
-SERVE = PROJECT_ROOT / "serve"
+SERVE = TEMPLATES / "serve"
 
 
 def properties() -> dict[str, str]:

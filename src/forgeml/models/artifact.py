@@ -48,6 +48,26 @@ def model_hash(model: torch.nn.Module, spec: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_exportable(net: torch.nn.Module, input_dim: int) -> None:
+    """Refuse, before any training, a net that torch.export cannot trace (data-dependent control
+    flow, unsupported operations): the model artifact and the archive are its exported program.
+    A one-row batch is exported first, which takes seconds, not an epoch."""
+    was_training = net.training
+    try:
+        torch.export.export(net.eval(), (torch.zeros(1, input_dim),))
+    except Exception as error:
+        reason = next(
+            (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__
+        )
+        name = f"{type(net).__module__}.{type(net).__qualname__}"
+        raise ForgeError(
+            f"model {name} cannot be exported with torch.export, so it could not be served: "
+            f"{type(error).__name__}: {reason}"
+        ) from error
+    finally:
+        net.train(was_training)
+
+
 def export_model(
     model: torch.nn.Module,
     spec: dict[str, Any],

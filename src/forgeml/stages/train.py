@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from forgeml.config import resolved_config
 from forgeml.data.datamodule import TableDataModule
 from forgeml.data.preprocessing import output_dim
-from forgeml.models.artifact import export_model
+from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     spec = datamodule.spec
     net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    check_exportable(net, spec["input_dim"])
     scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
     model = ForgeModule(
         net,
