@@ -1,4 +1,5 @@
-"""serve/Dockerfile and serve/k8s/ (shipped as templates, written into a project by `forgeml init`) agree with each other and with the `serve` config: the same
+"""serve/Dockerfile and serve/k8s/ (shipped as templates; `forgeml init` writes them into a
+project) agree with each other and with the `serve` config: the same
 archive, the same ports, and resources the autoscaler can work with. Parsed, not deployed."""
 
 from __future__ import annotations
