@@ -4,9 +4,9 @@
     -> shifted traffic -> drift on exactly the shifted features
     -> retrain on the new data (`dvc repro` with new raw data) -> gate -> deploy v2 -> rollback
 
-Run it with `python examples/production_loop.py [--workdir DIR]` (`make demo` does). It copies
-the project into a fresh workspace (a git + DVC repository of its own), puts a CSV into
-data/raw/, and drives `dvc repro`, `forgeml serve|deploy|monitor|rollback` and HTTP requests
+Run it with `python examples/production_loop.py [--workdir DIR]` (`make demo` does). It creates
+a fresh project with `forgeml init --data patients.csv` (a git + DVC repository of its own, the
+CSV in data/raw/), and drives `dvc repro`, `forgeml serve|deploy|monitor|rollback` and HTTP requests
 exactly as a person would, printing each step. tests/integration/test_production_loop.py runs the
 same `main` and checks every outcome.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,11 +27,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = [
-    "conf", "src", "dvc.yaml", ".dvc/config", ".dvcignore", "data/raw/.gitkeep",
-    "serve/inference-log/.gitkeep",
-]  # fmt: skip
 MODEL = "patients"
 RAW = "data/raw/patients.csv"
 # the features the "new world" changes: scaled and moved by a standard deviation
@@ -52,9 +46,8 @@ DEFAULT_PORTS = {
 
 
 def overrides(ports: dict[str, int]) -> list[str]:
-    """The project's settings for this loop: our CSV, every request logged, the gate's bar."""
+    """The loop's settings on top of the project's: every request logged, the gate's bar."""
     return [
-        "data=csv", f"data.path={RAW}", "data.target=target", f"data.name={MODEL}",
         "trainer.max_epochs=15", "trainer.enable_progress_bar=false", "logger=none",
         "serve.model_api=true", "monitor.sample_rate=1.0", "monitor.p_value=0.01",
         "monitor.wandb=false", "gate.thresholds={test/accuracy:0.85}", "gate.max_regression=0.05",
@@ -94,7 +87,7 @@ class Workspace:
         words = [arg for arg in args if "=" not in arg]
         extra = [arg for arg in args if "=" in arg]
         shown = " ".join(["forgeml", *words, "<the loop's overrides>", *extra])
-        result = self.run("forgeml", *words, *overrides(self.ports), *extra, ok=ok, shown=shown)
+        result = self.run("forgeml", *words, "--json", *overrides(self.ports), *extra, ok=ok, shown=shown)
         text = result.stdout
         return result.returncode, json.loads(text[text.index("{") :]) if "{" in text else {}
 
@@ -142,10 +135,11 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
     features = recent.drop(columns=["target"])
     summary: dict[str, Any] = {}
 
-    echo("\n== 0. a project with our data: data/raw/patients.csv, tracked by DVC through its stage")
-    copy_project(workdir)
-    v1_rows.to_csv(workdir / RAW, index=False)
-    space.run("git", "init", "-q")
+    echo("\n== 0. a project with our data: forgeml init --data patients.csv (-> data/raw/)")
+    with tempfile.TemporaryDirectory() as scratch:
+        csv = Path(scratch) / Path(RAW).name
+        v1_rows.to_csv(csv, index=False)
+        space.run("forgeml", "init", str(workdir), "--data", str(csv), "--target", "target", "--name", MODEL)
     space.forgeml("compose")
     space.run("git", "add", "-A")
     space.run("git", "commit", "-qm", "patients v1")
@@ -217,16 +211,6 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
     echo(f"\n== drift verdict on the shifted traffic: {summary['shifted']['verdict']} "
          f"(exit {summary['shifted']['exit_code']}); report: {workdir / 'reports/drift.html'}")  # fmt: skip
     return summary
-
-
-def copy_project(workdir: Path) -> None:
-    for name in PROJECT_FILES:
-        source, target = PROJECT_ROOT / name, workdir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, target)
 
 
 if __name__ == "__main__":

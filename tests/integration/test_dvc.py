@@ -1,4 +1,4 @@
-"""Real DVC in a temporary git repository holding a copy of the project."""
+"""Real DVC in a temporary project made by `forgeml init` (the example project: bundled data)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import yaml
 from dvc.repo import Repo
 
 from forgeml.io import read_json
-from tests.conftest import load_example
 
 FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
 
@@ -36,10 +35,8 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
 
 
 def copy_project(destination: Path) -> Path:
-    """The project's files in a new git repository (the same copy the production loop makes)."""
-    destination.mkdir()
-    load_example().copy_project(destination)
-    run(["git", "init", "-q"], destination)
+    """A new project, as `forgeml init` writes it: git and DVC repositories, conf/, dvc.yaml."""
+    run(["forgeml", "init", str(destination)], destination.parent)
     return destination
 
 

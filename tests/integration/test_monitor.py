@@ -111,7 +111,7 @@ def test_no_inference_log_yet_gives_a_no_data_report_and_exit_4(project):
 
 def test_cli_exits_with_the_verdict_and_the_dvc_stage_accepts_it(project, tmp_path, monkeypatch):
     traffic(project, SHIFTED).to_csv(tmp_path / "shifted.csv", index=False)
-    monkeypatch.setenv("FORGEML_CONFIG_DIR", str(PROJECT_ROOT / "conf"))
+    monkeypatch.chdir(tmp_path)  # outside the repository: forgeml's shipped config
     overrides = [f"paths.{key}={value}" for key, value in project.paths.items() if key != "root_dir"]
     shifted_run = [
         "monitor",

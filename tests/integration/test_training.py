@@ -15,7 +15,7 @@ import torch
 
 from forgeml.io import read_json
 from forgeml.stages import evaluate, prepare, train
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config
 
 SANE_SCORES = {
     "breast_cancer": ("test/accuracy", 0.9),
@@ -127,7 +127,6 @@ def test_resume_from_checkpoint_trains_only_the_remaining_epochs(make_config):
 def test_ddp_on_cpu_runs_two_processes_into_one_output_dir(tmp_path):
     env = {
         **os.environ,
-        "FORGEML_CONFIG_DIR": str(CONF_DIR),
         "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
     }
     common = ["trainer.enable_progress_bar=false", "logger=csv"]
@@ -166,7 +165,7 @@ def test_wandb_logger_writes_an_offline_run_with_the_metrics(make_config, monkey
 
 def test_optuna_sweep_runs_trials_each_with_its_own_model(tmp_path):
     prepare.run(compose_config(tmp_path))
-    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    env = dict(os.environ)  # run in tmp_path: forgeml's shipped config
     forgeml = os.path.join(os.path.dirname(sys.executable), "forgeml")
     command = [
         forgeml,

@@ -1,0 +1,348 @@
+"""Structured-config schemas for every config group forgeml ships (src/forgeml/conf/).
+
+Hydra merges each group file onto its schema, so a typo (`model.hiden=3`) or a wrong type
+(`trainer.max_epochs=abc`) is refused while composing, before any work starts. The schemas are
+registered in Hydra's ConfigStore by the `hydra_plugins.forgeml_schemas` package, which Hydra
+imports on start-up whoever composes conf/: the forgeml CLI, the tests, or DVC's `exp run -S`.
+
+The shipped YAML is the one source of defaults; the schema defaults equal it (a test checks).
+This module imports only the standard library and OmegaConf: it runs on every Hydra start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from forgeml import __version__
+
+# forgeml's own config groups, inside the package; its primary config is not named `config`,
+# so that a project's conf/config.yaml can include it (`/forgeml_base@_here_`) without recursion
+PACKAGE_CONFIG = "pkg://forgeml.conf"
+BASE_CONFIG = "forgeml_base"
+VERSION_RESOLVER = "forgeml.version"
+
+
+class Task(str, Enum):
+    auto = "auto"
+    classification = "classification"
+    regression = "regression"
+
+
+class FeatureType(str, Enum):
+    numeric = "numeric"
+    categorical = "categorical"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    gelu = "gelu"
+    silu = "silu"
+    tanh = "tanh"
+
+
+class DriftMethod(str, Enum):
+    """auto: KS / chi-squared for a small reference, Wasserstein / Jensen-Shannon for a large one."""
+
+    auto = "auto"
+    ks = "ks"
+    wasserstein = "wasserstein"
+    chi2 = "chi2"
+    jensenshannon = "jensenshannon"
+    psi = "psi"
+
+
+def open_mapping(value_type: type) -> Any:
+    """A typed mapping field that accepts new keys from the command line.
+
+    Hydra's struct mode refuses new keys and asks for `++`; for mappings whose keys are the
+    user's own (column names, metric names) that is the wrong default, so these nodes are
+    created non-struct while keeping their value type checked.
+    """
+    return field(
+        default_factory=lambda: DictConfig({}, key_type=str, element_type=value_type, flags={"struct": False})
+    )
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "data"
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    models_dir: str = "models"
+    reports_dir: str = "reports"
+    log_dir: str = "logs"
+
+
+@dataclass
+class DataConfig:
+    """A tabular source: `source` is a `_target_` call returning a DataFrame."""
+
+    name: str = MISSING
+    source: Any = MISSING
+    target: str = MISSING
+    task: Task = Task.auto
+    features: dict[str, FeatureType] | None = open_mapping(FeatureType)
+    drop: list[str] = field(default_factory=list)
+    val_size: float = 0.15
+    test_size: float = 0.15
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class FileDataConfig(DataConfig):
+    """The user's own CSV or Parquet file."""
+
+    path: str = MISSING
+
+
+@dataclass
+class MLPConfig:
+    _target_: str = "forgeml.models.nets.MLP"
+    # an int is one width repeated `depth` times (sweepable); a list gives each layer's width
+    hidden: Any = field(default_factory=lambda: [128, 128])
+    depth: int = 2
+    dropout: float = 0.1
+    activation: Activation = Activation.relu
+
+
+def custom_model_schema() -> DictConfig:
+    """A project's own net (`_target_: mynets.ResMLP`): its keys are its constructor's, so the
+    node is open (new keys from the command line need no `+`); only `_target_` is required."""
+    return DictConfig({"_target_": MISSING}, flags={"struct": False})
+
+
+@dataclass
+class CNNConfig:
+    _target_: str = "forgeml.models.nets.CNN"
+    image_shape: list[int] = field(default_factory=lambda: [1, 8, 8])
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    hidden: int = 64
+    dropout: float = 0.1
+    activation: Activation = Activation.relu
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "pytorch_lightning.Trainer"
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    max_epochs: int = 20
+    min_epochs: int = 1
+    deterministic: Any = True
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    benchmark: bool = False
+    sync_batchnorm: bool = False
+    # the data module shards its own batches across processes (whole index tensors per batch)
+    use_distributed_sampler: bool = False
+
+
+@dataclass
+class CSVLoggerConfig:
+    _target_: str = "pytorch_lightning.loggers.CSVLogger"
+    name: str = "csv"
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    _target_: str = "pytorch_lightning.loggers.TensorBoardLogger"
+    name: str = "tensorboard"
+    default_hp_metric: bool = False
+
+
+@dataclass
+class WandbLoggerConfig:
+    _target_: str = "pytorch_lightning.loggers.WandbLogger"
+    project: str = "forgeml"
+    name: str | None = None
+    group: str | None = None
+    job_type: str = "train"
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
+    dirpath: str = MISSING
+    filename: str = "best"
+    monitor: str = "val/loss"
+    mode: str = "min"
+    save_top_k: int = 1
+    save_last: bool = True
+    auto_insert_metric_name: bool = False
+    enable_version_counter: bool = False
+
+
+@dataclass
+class EarlyStoppingConfig:
+    _target_: str = "pytorch_lightning.callbacks.EarlyStopping"
+    monitor: str = "val/loss"
+    mode: str = "min"
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass
+class CallbacksConfig:
+    model_checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig | None = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class MonitorConfig:
+    """The inference log the serving handler writes, and `forgeml monitor`'s drift checks."""
+
+    # inference log: share of requests recorded, where, per-file size cap and rotated files kept
+    sample_rate: float = 0.1
+    log_dir: str = "serve/inference-log"
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
+    # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
+    # one model's records and to the last rows or the last duration (e.g. 24h, 7d)
+    current: str | None = None
+    model_name: str | None = None
+    window_rows: int | None = None
+    window_duration: str | None = None
+    # tests: `auto` picks by column type and reference size (at most small_reference_rows: tests
+    # with p-values, drift when p < p_value; larger: distances, drift when >= distance_threshold)
+    numeric_method: DriftMethod = DriftMethod.auto
+    categorical_method: DriftMethod = DriftMethod.auto
+    small_reference_rows: int = 1000
+    p_value: float = 0.05
+    distance_threshold: float = 0.1
+    psi_threshold: float = 0.1
+    share_threshold: float = 0.5
+    min_samples: int = 100
+    wandb: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """TorchServe: archive contents (batching, workers) and the local server (ports, security)."""
+
+    # a TorchServe model name: letters, digits, '_', '-', '.'
+    model_name: str = "${data.name}"
+    # null: the model's hash (weights + preprocessing), so a retrained model is a new version
+    version: str | None = None
+    host: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
+    token_auth: bool = True
+    # register/unregister at runtime; off except while deploying (`serve.model_api=true`)
+    model_api: bool = False
+    workers: int = 1
+    batch_size: int = 8
+    max_batch_delay: int = 5  # ms a batch waits to fill up
+    response_timeout: int = 30  # s
+    startup_timeout: int = 120  # s for every worker to be READY
+    max_request_size: int = 1048576  # bytes
+    max_instances: int = 1000  # per request
+    model_store: str = "serve/model-store"
+    runtime_dir: str = "serve/runtime"
+
+
+@dataclass
+class GateConfig:
+    """What a candidate must meet before `forgeml deploy` makes it the default."""
+
+    # test metric -> minimum (a maximum for error metrics: loss, mae, mse, rmse)
+    thresholds: dict[str, float] = open_mapping(float)
+    # the largest allowed relative drop against the deployed version (0.02 = 2 % worse)
+    max_regression: float = 0.02
+    # deploy even when the gate refuses (`forgeml deploy --force`); logged loudly and recorded
+    force: bool = False
+
+
+@dataclass
+class ForgeConfig:
+    """The root: what `params.yaml` holds once composed and resolved."""
+
+    # the forgeml that composed params.yaml: a DVC param of every stage, so an upgrade re-runs them
+    forgeml_version: str = "${" + VERSION_RESOLVER + ":}"
+    seed: int | None = 42
+    ckpt_path: str | None = None
+    # the metric a Hydra sweeper (Optuna) optimises; `forgeml train` returns it
+    optimized_metric: str | None = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: Any = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = None
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    # `forgeml predict input=... output=...`: the table to score and where to write it
+    input: str | None = None
+    output: str | None = None
+
+
+# (group, name, schema) for ConfigStore; group files extend them with `/schema/<group>/<name>@_here_`
+SCHEMAS: list[tuple[str | None, str, Any]] = [
+    (None, "forgeml_schema", ForgeConfig),
+    ("schema/paths", "default", PathsConfig),
+    ("schema/data", "table", DataConfig),
+    ("schema/data", "file", FileDataConfig),
+    ("schema/model", "mlp", MLPConfig),
+    ("schema/model", "cnn", CNNConfig),
+    ("schema/model", "custom", custom_model_schema()),
+    ("schema/trainer", "default", TrainerConfig),
+    ("schema/logger", "csv", CSVLoggerConfig),
+    ("schema/logger", "tensorboard", TensorBoardLoggerConfig),
+    ("schema/logger", "wandb", WandbLoggerConfig),
+    ("schema/callbacks", "default", CallbacksConfig),
+    ("schema/monitor", "default", MonitorConfig),
+    ("schema/serve", "default", ServeConfig),
+    ("schema/gate", "default", GateConfig),
+]
+
+
+def register_schemas() -> None:
+    """Put every schema into Hydra's ConfigStore and the version resolver into OmegaConf
+    (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    OmegaConf.register_new_resolver(VERSION_RESOLVER, lambda: __version__, replace=True)
+
+    store = ConfigStore.instance()
+    for group, name, node in SCHEMAS:
+        store.store(group=group, name=name, node=node)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data, interpolations resolved: what travels inside artifacts."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def plain(value: Any) -> Any:
+    """An enum field's value as the string it stands for."""
+    return getattr(value, "value", value)

@@ -1,0 +1,1 @@
+"""Data: sources (bundled, CSV/Parquet, synthetic), checks, fitted preprocessing, the DataModule."""

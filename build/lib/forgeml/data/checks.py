@@ -1,0 +1,118 @@
+"""Checks on a raw table before anything is fitted: each problem names the column and the row.
+
+Rows are numbered from 1, counting data rows only (the header is not a row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from forgeml.errors import ForgeError
+
+# an integer target with at most this many distinct values is taken as class labels
+MAX_CLASSES_FOR_INTEGER_TARGET = 20
+# an object column whose values parse as numbers this often is a numeric column with a typo
+NUMERIC_SHARE_FOR_TYPO = 0.9
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """What a checked table holds: feature types in column order, the target and the task."""
+
+    features: dict[str, str]
+    target: str
+    task: str
+
+
+def check_table(
+    frame: pd.DataFrame,
+    target: str,
+    task: str = "auto",
+    declared: Mapping[str, str] | None = None,
+    drop: Sequence[str] = (),
+) -> tuple[pd.DataFrame, TableSchema]:
+    """Validate `frame` and return it with numeric columns as floats, plus its schema."""
+    declared = dict(declared or {})
+    if len(frame) == 0:
+        raise ForgeError("the data has a header but no rows")
+    columns = list(frame.columns)
+    _require_columns([target], columns, "target column (data.target)")
+    _require_columns(list(drop), columns, "column to drop (data.drop)")
+    _require_columns(list(declared), columns, "feature (data.features)")
+    _require_target_values(frame[target], target)
+    feature_names = [c for c in columns if c != target and c not in drop]
+    if not feature_names:
+        raise ForgeError(f"no feature columns left besides target '{target}'")
+    features = {name: declared.get(name) or _infer_type(frame[name], name) for name in feature_names}
+    frame = frame[[*feature_names, target]].copy()
+    for name, kind in features.items():
+        # numerics as floats (NaN missing), categoricals as strings (NA missing): one type each
+        column = frame[name]
+        frame[name] = _as_numeric(column, name) if kind == "numeric" else column.astype("string")
+    task = _infer_task(frame[target]) if task == "auto" else task
+    if task == "classification" and frame[target].nunique() < 2:
+        raise ForgeError(
+            f"target column '{target}' has a single class ({frame[target].iloc[0]!r}); "
+            "classification needs at least two"
+        )
+    if task == "regression":
+        frame[target] = _as_numeric(frame[target], target)
+    return frame, TableSchema(features=features, target=target, task=task)
+
+
+def _require_columns(wanted: Sequence[str], columns: Sequence[str], what: str) -> None:
+    for name in wanted:
+        if name not in columns:
+            raise ForgeError(
+                f"{what} '{name}' is not in the data; columns are: {', '.join(map(str, columns))}"
+            )
+
+
+def _require_target_values(target: pd.Series, name: str) -> None:
+    missing = target.isna().to_numpy().nonzero()[0]
+    if len(missing):
+        raise ForgeError(
+            f"target column '{name}' is empty in row {missing[0] + 1} ({len(missing)} rows in all)"
+        )
+
+
+def _infer_type(column: pd.Series, name: str) -> str:
+    if pd.api.types.is_bool_dtype(column):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(column):
+        return "numeric"
+    present = column.dropna()
+    parsed = pd.to_numeric(present, errors="coerce")
+    if len(present) and parsed.notna().mean() >= NUMERIC_SHARE_FOR_TYPO:
+        return "numeric"  # mostly numbers: _as_numeric names the row that is not
+    return "categorical"
+
+
+def _as_numeric(column: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype("float64")
+    parsed = pd.to_numeric(column, errors="coerce")
+    bad = (parsed.isna() & column.notna()).to_numpy().nonzero()[0]
+    if len(bad):
+        row = bad[0]
+        raise ForgeError(
+            f"column '{name}' is numeric but row {row + 1} holds {column.iloc[row]!r} "
+            f"({len(bad)} such rows); fix the value, or declare it with "
+            f"'data.features={{{name}:categorical}}'"
+        )
+    return parsed.astype("float64")
+
+
+def _infer_task(target: pd.Series) -> str:
+    if pd.api.types.is_float_dtype(target):
+        values = target.to_numpy()
+        if (values == values.round()).all() and target.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET:
+            return "classification"
+        return "regression"
+    if pd.api.types.is_integer_dtype(target):
+        many = target.nunique() > MAX_CLASSES_FOR_INTEGER_TARGET
+        return "regression" if many else "classification"
+    return "classification"

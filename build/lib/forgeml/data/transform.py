@@ -1,0 +1,74 @@
+"""The fitted preprocessing, applied: raw feature columns -> the model's float32 input matrix.
+
+This module imports numpy and the standard library only. It is used by training, evaluation and
+batch prediction, and ships unchanged inside every model archive so the serving handler applies
+exactly the same arithmetic. The spec it reads is `preprocessor.json` (see preprocessing.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+MISSING_CATEGORY = "__missing__"
+
+
+def numeric_column(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """float64 column with NaN for missing (None) values; raises ValueError on non-numbers."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def category_column(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """str column with missing values (None, NaN) as their own category."""
+    column = np.asarray(values, dtype=object)
+    missing = np.equal(column, None) | np.not_equal(column, column)
+    column = column.copy()
+    column[missing] = MISSING_CATEGORY
+    return column.astype(str)
+
+
+def lookup(sorted_values: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Index of each value in `sorted_values`, -1 where absent (vectorised binary search)."""
+    if len(sorted_values) == 0:
+        return np.full(len(column), -1, dtype=np.int64)
+    position = np.searchsorted(sorted_values, column).clip(0, len(sorted_values) - 1)
+    return np.where(sorted_values[position] == column, position, -1)
+
+
+def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
+    """Impute, standardise and one-hot encode: one row per input row, `spec['input_dim']` columns.
+
+    Missing numerics take the training median; a categorical value never seen in training
+    encodes as all zeros (the unknown bucket), never as an error.
+    """
+    blocks = []
+    for feature in spec["features"]:
+        raw = columns[feature["name"]]
+        if feature["type"] == "numeric":
+            column = numeric_column(raw)
+            column = np.where(np.isnan(column), feature["fill"], column)
+            blocks.append(((column - feature["mean"]) / feature["std"])[:, None])
+        else:
+            categories = np.asarray(feature["categories"], dtype=str)
+            index = lookup(categories, category_column(raw))
+            one_hot = np.zeros((len(index), len(categories)), dtype=np.float32)
+            known = index >= 0
+            one_hot[np.flatnonzero(known), index[known]] = 1.0
+            blocks.append(one_hot)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def encode_labels(spec: Mapping[str, Any], values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Class indices for classification targets (-1 for labels unseen in training).
+
+    `spec['labels']` is sorted by its string form, which makes it searchable here.
+    """
+    return lookup(np.asarray(spec["labels"]).astype(str), np.asarray(values).astype(str))
+
+
+def label_names(spec: Mapping[str, Any], indices: np.ndarray) -> list[Any]:
+    """Back from class indices to the original label values."""
+    labels = spec["labels"]
+    return [labels[i] for i in indices.tolist()]

@@ -1,0 +1,1 @@
+"""Models: plain nn.Modules (nets.py), the LightningModule (module.py), the exported artifact."""

@@ -1,0 +1,1 @@
+"""Monitoring: the training reference profile, drift tests, the inference log and reports."""

@@ -1,0 +1,165 @@
+"""The inference log, read back as one table, and other sources of current data.
+
+The serving handler appends a sample of its requests to JSON Lines files under `monitor.log_dir`,
+one file per worker (rotated: worker-<pid>.jsonl, worker-<pid>.1.jsonl, ...), one object a line:
+
+    {"ts": "2025-06-01T12:00:00.123Z", "model": "breast_cancer", "version": "3",
+     "latency_ms": 1.7, "input": {"mean radius": 14.2, ...}, "prediction": 1}
+
+`read_current` returns one row per record: a column per input feature (raw values as received)
+plus ts (UTC), model, version, latency_ms and prediction, ordered by ts. Files are parsed by
+pyarrow's multithreaded JSON reader (1M records in about a second). A last line without its
+newline (a worker stopped mid-write) is skipped if it is not valid JSON; a file with a corrupt
+line falls back to parsing line by line, skipping only the bad lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from forgeml.errors import ForgeError
+
+log = logging.getLogger(__name__)
+
+RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "prediction")
+
+
+def read_current(source: str | Path) -> pd.DataFrame:
+    """A directory of JSONL logs, one .jsonl file, or a CSV/Parquet table (with its own columns)."""
+    source = Path(source)
+    if source.is_dir():
+        return read_inference_log(source)
+    if not source.is_file():
+        raise ForgeError(f"monitor.current: {source} does not exist (a CSV, Parquet or JSONL file/dir)")
+    suffix = source.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(source)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(source)
+    if suffix in (".jsonl", ".json"):
+        return order_by_time(read_jsonl(source))
+    raise ForgeError(f"monitor.current: cannot read {source}; use .csv, .parquet, .jsonl or a directory")
+
+
+def read_inference_log(log_dir: str | Path) -> pd.DataFrame:
+    """Every *.jsonl file under `log_dir` (all workers, rotated files too); empty if none yet."""
+    frames = [read_jsonl(path) for path in sorted(Path(log_dir).rglob("*.jsonl"))]
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        return pd.DataFrame(columns=list(RECORD_FIELDS))
+    return order_by_time(pd.concat(frames, ignore_index=True))
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    data = path.read_bytes()
+    complete = complete_lines(data)
+    if not complete.strip():
+        return pd.DataFrame()
+    try:
+        return table_to_frame(pa_json.read_json(io.BytesIO(complete)))
+    except pa.ArrowInvalid:
+        # mixed types or a corrupt line: the slow path, so one bad record costs only itself
+        return records_to_frame(parse_lines(complete, path))
+
+
+def complete_lines(data: bytes) -> bytes:
+    """`data` without a trailing fragment that is not a whole JSON object."""
+    end = data.rfind(b"\n") + 1
+    tail = data[end:]
+    if tail.strip():
+        try:
+            json.loads(tail)
+            return data + b"\n"
+        except ValueError:
+            log.warning("skipping an incomplete last line (%d bytes)", len(tail))
+    return data[:end]
+
+
+def parse_lines(data: bytes, path: Path) -> list[dict[str, Any]]:
+    records, bad = [], 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            bad += 1
+    if bad:
+        log.warning("%s: skipped %d lines that are not JSON", path, bad)
+    return [record for record in records if isinstance(record, dict)]
+
+
+def table_to_frame(table: pa.Table) -> pd.DataFrame:
+    """Record fields as columns, the `input` struct flattened into one column per feature."""
+    columns: dict[str, Any] = {}
+    for name in RECORD_FIELDS:
+        if name in table.column_names:
+            columns[name] = plain_column(table.column(name).combine_chunks())
+    if "input" in table.column_names:
+        inputs = table.column("input").combine_chunks()
+        if pa.types.is_struct(inputs.type):
+            for field, child in zip(inputs.type, inputs.flatten(), strict=True):
+                columns[field.name] = child.to_pandas()
+    return pd.DataFrame(columns)
+
+
+def plain_column(array: pa.Array) -> pd.Series:
+    """A prediction logged as an object keeps its `label` (classification) or `value`."""
+    if pa.types.is_struct(array.type):
+        for key in ("label", "value"):
+            if array.type.get_field_index(key) >= 0:
+                return array.field(key).to_pandas()
+        return pd.Series([json.dumps(item) for item in array.to_pylist()])
+    return array.to_pandas()
+
+
+def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    fields = pd.DataFrame({name: [record.get(name) for record in records] for name in RECORD_FIELDS})
+    inputs = pd.DataFrame([record.get("input") or {} for record in records], index=fields.index)
+    predictions = fields["prediction"]
+    fields["prediction"] = [p.get("label", p.get("value")) if isinstance(p, dict) else p for p in predictions]
+    return pd.concat([fields, inputs.drop(columns=list(RECORD_FIELDS), errors="ignore")], axis=1)
+
+
+def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:
+    if "ts" not in frame.columns:
+        return frame
+    frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601"))
+    return frame.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def select_window(
+    frame: pd.DataFrame,
+    model_name: str | None = None,
+    last_rows: int | None = None,
+    last_duration: str | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Records of one model, from the last `last_duration` (e.g. 24h, 7d), at most `last_rows`."""
+    if model_name is not None:
+        if "model" not in frame.columns:
+            raise ForgeError("monitor.model_name is set but the current data has no `model` column")
+        frame = frame[frame["model"] == model_name]
+    if last_duration is not None:
+        if "ts" not in frame.columns:
+            raise ForgeError("monitor.window_duration is set but the current data has no `ts` column")
+        try:
+            span = pd.Timedelta(last_duration)
+        except ValueError as error:
+            raise ForgeError(
+                f"monitor.window_duration={last_duration!r} is not a duration (e.g. 30min, 24h, 7d)"
+            ) from error
+        start = pd.Timestamp(now or datetime.now(timezone.utc)) - span
+        frame = frame[frame["ts"] >= start]
+    if last_rows is not None:
+        frame = frame.tail(last_rows)
+    return frame.reset_index(drop=True)

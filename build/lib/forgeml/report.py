@@ -1,0 +1,94 @@
+"""What a command prints for people: a short summary of a stage's result (`--json` prints the
+result itself, for scripts and CI).
+
+RENDERERS maps a stage to the function that draws its result; a stage without one gets a
+two-column table of its result's top-level values, so a new stage prints something readable
+with no code here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def console() -> Console:
+    # soft_wrap: long paths stay whole, so they can be copied
+    return Console(soft_wrap=True, highlight=False)
+
+
+def show(stage: str, result: dict[str, Any]) -> None:
+    renderer = RENDERERS.get(stage) or RENDERERS.get(stage.partition(" ")[0]) or fallback
+    renderer(stage, result, console())
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return "-" if value is None else str(value)
+
+
+def fallback(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Every top-level value of the result, one row each."""
+    table = Table(title=f"forgeml {stage}", show_header=False, title_justify="left")
+    for key, value in result.items():
+        table.add_row(key, cell(value))
+    out.print(table)
+
+
+def metrics(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Metrics (`val/loss`, `test/accuracy`, ...) as a table, grouped by their prefix."""
+    table = Table(title=f"forgeml {stage}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result.items()):
+        table.add_row(key, cell(value))
+    out.print(table)
+
+
+def registry(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Every registered version, its test metrics, and which one serves."""
+    for model, versions in result["models"].items():
+        table = Table(title=f"{model} ({result['registry']})", title_justify="left")
+        for column in ("version", "serving", "created", "metrics"):
+            table.add_column(column)
+        for entry in versions:
+            shown = ", ".join(f"{k} {cell(v)}" for k, v in sorted(entry["metrics"].items()))
+            marker = "[bold green]serving[/]" if entry["serving"] else ""
+            table.add_row(entry["version"], marker, entry["created_at"], shown or "-")
+        out.print(table)
+    if not result["models"]:
+        out.print(f"no packaged model in {result['registry']} yet: run `forgeml package` (or `dvc repro`)")
+
+
+def drift(stage: str, result: dict[str, Any], out: Console) -> None:
+    """The verdict first, then what drifted and where the report is."""
+    colour = {"drift": "bold red", "no_drift": "bold green"}.get(result.get("verdict"), "bold yellow")
+    out.print(
+        f"[{colour}]{result.get('verdict')}[/] (exit {result.get('exit_code')}): {result.get('message')}"
+    )
+    drifted = result.get("drifted_features") or []
+    if drifted:
+        out.print(f"drifted features ({len(drifted)}): {', '.join(drifted)}")
+    out.print(f"report: {result.get('report')}")
+
+
+def gate(stage: str, result: dict[str, Any], out: Console) -> None:
+    colour = "bold green" if result.get("passed") else "bold red"
+    out.print(f"[{colour}]{'passed' if result.get('passed') else 'refused'}[/] {result.get('model')} "
+              f"{result.get('version')}: {result.get('summary')}")  # fmt: skip
+
+
+RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
+    "train": metrics,
+    "evaluate": metrics,
+    "models": registry,
+    "monitor": drift,
+    "gate": gate,
+}

@@ -1,0 +1,1 @@
+"""Serving: the TorchServe handler and archive, the local server and batch prediction."""

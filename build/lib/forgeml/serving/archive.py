@@ -1,0 +1,155 @@
+"""The model archive (.mar): everything a stock TorchServe needs to serve a forgeml model.
+
+    handler.py           forgeml/serving/handler.py (torch, numpy, stdlib and ts only)
+    model.pt2            the exported program from models/
+    preprocessor.json    the fitted preprocessing from models/
+    transform.py         forgeml/data/transform.py, unchanged: the handler applies it
+    input_schema.json    the request contract: features, types, categories, ranges, limits,
+                         and the inference log's settings from the `monitor` config
+    model-config.yaml    workers, batching and timeouts from the `serve` config
+
+Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forgeml.data import transform
+from forgeml.errors import ForgeError
+from forgeml.io import write_json, write_text
+
+# TorchServe's rule for model names and versions (they become URL path segments)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+ARCHIVE_MANIFEST = "MAR-INF/MANIFEST.json"
+# the handler runs without forgeml, so it names these files itself (handler.py, top of file)
+HANDLER = Path(__file__).with_name("handler.py")
+SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE = (
+    "input_schema.json",
+    "preprocessor.json",
+    "transform.py",
+)
+
+
+def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any = None) -> dict[str, Any]:
+    """What a request may contain, derived from the fitted preprocessing, and how much of it the
+    handler logs (`monitor`: the `monitor` config; None: no inference log)."""
+    features = []
+    for feature in preprocessor["features"]:
+        entry = {"name": feature["name"], "type": feature["type"]}
+        if feature["type"] == "numeric":
+            entry |= {"min": feature["min"], "max": feature["max"], "missing": "training median"}
+        else:
+            entry |= {"categories": feature["categories"], "unknown": "unknown bucket (all zeros)"}
+        features.append(entry)
+    return {
+        "format": "forgeml.input_schema/1",
+        "task": preprocessor["task"],
+        "target": preprocessor["target"],
+        "labels": preprocessor.get("labels"),
+        "features": features,
+        "max_instances": max_instances,
+        "monitoring": inference_log_settings(monitor),
+    }
+
+
+def inference_log_settings(monitor: Any) -> dict[str, Any]:
+    """The handler's share of requests logged and its log rotation; None: nothing logged."""
+    if monitor is None:
+        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0}
+    if not 0 <= monitor.sample_rate <= 1:
+        raise ForgeError(
+            f"monitor.sample_rate={monitor.sample_rate} is not a share of requests: use 0 (no "
+            "inference log) to 1 (every request), e.g. monitor.sample_rate=0.1"
+        )
+    if monitor.log_max_bytes <= 0 or monitor.log_backups < 0:
+        raise ForgeError(
+            f"monitor.log_max_bytes={monitor.log_max_bytes} must be positive and "
+            f"monitor.log_backups={monitor.log_backups} at least 0"
+        )
+    return {
+        "sample_rate": float(monitor.sample_rate),
+        "log_max_bytes": int(monitor.log_max_bytes),
+        "log_backups": int(monitor.log_backups),
+    }
+
+
+def model_config(serve: Any) -> dict[str, Any]:
+    """TorchServe's per-model settings (model-config.yaml), from the `serve` config."""
+    return {
+        "minWorkers": serve.workers,
+        "maxWorkers": serve.workers,
+        "batchSize": serve.batch_size,
+        "maxBatchDelay": serve.max_batch_delay,
+        "responseTimeout": serve.response_timeout,
+        "startupTimeout": serve.startup_timeout,
+    }
+
+
+def build_archive(
+    models_dir: str | Path,
+    store: str | Path,
+    name: str,
+    version: str,
+    serve: Any,
+    handler: Path = HANDLER,
+    monitor: Any = None,
+) -> Path:
+    """Write `<store>/<name>.mar` atomically; returns its path. `handler` is for baselines;
+    `monitor` (the `monitor` config) sets the inference log, None: no inference log."""
+    for what, value in (("serve.model_name", name), ("serve.version", version)):
+        if not NAME_PATTERN.match(value):
+            raise ForgeError(
+                f"{what}={value!r} is not a valid TorchServe name: use letters, digits, '_', '-', '.'"
+            )
+    models_dir, store = Path(models_dir), Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".package.", dir=store) as work:
+        staging = Path(work)
+        preprocessor = json.loads((models_dir / PREPROCESSOR_FILE).read_text(encoding="utf-8"))
+        write_json(staging / SCHEMA_FILE, input_schema(preprocessor, serve.max_instances, monitor))
+        write_text(staging / "model-config.yaml", yaml.safe_dump(model_config(serve)))
+        shutil.copyfile(models_dir / PREPROCESSOR_FILE, staging / PREPROCESSOR_FILE)
+        shutil.copyfile(transform.__file__, staging / TRANSFORM_FILE)
+        shutil.copyfile(handler, staging / "handler.py")
+        extra = [SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE]
+        command = [
+            *archiver_command(),
+            *("--model-name", name, "--version", version),
+            *("--serialized-file", str(models_dir.resolve() / "model.pt2")),
+            *("--handler", "handler.py", "--config-file", "model-config.yaml"),
+            *("--extra-files", ",".join(extra), "--export-path", "out", "--force"),
+        ]
+        (staging / "out").mkdir()
+        # the archiver stages files under $TMPDIR/<name>: a private one keeps parallel builds apart
+        env = {**os.environ, "TMPDIR": str(staging)}
+        result = subprocess.run(command, cwd=staging, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ForgeError(f"torch-model-archiver failed:\n{result.stderr.strip()}")
+        os.replace(staging / "out" / f"{name}.mar", store / f"{name}.mar")
+    return store / f"{name}.mar"
+
+
+def archiver_command() -> list[str]:
+    try:
+        import model_archiver  # noqa: F401
+    except ImportError:
+        raise ForgeError("torch-model-archiver is not installed: pip install 'forgeml[serve]'") from None
+    return [sys.executable, "-m", "model_archiver.model_packaging"]
+
+
+def archive_manifest(path: str | Path) -> dict[str, Any]:
+    """The MANIFEST.json TorchServe reads: model name, version, handler, files."""
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read(ARCHIVE_MANIFEST))

@@ -1,0 +1,147 @@
+"""evaluate: test metrics of the model artifact in models/ on the held-out test split.
+
+Rebuilds from the artifact (exported program + its preprocessor.json), never from today's conf/.
+Writes reports/metrics.json (flat keys, DVC metrics), reports/evaluation.json (confusion matrix,
+labels, config hash), plot data under reports/plots/ for `dvc plots` and PNGs under
+reports/figures/.
+
+Classification: test/accuracy, test/f1_macro, test/auroc (+ confusion matrix; ROC for binary).
+Regression: test/mae, test/rmse, test/r2 (+ predicted vs actual).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from torchmetrics import functional as M
+
+from forgeml.data.transform import encode_labels
+from forgeml.io import atomic_path, write_json
+from forgeml.models.artifact import ModelArtifact
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    artifact = ModelArtifact.load(cfg.paths.models_dir)
+    test = pd.read_parquet(Path(cfg.paths.processed_dir) / "test.parquet")
+    outputs = torch.from_numpy(artifact.predict(test))
+    reports = Path(cfg.paths.reports_dir)
+    if artifact.spec["task"] == "classification":
+        targets = torch.from_numpy(encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy()))
+        metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports)
+    else:
+        targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
+        metrics, details = regression_report(outputs, targets, reports)
+    write_json(reports / "metrics.json", metrics)
+    write_json(
+        reports / "evaluation.json",
+        {
+            "config_hash": artifact.manifest["config_hash"],
+            "rows": len(test),
+            **details,
+            "metrics": metrics,
+        },
+    )
+    log.info("test metrics: %s", metrics)
+    return metrics
+
+
+def classification_report(
+    probabilities: torch.Tensor, targets: torch.Tensor, labels: list[Any], reports: Path
+) -> tuple[dict[str, float], dict[str, Any]]:
+    classes = len(labels)
+    predictions = probabilities.argmax(-1)
+    common = {"task": "multiclass", "num_classes": classes}
+    if classes == 2:
+        auroc = M.auroc(probabilities[:, 1], targets, task="binary")
+    else:
+        auroc = M.auroc(probabilities, targets, average="macro", **common)
+    metrics = {
+        "test/accuracy": M.accuracy(predictions, targets, **common).item(),
+        "test/f1_macro": M.f1_score(predictions, targets, average="macro", **common).item(),
+        "test/auroc": auroc.item(),
+    }
+    confusion = M.confusion_matrix(predictions, targets, **common)
+    names = [str(label) for label in labels]
+    pairs = pd.DataFrame(
+        {"actual": [names[i] for i in targets], "predicted": [names[i] for i in predictions]}
+    )
+    write_csv(reports / "plots" / "confusion_matrix.csv", pairs)
+    figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
+    if classes == 2:
+        fpr, tpr, _ = M.roc(probabilities[:, 1], targets, task="binary")
+        write_csv(reports / "plots" / "roc.csv", pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy()}))
+        figures["roc"] = plot_curve(fpr.numpy(), tpr.numpy(), "false positive rate", "true positive rate")
+    save_figures(figures, reports / "figures")
+    return metrics, {"labels": labels, "confusion_matrix": confusion.tolist()}
+
+
+def regression_report(
+    predictions: torch.Tensor, targets: torch.Tensor, reports: Path
+) -> tuple[dict[str, float], dict[str, Any]]:
+    metrics = {
+        "test/mae": M.mean_absolute_error(predictions, targets).item(),
+        "test/rmse": M.mean_squared_error(predictions, targets, squared=False).item(),
+        "test/r2": M.r2_score(predictions, targets).item(),
+    }
+    pairs = pd.DataFrame({"actual": targets.numpy(), "predicted": predictions.numpy()})
+    write_csv(reports / "plots" / "predicted_vs_actual.csv", pairs)
+    save_figures({"predicted_vs_actual": plot_scatter(pairs)}, reports / "figures")
+    return metrics, {}
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str]) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
+    axes = figure.subplots()
+    axes.imshow(confusion, cmap="Blues")
+    axes.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="actual")
+    axes.set_xticklabels(names, rotation=45, ha="right")
+    axes.set_yticklabels(names)
+    for (row, col), count in np.ndenumerate(confusion):
+        axes.text(col, row, str(count), ha="center", va="center")
+    axes.set_title("confusion matrix (test)")
+    return figure
+
+
+def plot_curve(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5, 4.5))
+    axes = figure.subplots()
+    axes.plot(x, y)
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title="ROC (test)")
+    return figure
+
+
+def plot_scatter(pairs: pd.DataFrame) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5, 4.5))
+    axes = figure.subplots()
+    axes.scatter(pairs["actual"], pairs["predicted"], s=8)
+    low, high = pairs.min().min(), pairs.max().max()
+    axes.plot([low, high], [low, high], linestyle="--", color="grey")
+    axes.set(xlabel="actual", ylabel="predicted", title="predicted vs actual (test)")
+    return figure
+
+
+def save_figures(figures: dict[str, Any], directory: Path) -> None:
+    for name, figure in figures.items():
+        figure.tight_layout()
+        with atomic_path(directory / f"{name}.png") as tmp:
+            figure.savefig(tmp, format="png", dpi=100)

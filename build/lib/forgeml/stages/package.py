@@ -1,0 +1,64 @@
+"""package: the model artifact in models/ -> serve/model-store/<serve.model_name>.mar.
+
+The archive is self-contained (handler, exported program, preprocessing, input schema and
+model-config.yaml with `serve.workers`, `serve.batch_size`, `serve.max_batch_delay`,
+`serve.response_timeout`): a stock TorchServe with torch, numpy and PyYAML serves it.
+Its version is `serve.version`, or else the model's hash (weights + preprocessing), so a model
+retrained on new data is a new version and an identical one is not.
+
+Every package is recorded in the model registry beside the archives (version, config hash, data
+hash, test metrics from reports/metrics.json, archive sha256), with a copy of the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from forgeml.errors import ForgeError
+from forgeml.io import atomic_path, read_json
+from forgeml.serving.archive import build_archive
+from forgeml.serving.registry import Registry, data_hash, sha256_of
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    manifest_path = Path(cfg.paths.models_dir) / "model.json"
+    if not manifest_path.is_file():
+        raise ForgeError(f"no trained model in {cfg.paths.models_dir}/ (run `forgeml train` first)")
+    manifest = read_json(manifest_path)
+    name = cfg.serve.model_name
+    version = cfg.serve.version or manifest.get("model_hash") or manifest["config_hash"]
+    archive = build_archive(
+        cfg.paths.models_dir, cfg.serve.model_store, name, version, cfg.serve, monitor=cfg.monitor
+    )
+    registry = Registry(cfg.serve.model_store)
+    with atomic_path(registry.archive_copy(name, version)) as tmp:
+        shutil.copyfile(archive, tmp)
+    entry = registry.record(
+        name,
+        {
+            "version": version,
+            "config_hash": manifest["config_hash"],
+            "data_hash": data_hash(cfg.paths.processed_dir),
+            "metrics": test_metrics(Path(cfg.paths.reports_dir), manifest["config_hash"]),
+            "archive": str(archive),
+            "sha256": sha256_of(archive),
+        },
+    )
+    return {"archive": str(archive), "model": name, **entry}
+
+
+def test_metrics(reports: Path, config_hash: str) -> dict[str, float]:
+    """The model's test metrics, if `evaluate` measured this very model (else none: the gate
+    then refuses any threshold as not measured)."""
+    evaluation = reports / "evaluation.json"
+    if not evaluation.is_file() or read_json(evaluation).get("config_hash") != config_hash:
+        log.warning("no evaluation of this model in %s: run `forgeml evaluate` first", reports)
+        return {}
+    return read_json(reports / "metrics.json")

@@ -1,0 +1,33 @@
+"""predict: batch predictions for a table, with the model artifact in models/.
+
+    forgeml predict input=new_rows.csv output=scored.parquet
+
+Writes the input columns plus `prediction` (the label, or the value) and, for classification,
+one `probability_<class>` column per class. Same preprocessing and program as the endpoint;
+vectorised and chunked, so the input may be larger than memory. Rows that cannot be scored are
+kept without a prediction and reported by row number.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig
+
+from forgeml.errors import ForgeError
+from forgeml.models.artifact import ModelArtifact
+from forgeml.serving.batch import predict_file
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if not cfg.input or not cfg.output:
+        raise ForgeError("say what to score and where: forgeml predict input=<file> output=<file>")
+    summary = predict_file(ModelArtifact.load(cfg.paths.models_dir), cfg.input, cfg.output)
+    if summary["bad_rows"]:
+        log.warning(
+            "%d row(s) got no prediction, e.g. %s", summary["bad_rows"], summary["bad_row_examples"][:5]
+        )
+    return summary

@@ -1,0 +1,61 @@
+"""prepare: load the source, check it, split it, fit the preprocessing, profile the train split.
+
+Writes data/processed/: train/val/test Parquet splits (raw values, checked types),
+preprocessor.json (fitted on train only) and reference_profile.json (for drift checks).
+The split is stratified for classification and fixed by `seed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from forgeml.config import plain
+from forgeml.data.checks import TableSchema, check_table
+from forgeml.data.preprocessing import fit_preprocessor
+from forgeml.io import atomic_path, write_json
+from forgeml.monitoring.profile import build_profile
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    data = cfg.data
+    frame = instantiate(data.source)
+    frame.columns = frame.columns.map(str)
+    features = {name: plain(kind) for name, kind in (data.features or {}).items()}
+    frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop))
+    splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
+    out = Path(cfg.paths.processed_dir)
+    for name, split in splits.items():
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            split.to_parquet(tmp, index=False)
+    write_json(out / "preprocessor.json", fit_preprocessor(splits["train"], schema))
+    write_json(out / "reference_profile.json", build_profile(splits["train"], schema))
+    summary = {f"rows/{name}": len(split) for name, split in splits.items()}
+    log.info("prepared %s (%s): %s -> %s", data.name, schema.task, summary, out)
+    return {**summary, "task": schema.task, "features": len(schema.features)}
+
+
+def split_table(
+    frame: pd.DataFrame, schema: TableSchema, val_size: float, test_size: float, seed: int | None
+) -> dict[str, pd.DataFrame]:
+    """Deterministic train/val/test split, stratified by class where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    def cut(table: pd.DataFrame, size: float) -> list[pd.DataFrame]:
+        labels = table[schema.target] if schema.task == "classification" else None
+        try:
+            return train_test_split(table, test_size=size, random_state=seed, stratify=labels)
+        except ValueError:
+            log.warning("a class is too small to stratify the split; splitting at random")
+            return train_test_split(table, test_size=size, random_state=seed)
+
+    rest, test = cut(frame, test_size)
+    train, val = cut(rest, val_size / (1.0 - test_size))
+    return {"train": train, "val": val, "test": test}

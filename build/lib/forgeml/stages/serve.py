@@ -1,0 +1,37 @@
+"""serve: a local TorchServe for the archives in `serve.model_store`.
+
+    forgeml serve start [serve.model_api=true] [serve.inference_port=...]
+    forgeml serve status          # JSON: URLs, models, versions, worker states, key file
+    forgeml serve stop            # stops TorchServe and every worker it started
+
+`start` writes config.properties from the `serve` config into `serve.runtime_dir` and returns
+once every worker of every model is READY; it fails with a clear message when Java is missing,
+a port is taken or a worker keeps dying. Clients send `Authorization: Bearer <key>` with the
+keys in the key file (`inference` for predictions, `management` for the management API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from forgeml.serving.server import TorchServe
+
+ACTIONS = ("start", "stop", "status")
+
+
+def start(cfg: DictConfig) -> dict[str, Any]:
+    # the workers write the sampled requests to monitor.log_dir (the archive sets the rate)
+    server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
+    server.start()
+    return server.status()
+
+
+def stop(cfg: DictConfig) -> dict[str, Any]:
+    server = TorchServe(cfg.serve)
+    return {"stopped": server.stop(), **server.status()}
+
+
+def status(cfg: DictConfig) -> dict[str, Any]:
+    return TorchServe(cfg.serve).status()

@@ -1,0 +1,120 @@
+"""train: fit a model with Lightning and export the best checkpoint as the model artifact.
+
+Features and the flags that control them:
+- seed: `seed` (seed_everything with workers; deterministic CPU training, `trainer.deterministic`)
+- hardware: `trainer=cpu|gpu|ddp`, `trainer.devices`, `trainer.precision`, `trainer.num_nodes`
+- best checkpoint and early stopping on `callbacks.model_checkpoint.monitor` (default val/loss)
+- resume: `ckpt_path=models/checkpoints/last.ckpt`
+- logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
+- sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
+  each job writes its model under its own output directory instead of models/
+
+Writes models/model.pt2 (torch.export, dynamic batch), models/model.json (resolved config, its
+hash, validation metrics) and models/preprocessor.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from forgeml.config import resolved_config
+from forgeml.data.datamodule import TableDataModule
+from forgeml.data.preprocessing import output_dim
+from forgeml.models.artifact import check_exportable, export_model
+from forgeml.models.module import ForgeModule, InferenceModel
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if in_sweep():
+        # each job of a sweep keeps its own model; none overwrites models/
+        cfg.paths.models_dir = str(run_output_dir(cfg) / "models")
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = TableDataModule(
+        cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+    )
+    spec = datamodule.spec
+    net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    check_exportable(net, spec["input_dim"])
+    scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
+    model = ForgeModule(
+        net,
+        task=spec["task"],
+        num_classes=output_dim(spec),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        **scale,
+    )
+    output_dir = run_output_dir(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=make_logger(cfg, output_dir),
+        default_root_dir=output_dir,
+    )
+    datamodule.setup("fit")  # load before the clock starts: throughput measures training alone
+    started = time.perf_counter()
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit_seconds = time.perf_counter() - started
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["fit/seconds"] = fit_seconds
+    metrics["fit/samples_per_second"] = datamodule.tables["train"].rows_served / fit_seconds
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            model.load_state_dict(state)
+            metrics[f"best/{trainer.checkpoint_callback.monitor}"] = float(
+                trainer.checkpoint_callback.best_model_score
+            )
+        export_model(
+            InferenceModel(model.net.cpu(), spec["task"], **scale),
+            spec,
+            resolved_config(cfg),
+            cfg.paths.models_dir,
+            metrics,
+        )
+        log.info("exported %s/model.pt2 (best: %s)", cfg.paths.models_dir, best or "last epoch")
+    _close_wandb(trainer)
+    return metrics
+
+
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_output_dir(cfg: DictConfig) -> Path:
+    """Hydra's run directory when run from the CLI; logs/train otherwise (tests, notebooks)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.log_dir) / "train"
+
+
+def make_logger(cfg: DictConfig, output_dir: Path) -> Any:
+    if not cfg.logger:
+        return False
+    if "WandbLogger" in cfg.logger._target_:
+        # offline unless the user chose otherwise: tracking must never need the network
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return instantiate(cfg.logger, save_dir=str(output_dir))
+
+
+def _close_wandb(trainer: pl.Trainer) -> None:
+    """Finish a wandb run so that sweeps and tests start the next one cleanly."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
