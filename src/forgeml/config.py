@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from forgeml import __version__
+from forgeml.errors import ForgeError
 
 # forgeml's own config groups, inside the package; its primary config is not named `config`,
 # so that a project's conf/config.yaml can include it (`/forgeml_base@_here_`) without recursion
@@ -238,6 +239,30 @@ class MonitorConfig:
     share_threshold: float = 0.5
     min_samples: int = 100
     wandb: bool = True
+
+
+# what OmegaConf cannot check: the range a number must lie in, per group and key (checked, once,
+# by `check_ranges` when a stage uses the group; the message names the key)
+RANGES: dict[str, dict[str, tuple[float, float, str]]] = {
+    "monitor": {
+        "sample_rate": (0.0, 1.0, "must lie between 0 and 1"),
+        "p_value": (0.0, 1.0, "must lie between 0 and 1"),
+        "share_threshold": (0.0, 1.0, "must lie between 0 and 1"),
+        "distance_threshold": (1e-300, float("inf"), "must be positive"),
+        "psi_threshold": (1e-300, float("inf"), "must be positive"),
+        "min_samples": (1, float("inf"), "must be positive"),
+        "log_max_bytes": (1, float("inf"), "must be positive"),
+        "log_backups": (0, float("inf"), "must be at least 0"),
+    },
+}
+
+
+def check_ranges(group: str, node: Any) -> None:
+    """Refuse a value outside its range, naming the key: `monitor.sample_rate=1.5 must lie ...`."""
+    for key, (low, high, rule) in RANGES[group].items():
+        value = getattr(node, key)  # a config node or a schema instance
+        if not low <= value <= high:
+            raise ForgeError(f"{group}.{key}={value} {rule}")
 
 
 @dataclass

@@ -178,3 +178,16 @@ def test_a_stage_error_is_one_readable_line(tmp_path):
         result.stderr.strip()
         == f"forgeml evaluate: error: no trained model in {tmp_path}/none/ (run `forgeml train` first)"
     )
+
+
+def test_range_checks_name_the_key_for_every_stage_that_uses_the_group(make_config):
+    from forgeml.config import check_ranges
+    from forgeml.errors import ForgeError
+    from forgeml.serving.archive import inference_log_settings
+
+    cfg = make_config("monitor.log_backups=-1")
+    with pytest.raises(ForgeError, match=r"^monitor.log_backups=-1 must be at least 0$"):
+        check_ranges("monitor", cfg.monitor)
+    with pytest.raises(ForgeError, match=r"monitor.sample_rate=2.0 must lie between 0 and 1"):
+        inference_log_settings(make_config("monitor.sample_rate=2").monitor)
+    check_ranges("monitor", make_config().monitor)
