@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
@@ -191,3 +193,41 @@ def test_range_checks_name_the_key_for_every_stage_that_uses_the_group(make_conf
     with pytest.raises(ForgeError, match=r"monitor.sample_rate=2.0 must lie between 0 and 1"):
         inference_log_settings(make_config("monitor.sample_rate=2").monitor)
     check_ranges("monitor", make_config().monitor)
+
+
+def test_without_a_project_config_the_package_config_trains_a_csv(tmp_path):
+    (tmp_path / "conf").mkdir()  # a project conf/ without config.yaml: forgeml's defaults alone
+    rows = 60
+    pd.DataFrame({"x": range(rows), "z": [i % 7 for i in range(rows)], "y": ["a", "b"] * (rows // 2)}).to_csv(
+        tmp_path / "x.csv", index=False
+    )
+    common = ["data=csv", "data.path=x.csv", "data.target=y", "logger=none", "trainer.max_epochs=1"]
+    for stage in ("prepare", "train"):
+        result = forgeml(stage, *common, "trainer.enable_progress_bar=false", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "models" / "model.pt2").is_file()
+
+
+def test_a_project_option_wins_over_the_package_option_of_the_same_name(tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "config.yaml").write_text("defaults:\n  - /forgeml_base@_here_\n  - _self_\n")
+    (tmp_path / "conf" / "model" / "mlp.yaml").write_text(
+        "defaults:\n  - /schema/model/mlp@_here_\n  - _self_\nhidden: [7]\n"
+    )
+    assert forgeml("compose", "--json", cwd=tmp_path).returncode == 0
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["model"]["hidden"] == [7]
+    assert params["optimizer"]["lr"] == 0.001  # everything else: forgeml's defaults
+
+
+def test_a_custom_net_config_is_open_and_forgeml_nets_stay_checked(tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mine.yaml").write_text(
+        "defaults:\n  - /schema/model/custom@_here_\n  - _self_\n_target_: mynets.Mine\nwidth: 8\n"
+    )
+    assert forgeml("compose", "model=mine", "model.blocks=3", cwd=tmp_path).returncode == 0
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["model"] == {"_target_": "mynets.Mine", "width": 8, "blocks": 3}
+    refused = forgeml("compose", "model=mlp", "model.blocks=3", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "unknown key 'model.blocks'" in refused.stderr
