@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from forgeml import __version__
 from forgeml import conf as package_conf
 from forgeml.config import BASE_CONFIG, SCHEMAS
 from tests.conftest import PACKAGE_MODULE, PROJECT_CONF, PROJECT_ROOT, config_sources
@@ -231,3 +232,12 @@ def test_a_custom_net_config_is_open_and_forgeml_nets_stay_checked(tmp_path):
     refused = forgeml("compose", "model=mlp", "model.blocks=3", cwd=tmp_path)
     assert refused.returncode == 2
     assert "unknown key 'model.blocks'" in refused.stderr
+
+
+def test_a_params_file_composed_by_another_forgeml_is_refused_naming_both_versions(tmp_path):
+    assert forgeml("compose", cwd=tmp_path).returncode == 0
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace(f"forgeml_version: {__version__}", "forgeml_version: 0.0.9"))
+    result = forgeml("evaluate", "--params", "params.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"composed by forgeml 0.0.9, this is forgeml {__version__}: run `forgeml compose`" in result.stderr
