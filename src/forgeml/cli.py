@@ -47,7 +47,6 @@ ACTIONS = {"serve": ("start", "stop", "status")}
 FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
-    "init": "init DIR [--data FILE] [--target COLUMN] [--name NAME]: a new forgeml project",
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
