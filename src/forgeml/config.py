@@ -11,6 +11,7 @@ This module imports only the standard library and OmegaConf: it runs on every Hy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -243,25 +244,28 @@ class MonitorConfig:
 
 # what OmegaConf cannot check: the range a number must lie in, per group and key (checked, once,
 # by `check_ranges` when a stage uses the group; the message names the key)
-RANGES: dict[str, dict[str, tuple[float, float, str]]] = {
+SHARE = (lambda value: 0 <= value <= 1, "must lie between 0 and 1")
+POSITIVE = (lambda value: value > 0, "must be positive")
+NON_NEGATIVE = (lambda value: value >= 0, "must be at least 0")
+RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
     "monitor": {
-        "sample_rate": (0.0, 1.0, "must lie between 0 and 1"),
-        "p_value": (0.0, 1.0, "must lie between 0 and 1"),
-        "share_threshold": (0.0, 1.0, "must lie between 0 and 1"),
-        "distance_threshold": (1e-300, float("inf"), "must be positive"),
-        "psi_threshold": (1e-300, float("inf"), "must be positive"),
-        "min_samples": (1, float("inf"), "must be positive"),
-        "log_max_bytes": (1, float("inf"), "must be positive"),
-        "log_backups": (0, float("inf"), "must be at least 0"),
+        "sample_rate": SHARE,
+        "p_value": SHARE,
+        "share_threshold": SHARE,
+        "distance_threshold": POSITIVE,
+        "psi_threshold": POSITIVE,
+        "min_samples": POSITIVE,
+        "log_max_bytes": POSITIVE,
+        "log_backups": NON_NEGATIVE,
     },
 }
 
 
 def check_ranges(group: str, node: Any) -> None:
     """Refuse a value outside its range, naming the key: `monitor.sample_rate=1.5 must lie ...`."""
-    for key, (low, high, rule) in RANGES[group].items():
+    for key, (within, rule) in RANGES[group].items():
         value = getattr(node, key)  # a config node or a schema instance
-        if not low <= value <= high:
+        if not within(value):
             raise ForgeError(f"{group}.{key}={value} {rule}")
 
 
