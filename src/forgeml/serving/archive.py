@@ -60,14 +60,15 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
         "labels": preprocessor.get("labels"),
         "features": features,
         "max_instances": max_instances,
-        "monitoring": inference_log_settings(monitor),
+        "monitoring": inference_log_settings(monitor, preprocessor["features"]),
     }
 
 
-def inference_log_settings(monitor: Any) -> dict[str, Any]:
-    """The handler's share of requests logged and its log rotation; None: nothing logged."""
+def inference_log_settings(monitor: Any, features: list[dict[str, Any]]) -> dict[str, Any]:
+    """The handler's share of requests logged, its log rotation and the columns it leaves out
+    (`redact`) or hashes (`hash`); None: nothing logged."""
     if monitor is None:
-        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0}
+        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0, "redact": [], "hash": []}
     if not 0 <= monitor.sample_rate <= 1:
         raise ForgeError(
             f"monitor.sample_rate={monitor.sample_rate} is not a share of requests: use 0 (no "
@@ -82,7 +83,30 @@ def inference_log_settings(monitor: Any) -> dict[str, Any]:
         "sample_rate": float(monitor.sample_rate),
         "log_max_bytes": int(monitor.log_max_bytes),
         "log_backups": int(monitor.log_backups),
+        **private_columns(monitor, features),
     }
+
+
+def private_columns(monitor: Any, features: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """`monitor.redact` and `monitor.hash`, checked against the model's features: a typo would
+    otherwise log the very column it was meant to hide."""
+    types = {feature["name"]: feature["type"] for feature in features}
+    redact, hashed = list(monitor.redact), list(monitor.hash)
+    for key, names in (("redact", redact), ("hash", hashed)):
+        for name in names:
+            if name not in types:
+                raise ForgeError(
+                    f"monitor.{key}: {name!r} is not a feature of the model; its features: {', '.join(types)}"
+                )
+    for name in hashed:
+        if name in redact:
+            raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
+        if types[name] == "numeric":
+            raise ForgeError(
+                f"monitor.hash: {name!r} is numeric, and hashed numbers are no categories to "
+                "compare; leave it out of the log with monitor.redact"
+            )
+    return {"redact": redact, "hash": hashed}
 
 
 def model_config(serve: Any) -> dict[str, Any]:
