@@ -54,13 +54,14 @@ def read_log_key(runtime_dir: str | Path) -> bytes:
         ) from None
 
 
-def hashed_profile(profile: dict[str, Any], hashed: list[str], runtime_dir: str | Path) -> dict[str, Any]:
-    """`profile` with the category frequencies of the `hashed` features keyed by their hashes,
-    as the inference log writes them (the missing-value category stays as it is)."""
-    if not hashed:
-        return profile
-    key = read_log_key(runtime_dir)
-    features = dict(profile["features"])
+def private_profile(
+    profile: dict[str, Any], redacted: list[str], hashed: list[str], runtime_dir: str | Path
+) -> dict[str, Any]:
+    """`profile` as the inference log sees the features: the `redacted` ones left out (the
+    log has no value to test), the category frequencies of the `hashed` ones keyed by their
+    hashes (the missing-value category stays as it is)."""
+    features = {name: sketch for name, sketch in profile["features"].items() if name not in redacted}
+    key = read_log_key(runtime_dir) if hashed else b""
     for name in hashed:
         frequencies = features[name]["frequencies"]
         names = [None if category == MISSING_CATEGORY else category for category in frequencies]

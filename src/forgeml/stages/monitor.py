@@ -50,7 +50,7 @@ from forgeml.monitoring.drift import (
     feature_drift,
 )
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
-from forgeml.monitoring.privacy import hashed_profile
+from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import distribution_png, log_to_wandb, render_html
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     profile = read_json(processed / "reference_profile.json")
     train = pd.read_parquet(processed / "train.parquet")
     current, source = load_current(monitor)
-    if not monitor.current:  # the inference log holds the monitor.hash columns as keyed hashes
-        profile = hashed_profile(profile, list(monitor.hash), cfg.serve.runtime_dir)
+    if not monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
+        profile = private_profile(profile, list(monitor.redact), list(monitor.hash), cfg.serve.runtime_dir)
     references = feature_references(profile, train)
     model = load_model(cfg.paths.models_dir)
     report, predictions = drift_report(references, train, current, settings, model, source)
