@@ -48,16 +48,18 @@ def standardise(feature: Mapping[str, Any], column: np.ndarray) -> np.ndarray:
         return (column - feature["mean"]) / feature["std"]
 
 
-def overflowing_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
-    """Per row, the index in `spec['features']` of its first numeric feature whose standardised
-    value is not finite in float32, or -1: such a value reaches the model as inf and comes out as
-    NaN, so the endpoint refuses it and batch prediction reports the row (a finite extreme
-    like 1e300 passes every type check before this one)."""
-    overflow = np.full(len(columns[spec["features"][0]["name"]]), -1, dtype=np.int64)
-    for index, feature in enumerate(spec["features"]):
-        if feature["type"] == "numeric":
-            magnitude = np.abs(standardise(feature, numeric_column(columns[feature["name"]])))
-            overflow[(overflow < 0) & ~(magnitude <= FLOAT32_MAX)] = index
+def overflowing_features(spec: Mapping[str, Any], inputs: np.ndarray) -> np.ndarray:
+    """Per row of `inputs` (encode_features' output), the index in `spec['features']` of its
+    first feature that is not finite there, or -1: a finite extreme like 1e300 passes every
+    type check, then overflows float32 once standardised and would come out of the model as
+    NaN, so the endpoint refuses it and batch prediction reports the row."""
+    overflow = np.full(len(inputs), -1, dtype=np.int64)
+    beyond = ~np.isfinite(inputs)
+    if beyond.any():  # rare: the common case costs one pass over the matrix
+        widths = [1 if f["type"] == "numeric" else len(f["categories"]) for f in spec["features"]]
+        owner = np.repeat(np.arange(len(widths)), widths)
+        rows = beyond.any(axis=1)
+        overflow[rows] = owner[beyond[rows].argmax(axis=1)]
     return overflow
 
 
@@ -91,7 +93,7 @@ def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.n
             known = index >= 0
             one_hot[np.flatnonzero(known), index[known]] = 1.0
             blocks.append(one_hot)
-    with np.errstate(over="ignore"):  # beyond float32 is inf: overflowing_features finds it
+    with np.errstate(over="ignore"):  # beyond float32 is inf, which overflowing_features finds
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
 

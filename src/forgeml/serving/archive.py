@@ -6,6 +6,7 @@
     transform.py         forgeml/data/transform.py, unchanged: the handler applies it
     input_schema.json    the request contract: features, types, categories, ranges, limits,
                          and the inference log's settings from the `monitor` config
+                         (sample rate, rotation, columns redacted and hashed)
     model-config.yaml    workers, batching and timeouts from the `serve` config
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.

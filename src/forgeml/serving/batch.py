@@ -96,15 +96,16 @@ def predict_chunk(
     columns = feature_columns(chunk, spec, first_row, bad, valid)
     scores = np.full((len(chunk), *output_shape(artifact)), np.nan, dtype=np.float32)
     if valid.any():
+        rows = np.flatnonzero(valid)
         inputs = encode_features(spec, {n: c[valid] for n, c in columns.items()})
         with torch.inference_mode():
-            scores[valid] = artifact.program(torch.from_numpy(inputs)).numpy()
-        # a safety net behind overflowing_features: arithmetic inside the model may overflow too
-        invalid = ~np.isfinite(scores.reshape(len(chunk), -1)).all(axis=1) & valid
-        if invalid.any():
-            rows = first_row + np.flatnonzero(invalid)
-            bad.add(rows, None, ["the model's output is not finite"] * len(rows))
-            valid &= ~invalid
+            scores[rows] = artifact.program(torch.from_numpy(inputs)).numpy()
+        overflow = overflowing_features(spec, inputs)
+        # overflow inside the model's arithmetic too: no NaN is ever written as a prediction
+        not_finite = ~np.isfinite(scores[rows].reshape(len(rows), -1)).all(axis=1)
+        report_incomputable(bad, chunk, spec, first_row, rows, overflow, not_finite)
+        valid[rows[(overflow >= 0) | not_finite]] = False
+        scores[~valid] = np.nan
     typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
     typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
     return chunk.assign(**typed, **prediction_columns(spec, scores, valid))
@@ -127,13 +128,30 @@ def feature_columns(
             columns[feature["name"]] = numbers
         else:
             columns[feature["name"]] = raw.astype(object).to_numpy(dtype=object, na_value=None)
-    overflow = overflowing_features(spec, columns)
-    for index in np.unique(overflow[(overflow >= 0) & valid]).tolist():
-        name = spec["features"][index]["name"]
-        too_large = (overflow == index) & valid
-        report(bad, too_large, first_row, name, chunk[name], "too extreme for the model (overflows float32)")
-        valid &= ~too_large
     return columns
+
+
+def report_incomputable(
+    bad: BadRows,
+    chunk: pd.DataFrame,
+    spec: dict[str, Any],
+    first_row: int,
+    positions: np.ndarray,
+    overflow: np.ndarray,
+    not_finite: np.ndarray,
+) -> None:
+    """Report the scored rows (at `positions` of the chunk) the model could not compute:
+    `overflow` is the feature each overflows at (transform.overflowing_features), or -1."""
+    for index in np.unique(overflow[overflow >= 0]).tolist():
+        name = spec["features"][index]["name"]
+        at = positions[overflow == index]
+        values = chunk[name].to_numpy(dtype=object)[at]
+        bad.add(
+            first_row + at, name, [f"too extreme for the model (overflows float32): {v!r}" for v in values]
+        )
+    at = positions[not_finite & (overflow < 0)]
+    if len(at):
+        bad.add(first_row + at, None, ["the model's output is not finite"] * len(at))
 
 
 def report(bad: BadRows, rows: np.ndarray, first_row: int, feature: str, raw: pd.Series, what: str) -> None:

@@ -13,10 +13,13 @@ Request:  {"instances": [{feature: value, ...}, ...]} or a single record {featur
 Response: {"predictions": [...]}, each {"label": ..., "probabilities": {class: p}}
           (classification) or {"value": x} (regression).
 
-A feature that is absent, of the wrong type, or infinite; malformed JSON; an empty or too
-long `instances` list: HTTP 400 with {"error", "field", "instance"}. `null` (and NaN, which
-Python's JSON accepts) is a missing value, imputed as in training; an unknown category is the
-unknown bucket, as in training.
+A feature that is absent, of the wrong type, or infinite; a finite value the model cannot
+compute (standardised, it overflows float32; or the model's output is not finite); malformed
+JSON, or JSON Python cannot decode (an integer beyond its digit limit, nesting beyond its
+recursion limit); an empty or too long `instances` list: HTTP 400 "Bad Request" with
+{"error", "field", "instance"} in the body (an offending value quoted in at most MAX_QUOTED
+characters). `null` (and NaN, which Python's JSON accepts) is a missing value, imputed as in
+training; an unknown category is the unknown bucket, as in training.
 Inside a dynamic batch a bad request fails alone: the others are answered normally.
 
 Monitoring, once per batch; a failure in it is counted or logged, never passed on to a request:
@@ -30,6 +33,10 @@ Monitoring, once per batch; a failure in it is counted or logged, never passed o
   `monitor.log_dir`); at `log_max_bytes` the file becomes worker-<pid>.1.jsonl (the older ones
   move up, `log_backups` are kept). NaN inputs are logged as null. Without that variable there
   is no log: a worker's working directory is the unpacked archive, a temporary directory.
+  A directory deleted or replaced under a running worker is recreated by the next batch.
+  Columns in `monitoring.redact` are left out; those in `monitoring.hash` are written as
+  HMAC-SHA256 digests keyed by the file named in $FORGEML_INFERENCE_LOG_KEY (without a key they
+  are left out too).
 - Prometheus metrics through TorchServe's metrics API, declared in the metrics config that
   `forgeml serve start` writes (TorchServe shows only declared metrics):
       forgeml_predictions{Class}            counter, records predicted per class
@@ -320,10 +327,10 @@ class ForgemlHandler(BaseHandler):
         numbers = np.array([[r[name] for name in self.numeric] for r in records], dtype=np.float64)
         columns = {name: numbers[:, j] for j, name in enumerate(self.numeric)}
         columns |= {name: [r[name] for r in records] for name in self.categorical}
-        overflow = self.transform.overflowing_features(self.preprocessor, columns)
-        inputs = torch.from_numpy(self.transform.encode_features(self.preprocessor, columns))
+        inputs = self.transform.encode_features(self.preprocessor, columns)
+        overflow = self.transform.overflowing_features(self.preprocessor, inputs)
         with torch.inference_mode():
-            outputs = self.program(inputs).numpy()
+            outputs = self.program(torch.from_numpy(inputs)).numpy()
         finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
         if (overflow >= 0).any() or not finite.all():
             self.refuse_incomputable(batch, overflow, finite)
