@@ -44,8 +44,7 @@ def lookup(sorted_values: np.ndarray, column: np.ndarray) -> np.ndarray:
 def standardise(feature: Mapping[str, Any], column: np.ndarray) -> np.ndarray:
     """A numeric column, imputed and standardised, in float64 (float32 happens at the end)."""
     column = np.where(np.isnan(column), feature["fill"], column)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return (column - feature["mean"]) / feature["std"]
+    return (column - feature["mean"]) / feature["std"]
 
 
 def overflowing_features(spec: Mapping[str, Any], inputs: np.ndarray) -> np.ndarray:
