@@ -223,6 +223,10 @@ class MonitorConfig:
     log_dir: str = "serve/inference-log"
     log_max_bytes: int = 10_000_000
     log_backups: int = 5
+    # inference-log privacy: columns never written, and columns written as a keyed hash
+    # (HMAC-SHA256, key in serve.runtime_dir), which drift still compares as categories
+    redact: list[str] = field(default_factory=list)
+    hash: list[str] = field(default_factory=list)
     # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
     # one model's records and to the last rows or the last duration (e.g. 24h, 7d)
     current: str | None = None

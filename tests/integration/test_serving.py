@@ -9,10 +9,12 @@ Tests run in file order: start -> predict -> bad inputs -> batching -> auth -> d
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -89,12 +91,12 @@ def test_rows(trained_project) -> pd.DataFrame:
     return test.drop(columns=["target"]).head(12)
 
 
-def ask(cfg: DictConfig, body: Any, token: str | None = "inference") -> tuple[int, Any]:
+def ask(cfg: DictConfig, body: Any, token: str | None = "inference", model: str = MODEL) -> tuple[int, Any]:
     """POST one request to the model's endpoint; `body` bytes are sent as they are."""
     server = TorchServe(cfg.serve)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     key = server.token(token) if token else None
-    return http_request("POST", f"{server.url('inference')}/predictions/{MODEL}", key, data)
+    return http_request("POST", f"{server.url('inference')}/predictions/{model}", key, data)
 
 
 def backend_calls(cfg: DictConfig) -> int:
@@ -173,9 +175,28 @@ def test_bad_input_gets_400_with_its_message(served, test_rows, case, field, mes
     assert answer["field"] == field
 
 
-def test_bad_request_in_batch_fails_alone(served, test_rows):
+def huge_integer(row: dict[str, Any]) -> bytes:
+    """`row` with a 5,000-digit integer as its mean area: past Python's int-from-text limit."""
+    return (
+        json.dumps({**row, "mean area": 1})
+        .encode()
+        .replace(b'"mean area": 1', b'"mean area": 1' + b"0" * 4999)
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "message"),
+    [
+        (lambda row: {**row, "mean area": "huge"}, "mean area", "is numeric"),
+        (huge_integer, None, "Exceeds the limit (4300 digits)"),
+        (lambda row: b"[" * 50_000 + b"]" * 50_000, None, "nested too deeply"),
+        (lambda row: {**row, "mean area": 1e300}, "mean area", "too extreme for the model"),
+    ],
+    ids=["wrong_type", "5000_digit_integer", "nested_50k_deep", "1e300"],
+)
+def test_bad_request_in_batch_fails_alone(served, test_rows, bad, field, message):
     rows = records(test_rows)[:3]
-    bodies = [rows[0], {**rows[1], "mean area": "huge"}, rows[2]]
+    bodies = [rows[0], bad(rows[1]), rows[2]]
     alone = [ask(served, body)[1] for body in (rows[0], rows[2])]
     start = threading.Barrier(len(bodies))
 
@@ -192,12 +213,28 @@ def test_bad_request_in_batch_fails_alone(served, test_rows):
         time.sleep(0.1)
     assert backend_calls(served) == calls_before + 1, "the three requests were not one batch"
     assert [status for status, _ in answers] == [200, 400, 200]
-    assert answers[1][1]["field"] == "mean area"
+    assert answers[1][1]["field"] == field
+    assert message in answers[1][1]["error"]
     for (_, answer), expected in zip([answers[0], answers[2]], alone, strict=True):
         assert labels_and_probabilities(answer)[0] == labels_and_probabilities(expected)[0]
         np.testing.assert_allclose(
             labels_and_probabilities(answer)[1], labels_and_probabilities(expected)[1], atol=1e-5
         )
+
+
+def test_400_for_a_huge_value_has_a_short_status_line_and_a_bounded_body(served, test_rows):
+    server = TorchServe(served.serve)
+    body = json.dumps({**records(test_rows)[0], "mean area": "x" * 900_000}).encode()
+    address = urllib.parse.urlsplit(server.url("inference"))
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    headers = {"Authorization": f"Bearer {server.token('inference')}", "Content-Type": "application/json"}
+    connection.request("POST", f"/predictions/{MODEL}", body, headers)
+    response = connection.getresponse()
+    answer = response.read()
+    connection.close()
+    assert (response.status, response.reason) == (400, "Bad Request")
+    assert len(answer) < 1000
+    assert json.loads(answer)["field"] == "mean area"
 
 
 def test_request_without_token_is_refused(served, test_rows):

@@ -30,6 +30,7 @@ from tests.integration.test_serving import (
     MAX_INSTANCES,
     MODEL,
     ask,
+    huge_integer,
     packaged_and_served,
     records,
     serving_config,
@@ -71,7 +72,8 @@ def traffic(monitored, trained_project) -> dict[str, Any]:
     good += [{"instances": rows[i : i + 3]} for i in range(40, 55, 3)]
     good += [{"instances": [{**row, OUT_OF_RANGE_FEATURE: OUT_OF_RANGE_VALUE}]} for row in rows[55:60]]
     bad = {
-        "malformed_json": [b'{"instances": [{"mean radius": 1', b"{"],
+        "malformed_json": [b'{"instances": [{"mean radius": 1', b"{", huge_integer(rows[0]), b"[" * 50_000],
+        "out_of_range": [{"instances": [rows[1], {**rows[2], "mean radius": -1e300}]}],
         "missing_feature": [{"instances": [{k: v for k, v in rows[0].items() if k != "mean texture"}]}],
         "wrong_type": [{"instances": [{**row, "mean area": "huge"}]} for row in rows[:3]],
         "empty_instances": [{"instances": []}],

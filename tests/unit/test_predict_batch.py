@@ -75,3 +75,76 @@ def test_missing_feature_column_is_named(tmp_path, artifact, table):
     with pytest.raises(ForgeError, match="city"):
         predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_non_numeric_cell_in_a_later_chunk_still_writes_parquet(tmp_path, artifact, table):
+    table["age"] = table["age"].astype(object)
+    table.loc[45, "age"] = "unknown"  # chunk 7 of 8: pandas reads that chunk's column as text
+    table.to_csv(tmp_path / "in.csv", index=False)
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet", chunk_rows=6)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert summary["bad_rows"] == 1 and summary["bad_row_examples"][0]["row"] == 46
+    assert len(out) == 50 and out["prediction"].isna().sum() == 1
+    assert out["age"].dtype == np.float64 and np.isnan(out.loc[45, "age"])
+
+
+def test_a_chunk_without_any_prediction_keeps_the_output_schema(tmp_path, artifact, table):
+    table["age"] = table["age"].astype(object)
+    table.loc[:5, "age"] = "unknown"  # the whole first chunk is bad: no label to infer a type from
+    table.to_csv(tmp_path / "in.csv", index=False)
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet", chunk_rows=6)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert summary["bad_rows"] == 6
+    assert out["prediction"].isna().tolist() == [i < 6 for i in range(50)]
+    assert set(out["prediction"].dropna()) <= {"no", "yes"}
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300])
+def test_value_that_overflows_float32_is_a_bad_row_not_a_nan_prediction(tmp_path, artifact, table, value):
+    table.loc[7, "age"] = value
+    table.to_csv(tmp_path / "in.csv", index=False)
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.csv", chunk_rows=8)
+    out = pd.read_csv(tmp_path / "out.csv")
+    [example] = summary["bad_row_examples"]
+    assert (example["row"], example["field"]) == (8, "age")
+    assert "too extreme for the model" in example["error"]
+    assert out["prediction"].isna().tolist() == [i == 7 for i in range(50)]
+    assert not out.drop(index=7)[["probability_no", "probability_yes"]].isna().any().any()
+
+
+def test_truncated_row_is_a_bad_row_not_imputed(tmp_path, artifact, table):
+    lines = table.to_csv(index=False).splitlines()
+    lines[10] = lines[10].rsplit(",", 1)[0]  # row 10 lacks its city
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.csv", chunk_rows=4)
+    [example] = summary["bad_row_examples"]
+    assert (example["row"], example["field"]) == (10, "city")
+    assert "fewer fields" in example["error"]
+    assert pd.read_csv(tmp_path / "out.csv")["prediction"].isna().tolist() == [i == 9 for i in range(50)]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"in.csv is empty"),
+        (b"id,age,city\n1,30,paris\n2,40,paris,extra\n", r"in.csv, row 2: 4 fields, the header has 3"),
+        (b"id,age,city\n1,30,paris\n2,40,p\xe4ris\n", r"in.csv, row 2: not UTF-8 text"),
+    ],
+)
+def test_unreadable_csv_is_refused_naming_file_and_row_and_keeps_the_old_output(
+    tmp_path, artifact, content, message
+):
+    (tmp_path / "in.csv").write_bytes(content)
+    (tmp_path / "out.parquet").write_bytes(b"an earlier output")
+    with pytest.raises(ForgeError, match=message):
+        predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.parquet"]
+    assert (tmp_path / "out.parquet").read_bytes() == b"an earlier output"
+
+
+def test_header_only_csv_writes_an_empty_table(tmp_path, artifact):
+    (tmp_path / "in.csv").write_text("id,age,city\n")
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet")
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert summary["rows"] == 0 and len(out) == 0
+    assert "prediction" in out.columns

@@ -24,6 +24,7 @@ from forgeml.config import MonitorConfig
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.monitoring.logs import read_inference_log
+from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
 from forgeml.serving.server import HANDLER_METRICS, LOG_DIR_VARIABLE, metrics_config
@@ -150,6 +151,59 @@ def test_bad_request_in_batch_fails_alone(handler, model_dir):
     alone = serve(handler, model_dir, GOOD)[0][1]
     assert answers[0][1] == alone
     assert answers[2][1]["predictions"] == alone["predictions"] * 2
+
+
+HUGE_INTEGER = b'{"age": 1' + b"0" * 5000 + b', "city": "paris"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (HUGE_INTEGER, "Exceeds the limit"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+    ],
+)
+def test_json_python_cannot_decode_fails_its_request_alone(handler, model_dir, body, message):
+    answers = serve(handler, model_dir, GOOD, body, GOOD)
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert message in answers[1][1]["error"]
+    assert handler.parse_request(body).reason == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    ("value", "instance"), [(1e300, 0), (-1e300, 1), (10**300, 1)], ids=["1e300", "-1e300", "int-10**300"]
+)
+def test_value_that_overflows_float32_gets_400_naming_the_feature(handler, model_dir, value, instance):
+    extreme = {"age": value, "city": "paris"}
+    records = [extreme, GOOD] if instance == 0 else [GOOD, extreme]
+    answers = serve(handler, model_dir, GOOD, {"instances": records}, GOOD)
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert (answers[1][1]["field"], answers[1][1]["instance"]) == ("age", instance)
+    assert "too extreme for the model" in answers[1][1]["error"]
+    assert answers[0][1] == answers[2][1] == serve(handler, model_dir, GOOD)[0][1]
+
+
+def test_output_that_is_not_finite_is_a_400_never_a_nan_in_a_200(handler, model_dir, monkeypatch):
+    program = handler.program
+
+    def nan_for_old_people(inputs: torch.Tensor) -> torch.Tensor:
+        outputs = program(inputs)
+        return torch.where(inputs[:, :1] > 4, torch.nan, outputs)  # age > 80, once standardised
+
+    monkeypatch.setattr(handler, "program", nan_for_old_people)
+    answers = serve(handler, model_dir, {"age": 85, "city": "paris"}, GOOD)
+    assert [status for status, _ in answers] == [400, 200]
+    assert answers[0][1]["field"] == "age"
+    assert handler.parse_request({"age": 85, "city": "paris"}) == [{"age": 85, "city": "paris"}]
+
+
+def test_400_has_a_short_status_line_and_a_bounded_message(handler, model_dir):
+    handler.context = make_context(model_dir, 1)
+    [answer] = handler.postprocess(handler.inference(handler.preprocess([{"body": {"age": "x" * 900_000}}])))
+    assert handler.context.get_response_status(0) == (400, "Bad Request")
+    body = json.loads(answer)
+    assert body["field"] == "age" and "is numeric" in body["error"]
+    assert len(answer) < 400
 
 
 # --- monitoring -------------------------------------------------------------------------------
@@ -315,6 +369,59 @@ def test_log_write_failure_is_counted_and_the_request_answered(
     assert caplog.text.count("inference log") == 1  # one warning, then only counted
 
 
+def test_deleted_log_directory_is_recreated_by_the_next_write(tmp_path):
+    log = handler_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
+    log.append(numbered_line(0))
+    shutil.rmtree(tmp_path / "log")
+    log.append(numbered_line(1))
+    (tmp_path / "log").rename(tmp_path / "moved")
+    (tmp_path / "log").mkdir()  # replaced by a new, empty directory
+    log.append(numbered_line(2))
+    [path] = (tmp_path / "log").iterdir()
+    assert [json.loads(line)["n"] for line in path.open()] == [2]
+    [moved] = (tmp_path / "moved").iterdir()
+    assert [json.loads(line)["n"] for line in moved.open()] == [1]
+
+
+def test_log_removed_during_a_write_fails_that_batch_loudly(tmp_path, monkeypatch):
+    log = handler_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
+    log.append(numbered_line(0))
+    write = os.write
+
+    def remove_then_write(fd: int, data: Any) -> int:
+        shutil.rmtree(tmp_path / "log", ignore_errors=True)
+        return write(fd, data)
+
+    monkeypatch.setattr(handler_module.os, "write", remove_then_write)
+    with pytest.raises(FileNotFoundError):
+        log.append(numbered_line(1))
+    monkeypatch.setattr(handler_module.os, "write", write)
+    log.append(numbered_line(2))
+    assert [json.loads(line)["n"] for line in next((tmp_path / "log").iterdir()).open()] == [2]
+
+
+def test_records_of_a_batch_lost_with_its_log_directory_are_counted(
+    model_dir, tmp_path, monkeypatch, metrics_cache, caplog
+):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, metrics_cache)
+    assert handle(service, archive, GOOD)[0][0] == 200
+    write = os.write
+
+    def remove_then_write(fd: int, data: Any) -> int:
+        shutil.rmtree(tmp_path / "log", ignore_errors=True)
+        return write(fd, data)
+
+    monkeypatch.setattr(handler_module.os, "write", remove_then_write)
+    with caplog.at_level(logging.INFO):
+        answers = handle(service, archive, GOOD, {"instances": [GOOD, GOOD]})
+        monkeypatch.setattr(handler_module.os, "write", write)
+        handle(service, archive, GOOD)
+        service.metrics.flush()
+    assert [status for status, _ in answers] == [200, 200]
+    assert metric_counts(caplog.records)[("forgeml_inference_log_errors", ("3", "tiny", "Model"))] == 3
+    assert len(log_lines(tmp_path / "log")) == 1  # the directory is back, with the next batch
+
+
 def test_metrics_count_predictions_rejections_and_out_of_range_values(model_dir, metrics_cache, caplog):
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(model_dir, requests=0, metrics=metrics_cache))
@@ -389,6 +496,55 @@ def test_metric_labels_cannot_break_torchserve_metric_lines():
     assert handler_module.dimension_value("a,b:c|d\ne") == "a_b_c_d_e"
     assert handler_module.dimension_value("") == "_"
     assert handler_module.dimension_value("mean radius") == "mean radius"
+
+
+def test_redacted_columns_are_never_logged_and_hashed_ones_only_as_keyed_hashes(
+    model_dir, tmp_path, monkeypatch
+):
+    key_file = log_key_file(tmp_path / "runtime")
+    monkeypatch.setenv(LOG_KEY_VARIABLE, str(key_file))
+    service, archive = logging_handler(
+        model_dir, tmp_path / "log", monkeypatch, redact=["age"], hash=["city"]
+    )
+    cities = ["paris", "berlin", None, "paris"]
+    answers = handle(service, archive, {"instances": [{"age": 52, "city": city} for city in cities]})
+    assert answers[0][0] == 200
+    text = next((tmp_path / "log").iterdir()).read_text()
+    assert "paris" not in text and "berlin" not in text
+    hashes = transform.keyed_hashes(key_file.read_bytes(), cities)
+    assert [line["input"] for line in log_lines(tmp_path / "log")] == [{"city": h} for h in hashes]
+    assert hashes[0] == hashes[3] != hashes[1] and hashes[2] is None
+    assert handler_module.LOG_KEY_VARIABLE == LOG_KEY_VARIABLE
+
+
+def test_hashed_column_without_a_key_is_left_out_of_the_log(model_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv(LOG_KEY_VARIABLE, raising=False)
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, hash=["city"])
+    assert handle(service, archive, GOOD)[0][0] == 200
+    assert [line["input"] for line in log_lines(tmp_path / "log")] == [{"age": 52}]
+    assert LOG_KEY_VARIABLE in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        (
+            {"redact": ["email"]},
+            r"monitor.redact: 'email' is not a feature of the model; its features: age, city",
+        ),
+        ({"hash": ["cty"]}, r"monitor.hash: 'cty' is not a feature"),
+        ({"hash": ["age"]}, r"monitor.hash: 'age' is numeric"),
+        ({"hash": ["city"], "redact": ["city"]}, r"both name 'city'"),
+    ],
+)
+def test_private_columns_are_checked_at_package_time_naming_the_column(monitor, message):
+    with pytest.raises(ForgeError, match=message):
+        input_schema(SPEC, MAX_INSTANCES, MonitorConfig(**monitor))
+
+
+def test_archive_carries_the_private_columns():
+    settings = input_schema(SPEC, MAX_INSTANCES, MonitorConfig(redact=["age"], hash=["city"]))["monitoring"]
+    assert (settings["redact"], settings["hash"]) == (["age"], ["city"])
 
 
 def test_sample_rate_outside_zero_to_one_is_refused_at_package_time():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forgeml.data import transform
 from forgeml.data.checks import check_table
 from forgeml.data.preprocessing import feature_columns, fit_preprocessor
 from forgeml.data.transform import MISSING_CATEGORY, encode_features, encode_labels, label_names
@@ -63,3 +64,17 @@ def test_feature_columns_match_the_spec_order():
     encoded = encode_features(spec, feature_columns(checked, spec))
     assert encoded.shape == (4, spec["input_dim"]) == (4, 3)
     assert encoded.dtype == np.float32
+
+
+def test_overflowing_features_names_the_first_feature_beyond_float32_per_row():
+    frame = pd.DataFrame({"city": ["Oslo", "Rome"] * 2, "x": [1.0, 2.0, 3.0, 4.0], "z": [0.0, 1.0] * 2})
+    _, spec = fitted(frame.assign(y=[0, 1, 0, 1]))
+    assert [f["name"] for f in spec["features"]] == ["city", "x", "z"]
+    columns = {
+        "city": np.array(["Oslo", "Rome", "Oslo", None], dtype=object),
+        "x": np.array([1.0, 1e300, 3e38, -1e300]),
+        "z": np.array([1e300, 1e300, 0.0, np.nan]),
+    }
+    inputs = encode_features(spec, columns)
+    assert transform.overflowing_features(spec, inputs).tolist() == [2, 1, -1, 1]
+    assert np.isfinite(inputs[2]).all()  # 3e38, standardised, still fits

@@ -7,12 +7,16 @@ exactly the same arithmetic. The spec it reads is `preprocessor.json` (see prepr
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 MISSING_CATEGORY = "__missing__"
+# the largest magnitude a standardised value may have: beyond it, float32 holds inf
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def numeric_column(values: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -37,6 +41,39 @@ def lookup(sorted_values: np.ndarray, column: np.ndarray) -> np.ndarray:
     return np.where(sorted_values[position] == column, position, -1)
 
 
+def standardise(feature: Mapping[str, Any], column: np.ndarray) -> np.ndarray:
+    """A numeric column, imputed and standardised, in float64 (float32 happens at the end)."""
+    column = np.where(np.isnan(column), feature["fill"], column)
+    return (column - feature["mean"]) / feature["std"]
+
+
+def overflowing_features(spec: Mapping[str, Any], inputs: np.ndarray) -> np.ndarray:
+    """Per row of `inputs` (encode_features' output), the index in `spec['features']` of its
+    first feature that is not finite there, or -1: a finite extreme like 1e300 passes every
+    type check, then overflows float32 once standardised and would come out of the model as
+    NaN, so the endpoint refuses it and batch prediction reports the row."""
+    overflow = np.full(len(inputs), -1, dtype=np.int64)
+    beyond = ~np.isfinite(inputs)
+    if beyond.any():  # rare: the common case costs one pass over the matrix
+        widths = [1 if f["type"] == "numeric" else len(f["categories"]) for f in spec["features"]]
+        owner = np.repeat(np.arange(len(widths)), widths)
+        rows = beyond.any(axis=1)
+        overflow[rows] = owner[beyond[rows].argmax(axis=1)]
+    return overflow
+
+
+def keyed_hashes(key: bytes, values: Sequence[Any]) -> list[str | None]:
+    """HMAC-SHA256 (hex) of each value's text as training's categories spell it (str(value));
+    a missing value (None, NaN) stays None. The inference log writes these for `monitor.hash` columns, and
+    `forgeml monitor` hashes the reference categories alike, so drift compares hashes."""
+    return [
+        None
+        if value is None or value != value
+        else hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+        for value in values
+    ]
+
+
 def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
     """Impute, standardise and one-hot encode: one row per input row, `spec['input_dim']` columns.
 
@@ -47,9 +84,7 @@ def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.n
     for feature in spec["features"]:
         raw = columns[feature["name"]]
         if feature["type"] == "numeric":
-            column = numeric_column(raw)
-            column = np.where(np.isnan(column), feature["fill"], column)
-            blocks.append(((column - feature["mean"]) / feature["std"])[:, None])
+            blocks.append(standardise(feature, numeric_column(raw))[:, None])
         else:
             categories = np.asarray(feature["categories"], dtype=str)
             index = lookup(categories, category_column(raw))
@@ -57,7 +92,8 @@ def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.n
             known = index >= 0
             one_hot[np.flatnonzero(known), index[known]] = 1.0
             blocks.append(one_hot)
-    return np.concatenate(blocks, axis=1).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 is inf, which overflowing_features finds
+        return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 def encode_labels(spec: Mapping[str, Any], values: Sequence[Any] | np.ndarray) -> np.ndarray:

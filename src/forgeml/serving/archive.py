@@ -6,6 +6,7 @@
     transform.py         forgeml/data/transform.py, unchanged: the handler applies it
     input_schema.json    the request contract: features, types, categories, ranges, limits,
                          and the inference log's settings from the `monitor` config
+                         (sample rate, rotation, columns redacted and hashed)
     model-config.yaml    workers, batching and timeouts from the `serve` config
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
@@ -61,20 +62,44 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
         "labels": preprocessor.get("labels"),
         "features": features,
         "max_instances": max_instances,
-        "monitoring": inference_log_settings(monitor),
+        "monitoring": inference_log_settings(monitor, preprocessor["features"]),
     }
 
 
-def inference_log_settings(monitor: Any) -> dict[str, Any]:
-    """The handler's share of requests logged and its log rotation; None: nothing logged."""
+def inference_log_settings(monitor: Any, features: list[dict[str, Any]]) -> dict[str, Any]:
+    """The handler's share of requests logged, its log rotation and the columns it leaves out
+    (`redact`) or hashes (`hash`); None: nothing logged."""
     if monitor is None:
-        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0}
+        return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0, "redact": [], "hash": []}
     check_ranges("monitor", monitor)
     return {
         "sample_rate": float(monitor.sample_rate),
         "log_max_bytes": int(monitor.log_max_bytes),
         "log_backups": int(monitor.log_backups),
+        **private_columns(monitor, features),
     }
+
+
+def private_columns(monitor: Any, features: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """`monitor.redact` and `monitor.hash`, checked against the model's features: a typo would
+    otherwise log the very column it was meant to hide."""
+    types = {feature["name"]: feature["type"] for feature in features}
+    redact, hashed = list(monitor.redact), list(monitor.hash)
+    for key, names in (("redact", redact), ("hash", hashed)):
+        for name in names:
+            if name not in types:
+                raise ForgeError(
+                    f"monitor.{key}: {name!r} is not a feature of the model; its features: {', '.join(types)}"
+                )
+    for name in hashed:
+        if name in redact:
+            raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
+        if types[name] == "numeric":
+            raise ForgeError(
+                f"monitor.hash: {name!r} is numeric, and hashed numbers are no categories to "
+                "compare; leave it out of the log with monitor.redact"
+            )
+    return {"redact": redact, "hash": hashed}
 
 
 def model_config(serve: Any) -> dict[str, Any]:

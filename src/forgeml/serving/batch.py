@@ -2,12 +2,20 @@
 
 The input is read and scored in chunks of rows, so a file larger than memory works; each chunk
 is encoded by transform.py (the arithmetic training and the serving handler use) and scored by
-the exported program in one call. A row whose numeric feature is not a number gets no
-prediction and is reported by its row number (1-based, header excluded); it is never dropped.
+the exported program in one call. A row that cannot be scored gets no prediction and is
+reported by its row number (1-based, header excluded), never dropped: a numeric feature that is
+not a number, or too extreme for the model (transform.overflowing_features), or a CSV row with
+fewer fields than the header (its missing cells are not imputed).
+
+The output's column types come from the model, not from each chunk: numeric features float64,
+categorical ones text, `prediction` the labels' type, probabilities float32 (other columns keep
+the first chunk's types). An empty file, a row with more fields than the header and bytes that
+are not UTF-8 are errors naming the file and row; the output is written atomically.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from forgeml.data.transform import encode_features
+from forgeml.data.transform import encode_features, overflowing_features
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
@@ -36,13 +44,14 @@ class BadRows:
     count: int = 0
     first: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, rows: np.ndarray, feature: str, values: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, feature: str, errors: list[str]) -> None:
         self.count += len(rows)
         room = MAX_REPORTED_ROWS - len(self.first)
         self.first += [
-            {"row": int(row), "field": feature, "error": f"not a number: {value!r}"}
-            for row, value in zip(rows[:room], values[:room], strict=True)
+            {"row": int(row), "field": feature, "error": error}
+            for row, error in zip(rows[:room], errors[:room], strict=True)
         ]
+        self.first.sort(key=lambda entry: entry["row"])
 
 
 def predict_file(
@@ -56,10 +65,10 @@ def predict_file(
     if not source.is_file():
         raise ForgeError(f"input file {source} not found")
     bad, rows = BadRows(), 0
-    with atomic_path(target) as tmp, TableWriter(tmp) as writer:
-        for chunk in read_chunks(source, chunk_rows):
+    with atomic_path(target) as tmp, TableWriter(tmp, output_types(artifact.spec)) as writer:
+        for chunk, short in read_chunks(source, chunk_rows):
             check_columns(chunk, artifact.spec, source)
-            writer.write(predict_chunk(artifact, chunk, rows + 1, bad))
+            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short))
             rows += len(chunk)
     return {
         "input": str(source),
@@ -70,37 +79,99 @@ def predict_file(
     }
 
 
-def predict_chunk(artifact: ModelArtifact, chunk: pd.DataFrame, first_row: int, bad: BadRows) -> pd.DataFrame:
-    """The chunk plus its prediction columns; rows numbered from `first_row`."""
-    columns, valid = feature_columns(chunk, artifact.spec, first_row, bad)
+def predict_chunk(
+    artifact: ModelArtifact,
+    chunk: pd.DataFrame,
+    first_row: int,
+    bad: BadRows,
+    short: dict[int, str] | None = None,
+) -> pd.DataFrame:
+    """The chunk (features in the model's types) plus its prediction columns; rows numbered
+    from `first_row`; `short`: {row: first missing column} of CSV rows lacking fields."""
+    spec = artifact.spec
+    valid = np.ones(len(chunk), dtype=bool)
+    for row, column in (short or {}).items():
+        bad.add(np.array([row]), column, ["the row has fewer fields than the header"])
+        valid[row - first_row] = False
+    columns = feature_columns(chunk, spec, first_row, bad, valid)
     scores = np.full((len(chunk), *output_shape(artifact)), np.nan, dtype=np.float32)
     if valid.any():
-        inputs = encode_features(artifact.spec, {n: c[valid] for n, c in columns.items()})
+        rows = np.flatnonzero(valid)
+        inputs = encode_features(spec, {n: c[valid] for n, c in columns.items()})
         with torch.inference_mode():
-            scores[valid] = artifact.program(torch.from_numpy(inputs)).numpy()
-    return chunk.assign(**prediction_columns(artifact.spec, scores, valid))
+            scores[rows] = artifact.program(torch.from_numpy(inputs)).numpy()
+        overflow = overflowing_features(spec, inputs)
+        # overflow inside the model's arithmetic too: no NaN is ever written as a prediction
+        not_finite = ~np.isfinite(scores[rows].reshape(len(rows), -1)).all(axis=1)
+        report_incomputable(bad, chunk, spec, first_row, rows, overflow, not_finite)
+        valid[rows[(overflow >= 0) | not_finite]] = False
+        scores[~valid] = np.nan
+    typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
+    typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
+    return chunk.assign(**typed, **prediction_columns(spec, scores, valid))
 
 
 def feature_columns(
-    chunk: pd.DataFrame, spec: dict[str, Any], first_row: int, bad: BadRows
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The columns encode_features expects, and which rows can be scored."""
-    columns, valid = {}, np.ones(len(chunk), dtype=bool)
+    chunk: pd.DataFrame, spec: dict[str, Any], first_row: int, bad: BadRows, valid: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The columns encode_features expects; rows that cannot be scored are reported and
+    cleared in `valid`."""
+    columns = {}
     for feature in spec["features"]:
         raw = chunk[feature["name"]]
         if feature["type"] == "numeric":
             numbers = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
             # present but not a (finite) number: a bad row, not a missing value to impute
             wrong = (np.isnan(numbers) & raw.notna().to_numpy()) | np.isinf(numbers)
-            newly_bad = wrong & valid
-            if newly_bad.any():
-                rows = first_row + np.flatnonzero(newly_bad)
-                bad.add(rows, feature["name"], raw.to_numpy(dtype=object)[newly_bad])
-                valid &= ~wrong
+            report(bad, wrong & valid, first_row, feature["name"], raw, "not a number")
+            valid &= ~wrong
             columns[feature["name"]] = numbers
         else:
             columns[feature["name"]] = raw.astype(object).to_numpy(dtype=object, na_value=None)
-    return columns, valid
+    return columns
+
+
+def report_incomputable(
+    bad: BadRows,
+    chunk: pd.DataFrame,
+    spec: dict[str, Any],
+    first_row: int,
+    positions: np.ndarray,
+    overflow: np.ndarray,
+    not_finite: np.ndarray,
+) -> None:
+    """Report the scored rows (at `positions` of the chunk) the model could not compute:
+    `overflow` is the feature each overflows at (transform.overflowing_features), or -1."""
+    for index in np.unique(overflow[overflow >= 0]).tolist():
+        name = spec["features"][index]["name"]
+        at = positions[overflow == index]
+        values = chunk[name].to_numpy(dtype=object)[at]
+        bad.add(
+            first_row + at, name, [f"too extreme for the model (overflows float32): {v!r}" for v in values]
+        )
+    at = positions[not_finite & (overflow < 0)]
+    if len(at):
+        bad.add(first_row + at, None, ["the model's output is not finite"] * len(at))
+
+
+def report(bad: BadRows, rows: np.ndarray, first_row: int, feature: str, raw: pd.Series, what: str) -> None:
+    if rows.any():
+        values = raw.to_numpy(dtype=object)[rows]
+        bad.add(first_row + np.flatnonzero(rows), feature, [f"{what}: {value!r}" for value in values])
+
+
+def category_text(raw: pd.Series) -> pd.Series:
+    """A categorical column as text (missing stays missing), whatever type a chunk inferred."""
+    return raw.astype(str).where(raw.notna(), None)
+
+
+def output_types(spec: dict[str, Any]) -> dict[str, pa.DataType]:
+    """The Arrow types of the feature and prediction columns, from the model alone."""
+    types = {f["name"]: pa.float64() if f["type"] == "numeric" else pa.string() for f in spec["features"]}
+    if spec["task"] == "regression":
+        return types | {"prediction": pa.float32()}
+    types["prediction"] = pa.array(spec["labels"]).type
+    return types | {f"probability_{label}": pa.float32() for label in spec["labels"]}
 
 
 def output_shape(artifact: ModelArtifact) -> tuple[int, ...]:
@@ -123,19 +194,82 @@ def check_columns(chunk: pd.DataFrame, spec: dict[str, Any], source: Path) -> No
         raise ForgeError(f"{source} lacks the model's feature column(s): {', '.join(missing)}")
 
 
-def read_chunks(source: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if source.suffix.lower() == ".csv":
-        yield from pd.read_csv(source, chunksize=chunk_rows)
+def read_chunks(source: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, dict[int, str]]]:
+    """(chunk, {row: first missing column} of its rows with fewer fields than the header)."""
+    if source.suffix.lower() != ".csv":
+        try:
+            table = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ForgeError(f"{source}: not a readable Parquet file ({error})") from None
+        batches = table.iter_batches(batch_size=chunk_rows)
+        yield next(batches, table.schema_arrow.empty_table()).to_pandas(), {}
+        for batch in batches:
+            yield batch.to_pandas(), {}
         return
-    for batch in pq.ParquetFile(source).iter_batches(batch_size=chunk_rows):
-        yield batch.to_pandas()
+    shapes = CsvShape(source)
+    try:
+        for chunk in pd.read_csv(source, chunksize=chunk_rows, encoding="utf-8"):
+            yield chunk, shapes.short_rows(len(chunk))
+    except pd.errors.EmptyDataError:
+        raise ForgeError(f"{source} is empty: expected a header line and rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        shapes.short_rows(None)  # names the row, if the reason is a row's shape or bytes
+        raise ForgeError(f"{source}: {error}") from None
+
+
+class CsvShape:
+    """A second reading of a CSV file with the standard library's (C) parser, in step with
+    pandas' chunks: pandas fills a row with too few fields with missing values, which would
+    be imputed, and its errors for a long row or bad bytes name no row."""
+
+    def __init__(self, source: Path):
+        self.source, self.row, self.counted = source, 0, 0
+        # pandas reads fields of any length; the standard parser's default cap is 128 KiB
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+        self.file = open(source, "rb")  # noqa: SIM115 (closed once read to the end)
+        # decoded line by line, so that bad bytes are found in their row, not in a buffer
+        self.rows = csv.reader(line.decode("utf-8") for line in self.file)
+        self.header = self.next_fields() or []
+
+    def next_fields(self) -> list[str] | None:
+        try:
+            fields = next(self.rows, None)
+            while fields == []:  # blank lines, which pandas skips as well
+                fields = next(self.rows, None)
+        except UnicodeDecodeError:
+            raise ForgeError(f"{self.source}, row {self.row + 1}: not UTF-8 text") from None
+        except csv.Error as error:
+            raise ForgeError(f"{self.source}, row {self.row + 1}: {error}") from None
+        if fields is None:
+            self.file.close()
+        return fields
+
+    def short_rows(self, count: int | None) -> dict[int, str]:
+        """The next `count` rows (None: all): {row: first missing column} of the short ones;
+        ForgeError naming the first row with more fields than the header."""
+        short = {}
+        while count is None or self.row < self.counted + count:
+            fields = self.next_fields()
+            if fields is None:
+                break
+            self.row += 1
+            if len(fields) > len(self.header):
+                raise ForgeError(
+                    f"{self.source}, row {self.row}: {len(fields)} fields, the header has {len(self.header)}"
+                )
+            if len(fields) < len(self.header):
+                short[self.row] = self.header[len(fields)]
+        self.counted = self.row
+        return short
 
 
 class TableWriter:
-    """Appends chunks to one CSV or Parquet file, keeping the first chunk's column types."""
+    """Appends chunks to one CSV or Parquet file. Parquet columns take the `types` given (the
+    model's), the others the first chunk's; a column that no longer fits is named."""
 
-    def __init__(self, path: Path):
-        self.path, self.parquet, self.schema = path, path.suffix.lower() != ".csv", None
+    def __init__(self, path: Path, types: dict[str, pa.DataType]):
+        self.path, self.parquet, self.types = path, path.suffix.lower() != ".csv", types
+        self.schema: pa.Schema | None = None
         self.writer: pq.ParquetWriter | None = None
         self.wrote_header = False
 
@@ -151,11 +285,17 @@ class TableWriter:
             frame.to_csv(self.path, mode="a", header=not self.wrote_header, index=False)
             self.wrote_header = True
             return
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.writer is None:
-            self.schema = table.schema
+            inferred = pa.Schema.from_pandas(frame, preserve_index=False)
+            self.schema = pa.schema([pa.field(f.name, self.types.get(f.name, f.type)) for f in inferred])
             self.writer = pq.ParquetWriter(self.path, self.schema)
-        try:
-            self.writer.write_table(table.cast(self.schema))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise ForgeError(f"a column changes type between chunks of the input: {error}") from None
+        arrays = []
+        for column in self.schema:
+            try:
+                arrays.append(pa.array(frame[column.name], type=column.type, from_pandas=True))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+                raise ForgeError(
+                    f"column {column.name!r} changes type between chunks of the input (it began as "
+                    f"{column.type}): {error}; write CSV, or give the column one type"
+                ) from None
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))

@@ -13,10 +13,13 @@ Request:  {"instances": [{feature: value, ...}, ...]} or a single record {featur
 Response: {"predictions": [...]}, each {"label": ..., "probabilities": {class: p}}
           (classification) or {"value": x} (regression).
 
-A feature that is absent, of the wrong type, or infinite; malformed JSON; an empty or too
-long `instances` list: HTTP 400 with {"error", "field", "instance"}. `null` (and NaN, which
-Python's JSON accepts) is a missing value, imputed as in training; an unknown category is the
-unknown bucket, as in training.
+A feature that is absent, of the wrong type, or infinite; a finite value the model cannot
+compute (standardised, it overflows float32; or the model's output is not finite); malformed
+JSON, or JSON Python cannot decode (an integer beyond its digit limit, nesting beyond its
+recursion limit); an empty or too long `instances` list: HTTP 400 "Bad Request" with
+{"error", "field", "instance"} in the body (an offending value quoted in at most MAX_QUOTED
+characters). `null` (and NaN, which Python's JSON accepts) is a missing value, imputed as in
+training; an unknown category is the unknown bucket, as in training.
 Inside a dynamic batch a bad request fails alone: the others are answered normally.
 
 Monitoring, once per batch; a failure in it is counted or logged, never passed on to a request:
@@ -30,6 +33,10 @@ Monitoring, once per batch; a failure in it is counted or logged, never passed o
   `monitor.log_dir`); at `log_max_bytes` the file becomes worker-<pid>.1.jsonl (the older ones
   move up, `log_backups` are kept). NaN inputs are logged as null. Without that variable there
   is no log: a worker's working directory is the unpacked archive, a temporary directory.
+  A directory deleted or replaced under a running worker is recreated by the next batch.
+  Columns in `monitoring.redact` are left out; those in `monitoring.hash` are written as
+  HMAC-SHA256 digests keyed by the file named in $FORGEML_INFERENCE_LOG_KEY (without a key they
+  are left out too).
 - Prometheus metrics through TorchServe's metrics API, declared in the metrics config that
   `forgeml serve start` writes (TorchServe shows only declared metrics):
       forgeml_predictions{Class}            counter, records predicted per class
@@ -44,6 +51,7 @@ Monitoring, once per batch; a failure in it is counted or logged, never passed o
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import logging
@@ -70,13 +78,17 @@ SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE = (
     "preprocessor.json",
     "transform.py",
 )
-BAD_REQUEST = 400
+BAD_REQUEST, BAD_REQUEST_PHRASE = 400, "Bad Request"
+# how many characters of an offending value a 400's message quotes
+MAX_QUOTED = 80
 # what a numeric feature may hold (bool is its own type, so it is not among them), and what
 # a categorical one may not
 NUMBER_TYPES = frozenset({int, float, type(None)})
 CONTAINER_TYPES = frozenset({dict, list})
 # where `forgeml serve start` tells its workers to write the inference log
 LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
+# ... and the file holding the key of the hashes it writes for `monitoring.hash` columns
+LOG_KEY_VARIABLE = "FORGEML_INFERENCE_LOG_KEY"
 # the metrics, as declared in forgeml/serving/server.py (HANDLER_METRICS)
 PREDICTIONS, PREDICTED_VALUE, REJECTED, OUT_OF_RANGE, LOG_ERRORS = (
     "forgeml_predictions",
@@ -93,6 +105,7 @@ REJECTION_REASONS = (
     "wrong_type",
     "not_finite",
     "missing_feature",
+    "out_of_range",
     "empty_instances",
     "too_many_instances",
 )
@@ -131,7 +144,12 @@ class Batch:
 
 class InferenceLog:
     """One worker's JSON Lines file, appended once per batch and rotated at a size cap:
-    worker-<pid>.jsonl, then worker-<pid>.1.jsonl (newest) ... worker-<pid>.<backups>.jsonl."""
+    worker-<pid>.jsonl, then worker-<pid>.1.jsonl (newest) ... worker-<pid>.<backups>.jsonl.
+
+    The open descriptor is checked against the path before and after each write (two stat
+    calls a batch): a file or directory deleted or replaced meanwhile would otherwise take the
+    records into an unlinked inode. Before the write, the file is reopened (the directory
+    recreated); after it, the batch is reported as failed (OSError), to be counted."""
 
     def __init__(self, directory: str, max_bytes: int, backups: int):
         self.directory = directory
@@ -148,6 +166,8 @@ class InferenceLog:
         """Write whole lines straight to the file (no buffer in this process), so that what
         was appended survives the worker; a batch larger than the cap gets a file of its own."""
         try:
+            if self.fd is not None and not self.linked():
+                self.close()
             if self.fd is None:
                 self.open()
             if self.size and self.size + len(data) > self.max_bytes:
@@ -157,9 +177,20 @@ class InferenceLog:
                 written = os.write(self.fd, view)
                 self.size += written
                 view = view[written:]
+            if not self.linked():
+                raise FileNotFoundError(errno.ENOENT, "removed while being written", self.path(0))
         except OSError:
             self.close()  # reopened on the next batch: the directory may be back by then
             raise
+
+    def linked(self) -> bool:
+        """Whether the path still names the file this log writes to."""
+        try:
+            named = os.stat(self.path(0))
+        except FileNotFoundError:
+            return False
+        own = os.fstat(self.fd)
+        return (named.st_ino, named.st_dev) == (own.st_ino, own.st_dev)
 
     def open(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
@@ -261,6 +292,13 @@ class ForgemlHandler(BaseHandler):
         elif self.sample_rate > 0:
             log.warning("no inference log: %s is not set (`forgeml serve start` sets it)", LOG_DIR_VARIABLE)
         self.log_errors = 0
+        self.redacted = frozenset(settings.get("redact", ()))
+        self.hashed = list(settings.get("hash", ()))
+        self.log_key = read_log_key() if self.hashed and self.inference_log else None
+        if self.hashed and self.inference_log and self.log_key is None:
+            log.warning("no key in %s: the log leaves out %s", LOG_KEY_VARIABLE, ", ".join(self.hashed))
+            self.redacted |= frozenset(self.hashed)
+            self.hashed = []
         # TorchServe's metrics cache; None outside TorchServe
         self.metrics = None if context.metrics is None else PendingMetrics(context.metrics, METRICS_INTERVAL)
 
@@ -279,19 +317,49 @@ class ForgemlHandler(BaseHandler):
         return Batch([self.parse_request(row.get("body", row.get("data"))) for row in data])
 
     def inference(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """One forward pass over every valid record of every request in the batch."""
+        """One forward pass over every valid record of every request in the batch. A request
+        with a record the model cannot compute (a value that overflows float32 once
+        standardised, or an output that is not finite) is refused and the rest passed again."""
         records = [r for request in batch.requests if isinstance(request, list) for r in request]
         if not records:
             return batch
         # numbers in one array (None -> NaN, which transform.py imputes), categories as lists
         numbers = np.array([[r[name] for name in self.numeric] for r in records], dtype=np.float64)
-        batch.out_of_range = ((numbers < self.low) | (numbers > self.high)).sum(axis=0)
         columns = {name: numbers[:, j] for j, name in enumerate(self.numeric)}
         columns |= {name: [r[name] for r in records] for name in self.categorical}
-        inputs = torch.from_numpy(self.transform.encode_features(self.preprocessor, columns))
+        inputs = self.transform.encode_features(self.preprocessor, columns)
+        overflow = self.transform.overflowing_features(self.preprocessor, inputs)
         with torch.inference_mode():
-            batch.outputs = self.program(inputs).numpy()
+            outputs = self.program(torch.from_numpy(inputs)).numpy()
+        finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+        if (overflow >= 0).any() or not finite.all():
+            self.refuse_incomputable(batch, overflow, finite)
+            return self.inference(batch)
+        batch.outputs = outputs
+        batch.out_of_range = ((numbers < self.low) | (numbers > self.high)).sum(axis=0)
         return batch
+
+    def refuse_incomputable(self, batch: Batch, overflow: np.ndarray, finite: np.ndarray) -> None:
+        """Turn each request with an incomputable record into its 400, naming the feature: the
+        overflowing one, else the one furthest from the training mean."""
+        features, row = self.preprocessor["features"], 0
+        for position, request in enumerate(batch.requests):
+            if isinstance(request, RequestError):
+                continue
+            for index, record in enumerate(request):
+                first = overflow[row + index]
+                if first >= 0 or not finite[row + index]:
+                    feature = features[first] if first >= 0 else self.most_extreme(record)
+                    batch.requests[position] = incomputable(record, feature, index)
+                    break
+            row += len(request)
+
+    def most_extreme(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The numeric feature of `record` furthest from its training mean (None: none)."""
+        numeric = [f for f in self.preprocessor["features"] if f["type"] == "numeric"]
+        values = np.array([[record[f["name"]]] for f in numeric], dtype=np.float64)
+        distance = [abs(self.transform.standardise(f, v)[0]) for f, v in zip(numeric, values, strict=True)]
+        return numeric[int(np.argmax(distance))] if numeric else None
 
     def postprocess(self, batch: Batch) -> list[str]:
         """One JSON text per request. Encoded here, compactly: TorchServe would encode a dict
@@ -301,7 +369,8 @@ class ForgemlHandler(BaseHandler):
         for idx, request in enumerate(batch.requests):
             self.context.set_response_content_type(idx, "application/json")
             if isinstance(request, RequestError):
-                self.context.set_response_status(BAD_REQUEST, str(request), idx=idx)
+                # the detail goes in the body: a status line has to stay short
+                self.context.set_response_status(BAD_REQUEST, BAD_REQUEST_PHRASE, idx=idx)
                 responses.append(json.dumps(request.body()))
                 continue
             responses.append(json.dumps({"predictions": batch.predictions[row : row + len(request)]}))
@@ -348,7 +417,13 @@ class ForgemlHandler(BaseHandler):
             "version": self.version,
             "latency_ms": round(latency_ms, 3),
         }
-        text = "".join(log_entry(head, record, prediction) for record, prediction in sampled)
+        inputs = [record for record, _ in sampled]
+        if self.redacted or self.hashed:
+            inputs = self.private(inputs)
+        text = "".join(
+            log_entry(head, record, prediction)
+            for record, (_, prediction) in zip(inputs, sampled, strict=True)
+        )
         try:
             self.inference_log.append(text.encode("utf-8"))
         except OSError as error:
@@ -357,6 +432,22 @@ class ForgemlHandler(BaseHandler):
                 log.warning("inference log %s: %s", self.inference_log.directory, error)
             return len(sampled)
         return 0
+
+    def private(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of `records` for the log: `redact` columns left out, `hash` columns keyed
+        hashes (transform.keyed_hashes), so the raw values never reach the disk."""
+        hashes = {
+            name: self.transform.keyed_hashes(self.log_key, [record[name] for record in records])
+            for name in self.hashed
+        }
+        return [
+            {
+                name: hashes[name][row] if name in hashes else value
+                for name, value in record.items()
+                if name not in self.redacted
+            }
+            for row, record in enumerate(records)
+        ]
 
     def count_metrics(self, batch: Batch, lost: int) -> None:
         version = self.version_dimension
@@ -450,7 +541,9 @@ def decode_json(body: Any) -> Any:
     if isinstance(body, str):
         try:
             return json.loads(body)
-        except json.JSONDecodeError as error:
+        except RecursionError:
+            raise RequestError("malformed_json", "malformed JSON: nested too deeply") from None
+        except ValueError as error:  # JSONDecodeError, or an integer beyond Python's digit limit
             raise RequestError("malformed_json", f"malformed JSON: {error}") from None
     return body
 
@@ -494,6 +587,20 @@ def check_record(record: Any, features: list[dict[str, Any]], index: int) -> Non
             )
 
 
+def incomputable(record: dict[str, Any], feature: dict[str, Any] | None, index: int) -> RequestError:
+    """The 400 of a record the model cannot compute: never a 200 with NaN in it."""
+    if feature is None:
+        return RequestError("out_of_range", "the model's output is not finite", instance=index)
+    name = feature["name"]
+    return RequestError(
+        "out_of_range",
+        f"feature '{name}' = {quoted(record[name])} is too extreme for the model: standardised "
+        f"(training mean {feature['mean']:.6g}, std {feature['std']:.6g}) it overflows float32",
+        field=name,
+        instance=index,
+    )
+
+
 def check_number(value: Any, name: str, index: int) -> None:
     """A number or null (imputed); bool is refused although Python counts it as an int."""
     if value is None:
@@ -501,7 +608,7 @@ def check_number(value: Any, name: str, index: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(
             "wrong_type",
-            f"feature '{name}' is numeric: expected a number or null, got {json.dumps(value)}",
+            f"feature '{name}' is numeric: expected a number or null, got {quoted(value)}",
             field=name,
             instance=index,
         )
@@ -515,12 +622,32 @@ def check_number(value: Any, name: str, index: int) -> None:
         )
 
 
+def quoted(value: Any) -> str:
+    """`value` as JSON, cut to MAX_QUOTED characters: a message quotes, it does not echo."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
+
+
 def load_module(path: str) -> ModuleType:
     """Import a file of the archive under its own name, whatever else is on sys.path."""
     spec = importlib.util.spec_from_file_location("forgeml_archive_transform", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read_log_key() -> bytes | None:
+    """The key file named by $FORGEML_INFERENCE_LOG_KEY (`forgeml serve start` creates it),
+    or None when unset, unreadable or empty."""
+    path = os.environ.get(LOG_KEY_VARIABLE)
+    try:
+        with open(path or "", "rb") as file:
+            return file.read() or None
+    except OSError:
+        return None
 
 
 def read_json(path: str) -> Any:

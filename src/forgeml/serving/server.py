@@ -37,6 +37,7 @@ import yaml
 
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json, write_text
+from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
 from forgeml.serving.archive import archive_manifest
 
 if TYPE_CHECKING:
@@ -145,8 +146,10 @@ class TorchServe:
         env = {**os.environ, "TMPDIR": str(self.tmp_dir), "TEMP": str(self.tmp_dir)}
         # TorchServe passes its environment on to the workers it starts
         env.pop(LOG_DIR_VARIABLE, None)
+        env.pop(LOG_KEY_VARIABLE, None)
         if self.inference_log_dir:
             env[LOG_DIR_VARIABLE] = str(self.inference_log_dir)
+            env[LOG_KEY_VARIABLE] = str(log_key_file(self.runtime))
         if java_home:
             env["JAVA_HOME"] = java_home
         command = [

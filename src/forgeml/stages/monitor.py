@@ -51,6 +51,7 @@ from forgeml.monitoring.drift import (
     feature_drift,
 )
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
+from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import distribution_png, log_to_wandb, render_html
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     profile = read_json(processed / REFERENCE_PROFILE)
     train = pd.read_parquet(split_file(processed, "train"))
     current, source = load_current(monitor)
+    if not monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
+        profile = private_profile(profile, list(monitor.redact), list(monitor.hash), cfg.serve.runtime_dir)
     references = feature_references(profile, train)
     model = load_model(cfg.paths.models_dir)
     report, predictions = drift_report(references, train, current, settings, model, source)
