@@ -32,6 +32,7 @@ STAGES = {
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
+    "history": "every deploy and rollback: time, version, gate numbers, forced, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
 }
@@ -39,11 +40,14 @@ STAGES = {
 ACTIONS = {"serve": ("start", "stop", "status")}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true"}
+# stages that print a table for people (their module's `render`); `--json` prints JSON instead
+TABLES = {"history"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 
 
@@ -64,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"forgeml {stage}: choose an action: {' | '.join(ACTIONS[stage])}", file=sys.stderr)
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
-    args = [FLAGS.get(arg, arg) for arg in args]
+    as_json = "--json" in args
+    args = [FLAGS.get(arg, arg) for arg in args if arg != "--json"]
     try:
         run = run_from_params if "--params" in args else run_hydra_app
-        exit_code = run(stage, args)
+        exit_code = run(stage, args, as_json)
     except ForgeError as error:
         return report_error(stage, error)
     except Exception as error:
@@ -93,12 +98,15 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def run_stage(stage: str, cfg: Any) -> dict[str, Any]:
+def run_stage(stage: str, cfg: Any, as_json: bool = True) -> dict[str, Any]:
     name, _, action = stage.partition(" ")
     module = importlib.import_module(f"forgeml.stages.{name}")
     result = getattr(module, action or "run")(cfg)
     if result and is_rank_zero():
-        print(json.dumps({stage: result}, indent=2, default=str))
+        if name in TABLES and not as_json:
+            module.render(result)
+        else:
+            print(json.dumps({stage: result}, indent=2, default=str))
     return result
 
 
@@ -112,7 +120,7 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def run_from_params(stage: str, args: list[str]) -> int:
+def run_from_params(stage: str, args: list[str], as_json: bool = True) -> int:
     """Run a stage on a composed snapshot: DVC's stages use params.yaml, not conf/."""
     from omegaconf import OmegaConf
 
@@ -125,7 +133,7 @@ def run_from_params(stage: str, args: list[str]) -> int:
     if not params.is_file():
         raise ForgeError(f"{params} not found; write it with `forgeml compose`")
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), OmegaConf.load(params))
-    return exit_code_of(run_stage(stage, cfg))
+    return exit_code_of(run_stage(stage, cfg, as_json))
 
 
 def config_dir() -> Path:
@@ -138,7 +146,7 @@ def config_dir() -> Path:
     return directory
 
 
-def run_hydra_app(stage: str, args: list[str]) -> int:
+def run_hydra_app(stage: str, args: list[str], as_json: bool = True) -> int:
     import hydra
 
     # errors reach main() as exceptions, which turns them into one readable message
@@ -151,7 +159,7 @@ def run_hydra_app(stage: str, args: list[str]) -> int:
         # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
         sys.argv = [script, stage, *args]
         try:
-            result = run_stage(stage, cfg)
+            result = run_stage(stage, cfg, as_json)
         except ForgeError as error:
             # reported here, not raised through Hydra, which would print the overrides first
             exit_codes.append(report_error(stage, error))

@@ -77,7 +77,7 @@ NUMBER_TYPES = frozenset({int, float, type(None)})
 CONTAINER_TYPES = frozenset({dict, list})
 # where `forgeml serve start` tells its workers to write the inference log
 LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
-# the metrics, as declared in forgeml/serving/server.py (HANDLER_METRICS)
+# the metrics, as declared in forgeml/serving/runtime_files.py (HANDLER_METRICS)
 PREDICTIONS, PREDICTED_VALUE, REJECTED, OUT_OF_RANGE, LOG_ERRORS = (
     "forgeml_predictions",
     "forgeml_predicted_value",
