@@ -36,7 +36,8 @@ from omegaconf import OmegaConf
 
 from forgeml.config import MonitorConfig, ServeConfig
 from forgeml.serving.archive import build_archive
-from forgeml.serving.server import TorchServe, free_ports
+from forgeml.serving.processes import free_ports
+from forgeml.serving.server import TorchServe
 
 MINIMAL_HANDLER = """
 import json, os
@@ -213,7 +214,7 @@ def main() -> None:
         record = pd.read_parquet(test_split).drop(columns=["target"]).head(1)
         body = json.dumps({"instances": json.loads(record.to_json(orient="records"))}).encode()
         server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
-        server.start()
+        server.start({name: f"{name}.mar" for name in MODELS})
         try:
             best = run_rounds(server, body, args)
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,8 @@ class Workspace:
             "GIT_COMMITTER_NAME": "forgeml", "GIT_COMMITTER_EMAIL": "forgeml@example.invalid",
         }  # fmt: skip
         self.env.pop("FORGEML_CONFIG_DIR", None)
+        # `forgeml serve start`'s report: the endpoint's URL, key file and TLS certificate
+        self.server: dict[str, Any] = {}
 
     def run(
         self, *command: str, ok: tuple[int, ...] = (0,), shown: str | None = None
@@ -92,13 +95,16 @@ class Workspace:
         return result.returncode, json.loads(text[text.index("{") :]) if "{" in text else {}
 
     def post(self, payload: Any) -> tuple[int, Any]:
-        """One request to the endpoint, with the inference token: (HTTP status, JSON answer)."""
-        key = json.loads((self.root / "serve/runtime/key_file.json").read_text())["inference"]["key"]
-        url = f"http://127.0.0.1:{self.ports['inference']}/predictions/{MODEL}"
+        """One request to the endpoint, with the inference token, verifying the server's
+        certificate when it serves HTTPS (`serve.tls=true`): (HTTP status, JSON answer)."""
+        key = json.loads(Path(self.server["key_file"]).read_text())["inference"]["key"]
+        url = f"{self.server['inference_url']}/predictions/{MODEL}"
+        certificate = self.server["certificate"]
+        context = ssl.create_default_context(cafile=certificate) if certificate else None
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         request = urllib.request.Request(url, json.dumps(payload).encode(), headers)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
@@ -150,7 +156,8 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
     echo(f"   v1 test metrics: {summary['v1_metrics']}")
     try:
         echo("\n== 2. serve and deploy v1")
-        space.forgeml("serve", "start")
+        _, started = space.forgeml("serve", "start")
+        space.server = started["serve start"]
         _, deployed = space.forgeml("deploy")
         summary["v1"] = deployed["deploy"]["default_version"]
         echo(f"   serving {MODEL} version {summary['v1']}")

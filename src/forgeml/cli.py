@@ -38,6 +38,7 @@ STAGES = {
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
     "gate": "the promotion gate on the packaged version, alone: exit 1 when it refuses",
+    "history": "every deploy and rollback: time, version, gate numbers, forced, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
 }
@@ -51,6 +52,7 @@ QUIET_STAGES = {
     "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}

@@ -299,6 +299,13 @@ class ServeConfig:
     max_instances: int = 1000  # per request
     model_store: str = "serve/model-store"
     runtime_dir: str = "serve/runtime"
+    # HTTPS on every endpoint; no cert/key: a self-signed pair for 127.0.0.1 in runtime_dir/tls
+    tls: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # TorchServe's logs (runtime_dir/logs) rotate at this size, keeping log_backups old files
+    log_max_bytes: int = 10485760
+    log_backups: int = 5
 
 
 @dataclass

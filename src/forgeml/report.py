@@ -85,10 +85,39 @@ def gate(stage: str, result: dict[str, Any], out: Console) -> None:
               f"{result.get('version')}: {result.get('summary')}")  # fmt: skip
 
 
+def history(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Every deploy and rollback, oldest first: when, what, the gate's numbers, who and where."""
+    table = Table(title=f"deployments recorded in {result['registry']}", title_justify="left")
+    for column in ("time", "model", "action", "version", "gate", "forced", "user@host"):
+        table.add_column(column)
+    for event in result["events"]:
+        table.add_row(
+            event["at"],
+            event["model"],
+            event["action"],
+            event["version"],
+            gate_numbers(event),
+            "[bold red]FORCED[/]" if event.get("forced") else "no",
+            f"{event.get('user', '?')}@{event.get('host', '?')}",
+        )
+    out.print(table)
+    if not result["events"]:
+        out.print("nothing deployed yet: `forgeml serve start`, then `forgeml deploy`")
+
+
+def gate_numbers(event: dict[str, Any]) -> str:
+    """The verdict and the metrics it compared (a rollback names the version it replaced)."""
+    if event["action"] == "rollback":
+        return f"back from {event.get('replaced', '?')}"
+    numbers = ", ".join(f"{name} {cell(value)}" for name, value in (event.get("metrics") or {}).items())
+    return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "train": metrics,
     "evaluate": metrics,
     "models": registry,
     "monitor": drift,
     "gate": gate,
+    "history": history,
 }

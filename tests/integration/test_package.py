@@ -6,8 +6,13 @@ import ast
 import copy
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import sys
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +22,10 @@ from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
 from forgeml.serving import archive as archive_module
+from forgeml.serving.archive import archive_identity
+from forgeml.serving.registry import Registry, sha256_of
 from forgeml.stages import package
+from tests.conftest import CONF_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +129,63 @@ def test_archive_names_its_files_as_the_handler_expects():
         archive_module.TRANSFORM_FILE,
     ):
         assert f'"{name}"' in handler_source
+
+
+def test_parallel_packages_each_record_their_own_archive(trained_project, tmp_path, monkeypatch):
+    """Two `forgeml package` of one model at once (versions a and b): each registry entry's
+    sha256 is that of its own `.versions/` copy, which holds its own version."""
+    copy_file = shutil.copyfile
+
+    def slow_copy_into_versions(source, target, *args, **kwargs):
+        # widens the window in which the other package replaces the working archive
+        if ".versions" in str(target):
+            time.sleep(2)
+        return copy_file(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", slow_copy_into_versions)
+    configs = []
+    for version in ("a", "b"):
+        cfg = copy.deepcopy(trained_project)
+        cfg.serve.merge_with({"model_store": str(tmp_path), "version": version})
+        configs.append(cfg)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(package.run, configs))
+    registry = Registry(tmp_path)
+    for version in ("a", "b"):
+        kept = registry.archive_copy("breast_cancer", version)
+        assert archive_identity(kept) == ("breast_cancer", version)
+        assert registry.version("breast_cancer", version)["sha256"] == sha256_of(kept)
+
+
+@pytest.fixture
+def corrupt_registry(trained_project, tmp_path) -> tuple:
+    """A packaged model store whose registry.json was then cut in half."""
+    cfg = copy.deepcopy(trained_project)
+    cfg.serve.model_store = str(tmp_path / "store")
+    package.run(cfg)
+    registry = Path(cfg.serve.model_store) / "registry.json"
+    registry.write_text(registry.read_text()[:100])
+    return cfg, registry
+
+
+def test_package_with_a_corrupt_registry_names_it_and_leaves_the_archive(corrupt_registry):
+    cfg, registry = corrupt_registry
+    archive = Path(cfg.serve.model_store) / "breast_cancer.mar"
+    before = archive.read_bytes(), archive.stat().st_mtime_ns
+    cfg.serve.version = "next"
+    with pytest.raises(ForgeError, match=r"registry\.json is not valid JSON") as failure:
+        package.run(cfg)
+    assert str(registry) in str(failure.value) and "\n" not in str(failure.value)
+    assert (archive.read_bytes(), archive.stat().st_mtime_ns) == before
+    assert not (Path(cfg.serve.model_store) / ".versions" / "breast_cancer" / "next.mar").exists()
+
+
+@pytest.mark.parametrize("stage", ["models", "deploy", "history"])
+def test_commands_on_a_corrupt_registry_exit_2_with_one_line(corrupt_registry, stage, tmp_path):
+    cfg, registry = corrupt_registry
+    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    command = ["forgeml", stage, f"serve.model_store={cfg.serve.model_store}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert str(registry) in result.stderr and "not valid JSON" in result.stderr

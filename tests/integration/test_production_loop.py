@@ -7,7 +7,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from forgeml.serving.server import free_ports
+from forgeml.serving.processes import free_ports
 from tests.conftest import load_example
 
 

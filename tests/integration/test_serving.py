@@ -28,8 +28,10 @@ import pytest
 from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
-from forgeml.io import read_json
-from forgeml.serving.server import TorchServe, free_ports, http_request
+from forgeml.serving.management import http_request
+from forgeml.serving.processes import free_ports
+from forgeml.serving.registry import Registry
+from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
 
 pytestmark = pytest.mark.slow
@@ -76,10 +78,12 @@ def served(trained_project, tmp_path_factory) -> DictConfig:
 
 @contextmanager
 def packaged_and_served(cfg: DictConfig) -> Iterator[None]:
-    """The config's model packaged and served; the server is stopped whatever happens."""
+    """The config's model packaged, on a started server (model API on) and deployed; the server
+    is stopped whatever happens."""
     package.run(cfg)
     try:
         serve.start(cfg)
+        deploy.run(cfg)
         yield
     finally:
         TorchServe(cfg.serve).stop()
@@ -125,7 +129,13 @@ def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
     assert properties["disable_token_authorization"] == "false"
     store = Path(served.serve.model_store).resolve()
     assert re.fullmatch(properties["allowed_urls"], f"file://{store}/{MODEL}.mar")
-    assert not re.fullmatch(properties["allowed_urls"], "https://example.com/model.mar")
+    for outside in (
+        "https://example.com/model.mar",
+        f"file://{store}/%2e%2e/other/{MODEL}.mar",
+        f"file://{store}/.versions/{MODEL}/v1.mar",
+        f"file://{store}x/{MODEL}.mar",
+    ):
+        assert not re.fullmatch(properties["allowed_urls"], outside), outside
 
 
 def test_endpoint_answers_equal_forgeml_predict(served, test_rows, tmp_path):
@@ -265,10 +275,8 @@ def test_second_server_runs_side_by_side_with_the_model_api_off(served, tmp_path
     try:
         status = serve.start(second)
         assert status["model_api"] is False
-        assert status["models"][MODEL]["default_version"] == "other"
+        assert status["models"] == {}, "a packaged version that was never deployed is not served"
         assert serve.status(served)["running"]
-        second.serve.version = "newer"
-        package.run(second)
         with pytest.raises(ForgeError, match="model API off"):
             deploy.run(second)
     finally:
@@ -298,7 +306,9 @@ def test_crash_looping_worker_fails_start_quoting_the_model_log(served, tmp_path
     (broken_models / "model.pt2").write_bytes(b"not an exported program")
     broken = serving_config(served, tmp_path, startup_timeout=90)
     broken.paths.models_dir = str(broken_models)
-    package.run(broken)
+    version = package.run(broken)["version"]
+    # the registry says this version serves: start loads it
+    Registry(broken.serve.model_store).record_event(MODEL, version, "deploy", forced=True)
     with pytest.raises(ForgeError, match="keep dying") as failure:
         serve.start(broken)
     assert "zip" in str(failure.value).lower()
@@ -314,4 +324,4 @@ def test_stop_leaves_no_process_behind(served):
     for pid in [frontend, *workers]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not server.key_file.exists()
-    assert read_json(server.history_file)  # the runtime directory stays for its logs
+    assert server.read_log("ts_log.log")  # the runtime directory stays for its logs

@@ -50,7 +50,9 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 def monitored(trained_project, tmp_path_factory) -> DictConfig:
     """breast_cancer on a running TorchServe: 2 workers, small batches, everything logged."""
     workdir = tmp_path_factory.mktemp("monitored")
-    cfg = serving_config(trained_project, workdir, workers=2, batch_size=4, max_batch_delay=20)
+    cfg = serving_config(
+        trained_project, workdir, workers=2, batch_size=4, max_batch_delay=20, model_api=True
+    )
     cfg.monitor.merge_with(
         {
             "sample_rate": 1.0,
@@ -110,8 +112,8 @@ def canonical(record: dict[str, Any]) -> str:
 
 def worker_pids(cfg: DictConfig) -> set[int]:
     server = TorchServe(cfg.serve)
-    version = server.default_version(MODEL)
-    return {int(worker["pid"]) for worker in server.describe(MODEL, version)["workers"]}
+    version = server.api.default_version(MODEL)
+    return {int(worker["pid"]) for worker in server.api.describe(MODEL, version)["workers"]}
 
 
 def metrics(cfg: DictConfig) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -154,7 +156,7 @@ def test_every_worker_logs_its_accepted_records_in_its_own_file(monitored, traff
 
 def test_log_records_carry_the_answered_prediction_and_the_model_version(monitored, traffic):
     entries = logged(monitored)
-    version = TorchServe(monitored.serve).default_version(MODEL)
+    version = TorchServe(monitored.serve).api.default_version(MODEL)
     assert Counter((canonical(e["input"]), e["prediction"]) for e in entries) == Counter(
         (canonical(record), label) for record, label in traffic["answered"]
     )
@@ -183,7 +185,7 @@ def test_metrics_port_counts_predictions_per_class_as_answered(monitored, traffi
     found = metrics_once_counted(monitored, len(traffic["accepted"]))
     answered = Counter(str(label) for _, label in traffic["answered"])
     assert by_label(found["forgeml_predictions"], "Class") == dict(answered)
-    version = TorchServe(monitored.serve).default_version(MODEL)
+    version = TorchServe(monitored.serve).api.default_version(MODEL)
     assert {labels["ModelVersion"] for labels, _ in found["forgeml_predictions"]} == {version}
 
 

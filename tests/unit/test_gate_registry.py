@@ -10,7 +10,7 @@ import pytest
 
 from forgeml.errors import ForgeError
 from forgeml.serving.gate import promotion_gate
-from forgeml.serving.registry import Registry, data_hash
+from forgeml.serving.registry import Registry, RegistryError, data_hash
 
 
 def test_gate_refuses_a_model_below_the_threshold_and_quotes_the_numbers():
@@ -103,3 +103,50 @@ def test_data_hash_prefers_dvc_lock(tmp_path):
     lock = {"stages": {"prepare": {"outs": [{"path": str(processed), "md5": "abc.dir"}]}}}
     (tmp_path / "dvc.lock").write_text(json.dumps(lock))
     assert data_hash(processed, tmp_path / "dvc.lock") == "dvc:abc.dir"
+
+
+def test_gate_refuses_a_candidate_that_was_never_evaluated():
+    decision = promotion_gate({}, {"test/accuracy": 1.0}, {}, 0.02)
+    assert not decision.passed
+    assert "never evaluated; run `forgeml evaluate`" in decision.summary()
+
+
+def test_rollbacks_pop_the_deployed_stack_and_what_serves_follows(tmp_path):
+    registry = Registry(tmp_path)
+    for version in ("v1", "v2", "v3"):
+        registry.record("m", entry(version))
+        registry.record_event("m", version, "deploy", forced=False)
+    registry.record_event("m", "v2", "rollback")
+    assert (registry.deployed("m"), registry.serving("m")) == (["v1", "v2"], "v2")
+    registry.record_event("m", "v1", "rollback")
+    assert (registry.deployed("m"), registry.serving("m")) == (["v1"], "v1")
+    event = registry.events("m")[-1]
+    assert event["user"] and event["host"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"format": "forgeml.registry/1", "models": {', "not valid JSON"),
+        ("[]", 'expected an object with "format"'),
+        ('{"format": "forgeml.registry/1", "models": []}', '"models" is not an object'),
+        (
+            '{"format": "forgeml.registry/1", "models": {"m": {"versions": [{}], "events": []}}}',
+            "m.versions[0]",
+        ),
+        (
+            '{"format": "forgeml.registry/1", "models": {"m": {"versions": [], '
+            '"events": [{"version": "v1", "action": "promote"}]}}}',
+            "unknown action 'promote'",
+        ),
+    ],
+)
+def test_damaged_registry_is_refused_naming_the_file_and_the_fault(tmp_path, text, problem):
+    registry = Registry(tmp_path)
+    registry.path.write_text(text)
+    with pytest.raises(RegistryError) as failure:
+        registry.load()
+    assert str(registry.path) in str(failure.value) and problem in str(failure.value)
+    with pytest.raises(RegistryError):
+        registry.record("m", entry("v1"))
+    assert registry.path.read_text() == text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -104,8 +105,16 @@ def test_autoscaler_targets_the_predictor_within_its_replica_bounds(isvc, hpa):
 def test_image_declares_the_handler_metrics_and_sets_the_log_dir(dockerfile):
     """In prometheus mode TorchServe shows only declared metrics: the image's file must be the one
     `forgeml serve start` writes."""
-    from forgeml.serving.server import LOG_DIR_VARIABLE, metrics_config
+    from forgeml.serving.runtime_files import metrics_config
+    from forgeml.serving.server import LOG_DIR_VARIABLE
 
     shipped = yaml.safe_load((SERVE / "k8s" / "metrics.yaml").read_text())
     assert shipped == metrics_config()
     assert re.search(rf"^ENV {LOG_DIR_VARIABLE}=\S+$", dockerfile, re.MULTILINE)
+
+
+def test_image_admits_only_plain_archive_names_like_the_local_server():
+    from forgeml.serving.runtime_files import allowed_urls, read_properties
+
+    shipped = read_properties((SERVE / "k8s" / "config.properties").read_text())
+    assert shipped["allowed_urls"] == allowed_urls(Path(shipped["model_store"]))

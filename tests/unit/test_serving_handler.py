@@ -27,7 +27,8 @@ from forgeml.monitoring.logs import read_inference_log
 from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
-from forgeml.serving.server import HANDLER_METRICS, LOG_DIR_VARIABLE, metrics_config
+from forgeml.serving.runtime_files import HANDLER_METRICS, metrics_config
+from forgeml.serving.server import LOG_DIR_VARIABLE
 from tests.conftest import TOY_SPEC
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec

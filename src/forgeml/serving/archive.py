@@ -116,23 +116,25 @@ def model_config(serve: Any) -> dict[str, Any]:
 
 def build_archive(
     models_dir: str | Path,
-    store: str | Path,
+    work_dir: str | Path,
     name: str,
     version: str,
     serve: Any,
     handler: Path = HANDLER,
     monitor: Any = None,
 ) -> Path:
-    """Write `<store>/<name>.mar` atomically; returns its path. `handler` is for baselines;
-    `monitor` (the `monitor` config) sets the inference log, None: no inference log."""
+    """Build `<work_dir>/<name>.mar` and return its path; nothing of a failed build remains.
+    Give each build its own `work_dir`: the archive is hashed and copied from there, where no
+    parallel build can replace it. `handler` is for baselines; `monitor` (the `monitor` config)
+    sets the inference log, None: no inference log."""
     for what, value in (("serve.model_name", name), ("serve.version", version)):
         if not NAME_PATTERN.match(value):
             raise ForgeError(
                 f"{what}={value!r} is not a valid TorchServe name: use letters, digits, '_', '-', '.'"
             )
-    models_dir, store = Path(models_dir), Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".package.", dir=store) as work:
+    models_dir, work_dir = Path(models_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".package.", dir=work_dir) as work:
         staging = Path(work)
         preprocessor = json.loads((models_dir / PREPROCESSOR_FILE).read_text(encoding="utf-8"))
         write_json(staging / SCHEMA_FILE, input_schema(preprocessor, serve.max_instances, monitor))
@@ -154,8 +156,16 @@ def build_archive(
         result = subprocess.run(command, cwd=staging, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise ForgeError(f"torch-model-archiver failed:\n{result.stderr.strip()}")
-        os.replace(staging / "out" / f"{name}.mar", store / f"{name}.mar")
-    return store / f"{name}.mar"
+        os.replace(staging / "out" / f"{name}.mar", work_dir / f"{name}.mar")
+    return work_dir / f"{name}.mar"
+
+
+def archive_identity(archive: Path) -> tuple[str, str]:
+    """(model name, version) written in the archive by `forgeml package`."""
+    if not archive.is_file():
+        raise ForgeError(f"no archive {archive}; build it with `forgeml package`")
+    model = archive_manifest(archive)["model"]
+    return model["modelName"], model["modelVersion"]
 
 
 def archiver_command() -> list[str]:

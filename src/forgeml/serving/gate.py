@@ -1,6 +1,7 @@
 """The promotion gate: may a candidate model replace the one that serves now?
 
-A candidate is refused when a test metric misses its absolute threshold (`gate.thresholds`:
+A candidate is refused when it has no test metrics at all (it was never evaluated), when a
+test metric misses its absolute threshold (`gate.thresholds`:
 a minimum, or a maximum for error metrics such as test/rmse), or when it is worse than the
 deployed version by more than `gate.max_regression` (relative: 0.02 = 2 % worse). Every refusal
 quotes the numbers.
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 
 # metrics where smaller is better; everything else (accuracy, f1, auroc, r2) is larger-is-better
 ERROR_METRICS = ("loss", "mae", "mse", "rmse")
+NOT_EVALUATED = (
+    "the candidate has no test metrics: it was never evaluated; run `forgeml evaluate`, "
+    "then `forgeml package`"
+)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -34,6 +39,8 @@ def promotion_gate(
     thresholds: Mapping[str, float],
     max_regression: float,
 ) -> GateDecision:
+    if not candidate:
+        return GateDecision(passed=False, reasons=[NOT_EVALUATED])
     reasons = [_threshold_miss(candidate, metric, bound) for metric, bound in thresholds.items()]
     if deployed:
         reasons += [

@@ -89,7 +89,7 @@ CONTAINER_TYPES = frozenset({dict, list})
 LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
 # ... and the file holding the key of the hashes it writes for `monitoring.hash` columns
 LOG_KEY_VARIABLE = "FORGEML_INFERENCE_LOG_KEY"
-# the metrics, as declared in forgeml/serving/server.py (HANDLER_METRICS)
+# the metrics, as declared in forgeml/serving/runtime_files.py (HANDLER_METRICS)
 PREDICTIONS, PREDICTED_VALUE, REJECTED, OUT_OF_RANGE, LOG_ERRORS = (
     "forgeml_predictions",
     "forgeml_predicted_value",

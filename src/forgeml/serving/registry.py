@@ -1,18 +1,26 @@
 """The model registry: every packaged version, kept beside the archives in the model store.
 
 `serve/model-store/registry.json` records, per model name, each version with its config hash,
-data hash, test metrics, archive checksum and creation time, plus every deploy and rollback
-(the last one names what serves now). A copy of each version's archive is kept under
-`.versions/<name>/<version>.mar` in the model store, so any registered version can be served
-again after the working archive was rebuilt. Read-modify-write happens
-under a file lock and every write replaces the file atomically, so a crash mid-write leaves the
-previous registry intact and two writers never lose each other's entries.
+data hash, test metrics, archive checksum and creation time, plus every deploy and rollback with
+its time, gate numbers, user and host: the one record of what served when. Replaying the events
+gives the stack of deployed versions (a deploy pushes, a rollback pops); its top is what serves.
+A copy of each version's archive is kept under `.versions/<name>/<version>.mar` in the model
+store, so any registered version can be served again after the working archive was rebuilt.
+
+The file is validated on every read: a damaged registry stops the command with one line naming
+it, before anything is written. Read-modify-write happens under a file lock and every write
+replaces the file atomically, so a crash mid-write leaves the previous registry intact and two
+writers never lose each other's entries.
 """
 
 from __future__ import annotations
 
 import fcntl
+import getpass
 import hashlib
+import json
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,8 +34,12 @@ from forgeml.io import read_json, write_json
 
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
-# hidden, so TorchServe's load_models=ALL does not take it for a model
 VERSIONS_DIR = ".versions"
+ACTIONS = ("deploy", "rollback")
+
+
+class RegistryError(ForgeError):
+    """registry.json cannot be read as a registry: the message names the file and the fault."""
 
 
 def sha256_of(path: str | Path) -> str:
@@ -60,9 +72,17 @@ class Registry:
         return self.path.parent.resolve() / VERSIONS_DIR / name / f"{version}.mar"
 
     def load(self) -> dict[str, Any]:
+        """The registry, validated; RegistryError when the file is damaged."""
         if not self.path.is_file():
             return {"format": FORMAT, "models": {}}
-        return read_json(self.path)
+        try:
+            registry = read_json(self.path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RegistryError(f"the model registry {self.path} is not valid JSON ({error})") from None
+        problem = registry_problem(registry)
+        if problem:
+            raise RegistryError(f"the model registry {self.path} is damaged: {problem}")
+        return registry
 
     @contextmanager
     def _editing(self) -> Iterator[dict[str, Any]]:
@@ -84,10 +104,26 @@ class Registry:
         known = ", ".join(e["version"] for e in self.versions(name)) or "none"
         raise ForgeError(f"model '{name}' has no registered version '{version}' (registered: {known})")
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Every deploy and rollback of `name`, oldest first."""
+        return self.load()["models"].get(name, {}).get("events", [])
+
+    def deployed(self, name: str) -> list[str]:
+        """The stack of deployed versions, oldest first: a deploy pushes, a rollback pops (and
+        the version it names is on top then: rolled back to a version never deployed here, it
+        replaces the top)."""
+        stack: list[str] = []
+        for event in self.events(name):
+            if event["action"] == "rollback":
+                stack = stack[:-1]
+            if stack[-1:] != [event["version"]]:
+                stack.append(event["version"])
+        return stack
+
     def serving(self, name: str) -> str | None:
         """The version the last deploy or rollback made the default, if any."""
-        events = self.load()["models"].get(name, {}).get("events", [])
-        return events[-1]["version"] if events else None
+        stack = self.deployed(name)
+        return stack[-1] if stack else None
 
     def record(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         """Add (or replace) a version: re-packaging the same version updates its entry."""
@@ -99,11 +135,44 @@ class Registry:
         return entry
 
     def record_event(self, name: str, version: str, action: str, **details: Any) -> None:
-        """Log a deploy or rollback: the registry traces which version served when."""
+        """Log a deploy or rollback, with who ran it where: the registry traces which version
+        served when."""
         self.version(name, version)
+        event = {"version": version, "action": action, "at": _now(), **details}
+        event |= {"user": _user(), "host": socket.gethostname()}
         with self._editing() as registry:
-            events = registry["models"][name]["events"]
-            events.append({"version": version, "action": action, "at": _now(), **details})
+            registry["models"][name]["events"].append(event)
+
+
+def registry_problem(registry: Any) -> str | None:
+    """What makes `registry` unusable, else None."""
+    if not isinstance(registry, dict) or registry.get("format") != FORMAT:
+        return f'expected an object with "format": "{FORMAT}"'
+    if not isinstance(registry.get("models"), dict):
+        return '"models" is not an object'
+    for name, model in registry["models"].items():
+        if not isinstance(model, dict):
+            return f"model {name!r} is not an object"
+        for key, required in (("versions", ("version",)), ("events", ("version", "action"))):
+            entries = model.get(key)
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                return f"{name}.{key} is not a list of objects"
+            for position, entry in enumerate(entries):
+                missing = [field for field in required if not isinstance(entry.get(field), str)]
+                if missing:
+                    return f"{name}.{key}[{position}] has no {missing[0]!r}"
+        actions = [event["action"] for event in model["events"]]
+        unknown = sorted(set(actions) - set(ACTIONS))
+        if unknown:
+            return f"{name}.events has an unknown action {unknown[0]!r} (known: {', '.join(ACTIONS)})"
+    return None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER, e.g. in a bare container
+        return str(os.getuid())
 
 
 def _now() -> str:

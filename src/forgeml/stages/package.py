@@ -7,13 +7,18 @@ Its version is `serve.version`, or else the model's hash (weights + preprocessin
 retrained on new data is a new version and an identical one is not.
 
 Every package is recorded in the model registry beside the archives (version, config hash, data
-hash, test metrics from reports/metrics.json, archive sha256), with a copy of the archive.
+hash, test metrics from reports/metrics.json, archive sha256), with a copy of the archive. The
+archive is built in a private directory, hashed and copied from there, recorded, and only then
+renamed into place: a parallel `forgeml package` cannot swap it in between, and a registry that
+cannot be read stops the stage before anything is written.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +40,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     manifest = read_json(manifest_path)
     name = cfg.serve.model_name
     version = cfg.serve.version or manifest.get("model_hash") or manifest["config_hash"]
-    archive = build_archive(
-        cfg.paths.models_dir, cfg.serve.model_store, name, version, cfg.serve, monitor=cfg.monitor
-    )
-    registry = Registry(cfg.serve.model_store)
-    with atomic_path(registry.archive_copy(name, version)) as tmp:
-        shutil.copyfile(archive, tmp)
-    entry = registry.record(
-        name,
-        {
-            "version": version,
-            "config_hash": manifest["config_hash"],
-            "data_hash": data_hash(cfg.paths.processed_dir),
-            "metrics": test_metrics(Path(cfg.paths.reports_dir), manifest["config_hash"]),
-            "archive": str(archive),
-            "sha256": sha256_of(archive),
-        },
-    )
-    return {"archive": str(archive), "model": name, **entry}
+    store = Path(cfg.serve.model_store)
+    registry = Registry(store)
+    registry.load()  # a damaged registry stops here, before the archive is touched
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build.", dir=store) as work:
+        built = build_archive(cfg.paths.models_dir, work, name, version, cfg.serve, monitor=cfg.monitor)
+        with atomic_path(registry.archive_copy(name, version)) as tmp:
+            shutil.copyfile(built, tmp)
+        entry = registry.record(
+            name,
+            {
+                "version": version,
+                "config_hash": manifest["config_hash"],
+                "data_hash": data_hash(cfg.paths.processed_dir),
+                "metrics": test_metrics(Path(cfg.paths.reports_dir), manifest["config_hash"]),
+                "archive": str(store / f"{name}.mar"),
+                "sha256": sha256_of(built),
+            },
+        )
+        os.replace(built, store / f"{name}.mar")
+    return {"archive": str(store / f"{name}.mar"), "model": name, **entry}
 
 
 def test_metrics(reports: Path, config_hash: str) -> dict[str, float]:
     """The model's test metrics, if `evaluate` measured this very model (else none: the gate
-    then refuses any threshold as not measured)."""
+    then refuses it until it is evaluated)."""
     evaluation = reports / EVALUATION
     if not evaluation.is_file() or read_json(evaluation).get("config_hash") != config_hash:
         log.warning("no evaluation of this model in %s: run `forgeml evaluate` first", reports)

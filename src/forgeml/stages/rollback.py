@@ -1,7 +1,8 @@
-"""rollback: make the version that was the default before the last deploy the default again.
+"""rollback: make the version deployed before the current one the default again.
 
-A version the server no longer holds (after a restart) is registered again from the registry's
-copy of its archive. The rollback is recorded in the registry.
+What was deployed comes from the registry's events, so a rollback works the same after a
+restart; a version the server no longer holds is registered again from the registry's copy of
+its archive. The rollback is recorded in the registry.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
+from forgeml.serving import deployments
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    registry = Registry(cfg.serve.model_store)
+    registry.load()  # a damaged registry stops here, before the server is touched
     server = TorchServe(cfg.serve)
     if server.pid() is None:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
-    registry = Registry(cfg.serve.model_store)
-    name = cfg.serve.model_name
-    rolled_back = server.rollback(name, registry)
-    registry.record_event(name, rolled_back["default_version"], "rollback")
-    return rolled_back
+    return deployments.rollback(server, registry, cfg.serve.model_name)

@@ -4,9 +4,11 @@
     forgeml serve status          # JSON: URLs, models, versions, worker states, key file
     forgeml serve stop            # stops TorchServe and every worker it started
 
-`start` writes config.properties from the `serve` config into `serve.runtime_dir` and returns
-once every worker of every model is READY; it fails with a clear message when Java is missing,
-a port is taken or a worker keeps dying. Clients send `Authorization: Bearer <key>` with the
+`start` serves, for every model of the registry, the version it says was deployed last (none
+if never deployed: `forgeml deploy` then registers one); it writes config.properties from the
+`serve` config into `serve.runtime_dir` and returns once every worker of every model is READY;
+it fails with a clear message when Java is missing, a port is taken or a worker keeps dying.
+With `serve.tls=true` every endpoint answers HTTPS only. Clients send `Authorization: Bearer <key>` with the
 keys in the key file (`inference` for predictions, `management` for the management API).
 """
 
@@ -16,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.serving.deployments import serving_archives
+from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
 ACTIONS = ("start", "stop", "status")
@@ -23,8 +27,9 @@ ACTIONS = ("start", "stop", "status")
 
 def start(cfg: DictConfig) -> dict[str, Any]:
     # the workers write the sampled requests to monitor.log_dir (the archive sets the rate)
+    archives = serving_archives(Registry(cfg.serve.model_store))
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
-    server.start()
+    server.start(archives)
     return server.status()
 
 

@@ -1,0 +1,84 @@
+"""Deployments over the registry: what a server loads at start, deploy and rollback.
+
+The registry's events are the one record of what serves (registry.py): `serve start` loads the
+version on top of its deployed stack for every model (none if never deployed), deploy pushes a
+version, rollback pops back to the one before. A version is always served from the registry's
+copy of its archive (checked against its sha256), placed in the model store under a plain name
+`<model>.<version>.mar`, the only kind of name the server's allowed_urls and TorchServe's own
+checks accept; so a rebuilt working archive never changes what a restart serves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from forgeml.errors import ForgeError
+from forgeml.io import atomic_path
+from forgeml.serving.registry import Registry, sha256_of
+from forgeml.serving.server import TorchServe
+
+
+def served_archive(registry: Registry, model: str, version: str) -> str:
+    """The plain file name in the model store of `version`'s archive, copied there from the
+    registry's copy after checking it is the archive that was packaged."""
+    entry = registry.version(model, version)
+    source = registry.archive_copy(model, version)
+    if not source.is_file():
+        raise ForgeError(f"{model} {version}: the registry's copy of its archive ({source}) is missing")
+    if sha256_of(source) != entry["sha256"]:
+        raise ForgeError(
+            f"{model} {version}: {source} is not the archive that was packaged (its sha256 differs "
+            "from the registry's); package that version again"
+        )
+    served = registry.path.parent.resolve() / f"{model}.{version}.mar"
+    if not served.is_file() or sha256_of(served) != entry["sha256"]:
+        with atomic_path(served) as tmp:
+            shutil.copyfile(source, tmp)
+    return served.name
+
+
+def serving_archives(registry: Registry) -> dict[str, str]:
+    """Model name -> archive to load at start: the version the registry says serves."""
+    archives = {}
+    for model in registry.load()["models"]:
+        version = registry.serving(model)
+        if version:
+            archives[model] = served_archive(registry, model, version)
+    return archives
+
+
+def make_default(server: TorchServe, registry: Registry, model: str, version: str) -> None:
+    """Register `version` unless the server holds it, wait until READY, make it the default;
+    a version registered here that never gets READY is unregistered again."""
+    held = server.api.holds(model, version)
+    if not held:
+        server.api.register(served_archive(registry, model, version), server.serve.workers)
+    try:
+        server.wait_ready(model, version)
+    except ForgeError:
+        if not held:
+            server.api.unregister(model, version)
+        raise
+    server.api.set_default(model, version)
+
+
+def deploy(server: TorchServe, registry: Registry, model: str, version: str, **gate: Any) -> dict[str, Any]:
+    """Make `version` the default and record the deploy with the gate's numbers (`gate`)."""
+    make_default(server, registry, model, version)
+    registry.record_event(model, version, "deploy", **gate)
+    return {"model": model, **server.api.model_status(model)}
+
+
+def rollback(server: TorchServe, registry: Registry, model: str) -> dict[str, Any]:
+    """Make the version deployed before the current one the default again, and record it."""
+    stack = registry.deployed(model)
+    if len(stack) < 2:
+        raise ForgeError(
+            f"nothing to roll back to: {model} has {len(stack) or 'no'} deployed version(s) in "
+            f"{registry.path} ({', '.join(stack) or 'run `forgeml deploy` first'})"
+        )
+    previous, current = stack[-2:]
+    make_default(server, registry, model, previous)
+    registry.record_event(model, previous, "rollback", replaced=current)
+    return {"model": model, **server.api.model_status(model)}

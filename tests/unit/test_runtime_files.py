@@ -1,0 +1,66 @@
+"""The files a local TorchServe starts with: Java properties escaping, allowed_urls, log4j."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from forgeml.errors import ForgeError
+from forgeml.serving.runtime_files import (
+    LOGGERS,
+    allowed_urls,
+    log4j_config,
+    read_properties,
+    render_properties,
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["file://\\/tmp\\/store/[A-Za-z0-9_.-]+\\.mar", " leading space", "tab\there", "ünï €𝄞", "a=b:c#d"],
+)
+def test_property_values_read_back_unchanged(value):
+    text = render_properties({"key": value})
+    assert text.isascii()
+    assert read_properties(text) == {"key": value}
+
+
+def test_regex_backslashes_are_doubled_for_java():
+    assert "\\\\.mar" in render_properties({"allowed_urls": allowed_urls(Path("/srv/store"))})
+
+
+def test_allowed_urls_admits_only_plain_archive_names_in_the_store():
+    pattern = allowed_urls(Path("/srv/my.store"))
+    assert re.fullmatch(pattern, "file:///srv/my.store/model-1_v2.mar")
+    for url in (
+        "file:///srv/myXstore/model.mar",
+        "file:///srv/my.store/%2e%2e/etc/passwd.mar",
+        "file:///srv/my.store/../etc/model.mar",
+        "file:///srv/my.store/.versions/m/v1.mar",
+        "file:///srv/my.store/model.mar.zip",
+        "http://example.com/srv/my.store/model.mar",
+    ):
+        assert not re.fullmatch(pattern, url), url
+
+
+def test_every_log_is_size_rotated_and_nothing_goes_to_the_console(tmp_path):
+    root = ElementTree.fromstring(log4j_config(tmp_path, 1000, 2))
+    appenders = root.find("Appenders")
+    assert appenders.find("Console") is None
+    rolling = appenders.findall("RollingFile")
+    assert {a.get("name") for a in rolling} == {name for name, _ in LOGGERS.values()}
+    for appender in rolling:
+        assert appender.find("Policies/SizeBasedTriggeringPolicy").get("size") == "1000"
+        assert appender.find("DefaultRolloverStrategy").get("max") == "2"
+    levels = {logger.get("level") for logger in root.iter("Logger")} | {
+        root.find("Loggers/Root").get("level")
+    }
+    assert "debug" not in levels and "all" not in levels
+
+
+def test_log_rotation_settings_are_checked():
+    with pytest.raises(ForgeError, match=r"serve\.log_max_bytes=0"):
+        log4j_config(Path("/tmp"), 0, 2)
