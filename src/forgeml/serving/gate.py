@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # metrics where smaller is better; everything else (accuracy, f1, auroc, r2) is larger-is-better
 ERROR_METRICS = ("loss", "mae", "mse", "rmse")
@@ -49,6 +50,26 @@ def promotion_gate(
         ]
     reasons = [reason for reason in reasons if reason]
     return GateDecision(passed=not reasons, reasons=reasons)
+
+
+@dataclass
+class Judgement:
+    """The gate's decision on a registered version, and what it was compared with."""
+
+    decision: GateDecision
+    candidate: dict[str, float]
+    serving: str | None
+    baseline: dict[str, float] | None
+
+
+def judge(registry: Any, model: str, version: str, gate: Any) -> Judgement:
+    """The gate on `version` of `model` against the version the registry says serves (if
+    another): what `forgeml gate` reports and `forgeml deploy` enforces."""
+    candidate = registry.version(model, version)["metrics"]
+    serving = registry.serving(model)
+    baseline = registry.version(model, serving)["metrics"] if serving and serving != version else None
+    decision = promotion_gate(candidate, baseline, gate.thresholds, gate.max_regression)
+    return Judgement(decision, candidate, serving, baseline)
 
 
 def _threshold_miss(candidate: Mapping[str, float], metric: str, bound: float) -> str | None:

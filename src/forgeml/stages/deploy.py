@@ -24,7 +24,7 @@ from forgeml.errors import ForgeError
 from forgeml.layout import archive_file
 from forgeml.serving import deployments
 from forgeml.serving.archive import archive_identity
-from forgeml.serving.gate import promotion_gate
+from forgeml.serving.gate import judge
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
@@ -46,10 +46,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def gate(cfg: DictConfig, registry: Registry, model: str, version: str) -> dict[str, Any]:
     """The gate's verdict on `version` against the version serving now, with the numbers it
     compared; raises ForgeError on a refusal unless forced."""
-    candidate = registry.version(model, version)["metrics"]
-    serving = registry.serving(model)
-    baseline = registry.version(model, serving)["metrics"] if serving and serving != version else None
-    decision = promotion_gate(candidate, baseline, cfg.gate.thresholds, cfg.gate.max_regression)
+    judgement = judge(registry, model, version, cfg.gate)
+    decision = judgement.decision
     if not decision.passed:
         if not cfg.gate.force:
             raise ForgeError(f"{model} {version}: {decision.summary()} (--force deploys anyway)")
@@ -57,7 +55,7 @@ def gate(cfg: DictConfig, registry: Registry, model: str, version: str) -> dict[
     return {
         "forced": not decision.passed,
         "gate": decision.summary(),
-        "metrics": candidate,
-        "replaced": serving,
-        "replaced_metrics": baseline,
+        "metrics": judgement.candidate,
+        "replaced": judgement.serving,
+        "replaced_metrics": judgement.baseline,
     }

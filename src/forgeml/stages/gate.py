@@ -14,25 +14,22 @@ from typing import Any
 from omegaconf import DictConfig
 
 from forgeml.layout import archive_file
-from forgeml.serving.gate import promotion_gate
+from forgeml.serving.archive import archive_identity
+from forgeml.serving.gate import judge
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import archive_identity
 
 EXIT_REFUSED = 1
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     model, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))
-    registry = Registry(cfg.serve.model_store)
-    serving = registry.serving(model)
-    baseline = registry.version(model, serving)["metrics"] if serving and serving != version else None
-    candidate = registry.version(model, version)["metrics"]
-    decision = promotion_gate(candidate, baseline, cfg.gate.thresholds, cfg.gate.max_regression)
+    judgement = judge(Registry(cfg.serve.model_store), model, version, cfg.gate)
+    decision = judgement.decision
     passed = decision.passed or cfg.gate.force
     return {
         "model": model,
         "version": version,
-        "baseline": serving if baseline is not None else None,
+        "baseline": judgement.serving if judgement.baseline is not None else None,
         "passed": passed,
         "forced": passed and not decision.passed,
         "summary": decision.summary(),

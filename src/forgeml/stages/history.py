@@ -21,4 +21,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ]
     events.sort(key=lambda event: event["at"])
     return {"registry": str(registry.path), "events": events}
-
