@@ -192,7 +192,7 @@ def test_range_checks_name_the_key_for_every_stage_that_uses_the_group(make_conf
     with pytest.raises(ForgeError, match=r"^monitor.log_backups=-1 must be at least 0$"):
         check_ranges("monitor", cfg.monitor)
     with pytest.raises(ForgeError, match=r"monitor.sample_rate=2.0 must lie between 0 and 1"):
-        inference_log_settings(make_config("monitor.sample_rate=2").monitor)
+        inference_log_settings(make_config("monitor.sample_rate=2").monitor, [])
     check_ranges("monitor", make_config().monitor)
 
 
