@@ -336,9 +336,11 @@ def statistics_png(statistics: pd.DataFrame, table: pd.DataFrame, labels: list[s
         scaled = values / np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
     image = axes.imshow(scaled, aspect="auto", cmap="Reds", vmin=0.0, vmax=1.0, interpolation="nearest")
     for row, column in zip(*np.nonzero(drifted.to_numpy()), strict=True):
-        axes.text(column, row, "x", ha="center", va="center", fontsize=7)
+        colour = "white" if scaled[row, column] > 0.6 else "black"
+        axes.text(column, row, "x", ha="center", va="center", fontsize=8, color=colour)
     axes.set_yticks(range(len(grid)), grid.index, fontsize=7)
-    figure.colorbar(image, ax=axes, label="statistic / feature max")
+    axes.set_title("x: drifted", fontsize=8, loc="left")
+    figure.colorbar(image, ax=axes, label="relative statistic")
     return png(figure, axes, labels)
 
 
@@ -376,12 +378,15 @@ def performance_png(table: pd.DataFrame, labels: list[str], evaluation: dict[str
 
 
 def volume_png(table: pd.DataFrame, labels: list[str]) -> bytes:
+    """Logged records as bars; rejected requests (far fewer) as a line on their own axis."""
     figure, axes = new_axes()
     positions = np.arange(len(table))
-    axes.bar(positions - 0.2, table["rows"].astype(float), width=0.4, label="logged records")
-    axes.bar(positions + 0.2, table["rejected"].astype(float), width=0.4, label="rejected requests")
-    axes.set_ylabel("count")
-    axes.legend(loc="upper left", fontsize=8)
+    axes.bar(positions, table["rows"].astype(float), width=0.6, label="logged records")
+    axes.set_ylabel("logged records")
+    rejections = axes.twinx()
+    rejections.plot(positions, table["rejected"].astype(float), color="#cf222e", marker="o")
+    rejections.set_ylabel("rejected requests", color="#cf222e")
+    rejections.set_ylim(bottom=0)
     return png(figure, axes, labels)
 
 
