@@ -22,8 +22,8 @@ the model's predictions and calibration as `evaluate` leaves them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,9 +60,11 @@ def make_data(
 
 
 def timed(function: Callable[[], dict[str, float]]) -> tuple[float, dict[str, float]]:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return time.perf_counter() - start, result
+    seconds = time.perf_counter() - start
+    print(f"  ({seconds:.2f} s wall, {time.process_time() - cpu:.2f} s CPU in this process)")
+    return seconds, result
 
 
 def forgeml_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
@@ -130,46 +132,43 @@ def write_log(log_dir: Path, current: pd.DataFrame) -> None:
     rows as one Parquet table, log_dir/../current.parquet."""
     probability, labels = scored(current)
     stamp = pd.Timestamp.now(tz="UTC") - pd.to_timedelta(np.linspace(3600, 1, len(current)), unit="s")
-    table = pa.table(
+    ids = [f"{i:032x}" for i in range(len(current))]
+    records = pd.DataFrame(
         {
-            "ts": pa.array(stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
-            "model": pa.array(["bench"] * len(current)),
-            "version": pa.array(["1"] * len(current)),
-            "latency_ms": pa.array(np.full(len(current), 2.5)),
-            "id": pa.array([f"{i:032x}" for i in range(len(current))]),
-            "input": pa.StructArray.from_arrays(
-                [pa.array(current[name].to_numpy()) for name in current], list(current.columns)
-            ),
-            "prediction": pa.array(labels),
-            "probabilities": pa.StructArray.from_arrays(
-                [pa.array(1 - probability), pa.array(probability)], LABELS
-            ),
+            "ts": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "model": "bench",
+            "version": "1",
+            "latency_ms": 2.5,
+            "id": ids,
+            "input": current.to_dict("records"),
+            "prediction": labels,
+            "probabilities": [{"no": 1 - p, "yes": p} for p in probability.tolist()],
         }
     )
     log_dir.mkdir()
     half = len(current) // 2
-    for worker, part in ((101, table.slice(0, half)), (202, table.slice(half))):
-        with open(log_dir / f"worker-{worker}.jsonl", "w", encoding="utf-8") as file:
-            for row in part.to_pylist():
-                file.write(json.dumps(row, separators=(",", ":")) + "\n")
-    frame = current.assign(
-        ts=stamp, model="bench", id=table.column("id").to_numpy(zero_copy_only=False), prediction=labels
-    )
+    for worker, part in ((101, records.iloc[:half]), (202, records.iloc[half:])):
+        part.to_json(log_dir / f"worker-{worker}.jsonl", orient="records", lines=True, double_precision=15)
+    frame = current.assign(ts=stamp, model="bench", id=ids, prediction=labels)
     frame = frame.assign(**{"probabilities.no": 1 - probability, "probabilities.yes": probability})
     frame.to_parquet(log_dir.parent / "current.parquet")
 
 
-def cli_seconds(root: Path, *overrides: str) -> tuple[float, int]:
-    """Wall time of `forgeml monitor` in a new process, and its exit code."""
+def cli_seconds(root: Path, *overrides: str) -> tuple[float, float, int]:
+    """Wall time of `forgeml monitor` in a new process, its CPU time (user + system, all its
+    threads: what a loaded machine does not inflate as much), and its exit code."""
     paths = [f"paths.{key}={root / value}" for key, value in PATHS.items()]
     command = [sys.executable, "-m", "forgeml.cli", "monitor", *paths, "monitor.wandb=false", *overrides]
     environment = {**os.environ, "FORGEML_CONFIG_DIR": str(Path(__file__).resolve().parents[1] / "conf")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode not in (0, 3):
         raise SystemExit(f"forgeml monitor failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return seconds, result.returncode
+    return seconds, cpu, result.returncode
 
 
 PATHS = {
@@ -192,8 +191,8 @@ def run_cli(reference: pd.DataFrame, current: pd.DataFrame) -> None:
             ("inference log (JSONL)", f"monitor.log_dir={root / 'log'}"),
             ("Parquet table", f"monitor.current={root / 'current.parquet'}"),
         ):
-            seconds, code = cli_seconds(root, source)
-            print(f"  {label}: {seconds:.2f} s (exit {code})")
+            seconds, cpu, code = cli_seconds(root, source)
+            print(f"  {label}: {seconds:.2f} s wall, {cpu:.2f} s CPU (exit {code})")
 
 
 def main() -> None:
