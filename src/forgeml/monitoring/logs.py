@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,28 +147,13 @@ def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_window(
-    frame: pd.DataFrame,
-    model_name: str | None = None,
-    last_rows: int | None = None,
-    last_duration: str | None = None,
-    now: datetime | None = None,
+    frame: pd.DataFrame, model_name: str | None = None, last_rows: int | None = None
 ) -> pd.DataFrame:
-    """Records of one model, from the last `last_duration` (e.g. 24h, 7d), at most `last_rows`."""
+    """Records of one model, at most the last `last_rows` (time windows: monitoring.decay)."""
     if model_name is not None:
         if "model" not in frame.columns:
             raise ForgeError("monitor.model_name is set but the current data has no `model` column")
         frame = frame[frame["model"] == model_name]
-    if last_duration is not None:
-        if "ts" not in frame.columns:
-            raise ForgeError("monitor.window_duration is set but the current data has no `ts` column")
-        try:
-            span = pd.Timedelta(last_duration)
-        except ValueError as error:
-            raise ForgeError(
-                f"monitor.window_duration={last_duration!r} is not a duration (e.g. 30min, 24h, 7d)"
-            ) from error
-        start = pd.Timestamp(now or datetime.now(timezone.utc)) - span
-        frame = frame[frame["ts"] >= start]
     if last_rows is not None:
         frame = frame.tail(last_rows)
     return frame.reset_index(drop=True)
