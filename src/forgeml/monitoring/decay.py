@@ -202,8 +202,9 @@ def prediction_drift(
     if not len(current):
         return None
     if reference.task == "classification":
-        prediction_reference = CategoricalReference.from_values(reference.predictions.astype(str))
-        return feature_drift(prediction_reference, current.astype(str), settings)
+        # both sides counted as text (count_categories names categories by str), 1 and "1" alike
+        prediction_reference = CategoricalReference.from_values(reference.predictions)
+        return feature_drift(prediction_reference, current, settings)
     return feature_drift(NumericReference.from_values(reference.predictions), current, settings)
 
 

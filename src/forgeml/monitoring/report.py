@@ -72,7 +72,8 @@ def distribution_png(name: str, kind: str, reference: Any, current: Any) -> byte
         plot_shares(axes, count_categories(reference), count_categories(current))
     axes.set_title(f"{name}: reference vs current")
     axes.legend()
-    figure.tight_layout()
+    # fixed margins: tight_layout would lay every text out twice, and these plots are many
+    figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.3 if kind == "categorical" else 0.14)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
@@ -309,9 +310,14 @@ def new_axes(width: float = 7.0, height: float = 3.0) -> tuple[Any, Any]:
     return figure, figure.subplots()
 
 
-def png(figure: Any, axes: Any, labels: list[str]) -> bytes:
+def png(figure: Any, axes: Any, labels: list[str], fit: bool = False) -> bytes:
+    """The plot over the windows as PNG bytes; `fit`: margins from the text (feature names),
+    else fixed ones, which cost no layout pass."""
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    figure.tight_layout()
+    if fit:
+        figure.tight_layout()
+    else:
+        figure.subplots_adjust(left=0.1, right=0.9, top=0.95, bottom=0.3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     return buffer.getvalue()
@@ -345,7 +351,7 @@ def statistics_png(statistics: pd.DataFrame, table: pd.DataFrame, labels: list[s
     axes.set_yticks(range(len(grid)), grid.index, fontsize=7)
     axes.set_title("x: drifted", fontsize=8, loc="left")
     figure.colorbar(image, ax=axes, label="relative statistic")
-    return png(figure, axes, labels)
+    return png(figure, axes, labels, fit=True)
 
 
 def performance_png(table: pd.DataFrame, labels: list[str], evaluation: dict[str, float]) -> bytes:
