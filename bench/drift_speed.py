@@ -10,20 +10,40 @@ forgeml's time includes summarising the reference. Both run in this process on t
 the largest difference between the two answers is printed as a check. Ends with the line
 `ratio: <naive time / forgeml time>` over both cases.
 
-    python bench/drift_speed.py [--rows 1000000] [--features 32]
+Then `forgeml monitor` end to end, as a user runs it (a new process: Python start-up, Hydra,
+reading, every test, CBPE, the reports; wandb off), on a project whose inference log holds the
+same rows as the handler writes them (JSON Lines: id, inputs, prediction, probabilities) and on
+the same rows as one Parquet table (`monitor.current=`); the reference is 50,000 train rows with
+the model's predictions and calibration as `evaluate` leaves them.
+
+    python bench/drift_speed.py [--rows 1000000] [--features 32] [--no-cli]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
+from forgeml.data.checks import TableSchema
+from forgeml.io import write_json
 from forgeml.monitoring.drift import DriftSettings, NumericReference, dataset_drift
+from forgeml.monitoring.performance import fit_calibration
+from forgeml.monitoring.profile import build_profile
+
+LABELS = ["no", "yes"]
 
 
 def make_data(
@@ -40,9 +60,11 @@ def make_data(
 
 
 def timed(function: Callable[[], dict[str, float]]) -> tuple[float, dict[str, float]]:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return time.perf_counter() - start, result
+    seconds = time.perf_counter() - start
+    print(f"  ({seconds:.2f} s wall, {time.process_time() - cpu:.2f} s CPU in this process)")
+    return seconds, result
 
 
 def forgeml_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
@@ -76,10 +98,108 @@ def run_case(
     return forgeml_seconds, naive_seconds
 
 
+def scored(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in model's probability of "yes" and its labels: a logistic score of f00."""
+    probability = 1.0 / (1.0 + np.exp(-frame["f00"].to_numpy() / frame["f00"].std()))
+    return probability, np.where(probability > 0.5, "yes", "no")
+
+
+def write_project(root: Path, reference: pd.DataFrame, current: pd.DataFrame) -> None:
+    """data/processed, models/model.json and reports/ as prepare/train/evaluate leave them, and
+    the current rows as the handler's inference log and as one Parquet table."""
+    processed, reports = root / "data" / "processed", root / "reports"
+    train = reference.assign(target=scored(reference)[1])
+    processed.mkdir(parents=True)
+    train.to_parquet(processed / "train.parquet")
+    schema = TableSchema({name: "numeric" for name in reference}, "target", "classification")
+    write_json(processed / "reference_profile.json", build_profile(train, schema))
+    write_json(root / "models" / "model.json", {"config_hash": "bench", "model_hash": "bench"})
+    reports.mkdir()
+    predictions = pa.table({"prediction": scored(reference)[1]}).replace_schema_metadata(
+        {"model_hash": "bench"}
+    )
+    pq.write_table(predictions, reports / "reference_predictions.parquet")
+    probability, _ = scored(reference)
+    truth = (np.random.default_rng(1).random(len(reference)) < probability).astype(int)
+    calibration = fit_calibration(np.column_stack([1 - probability, probability]), truth, LABELS)
+    write_json(reports / "calibration.json", {**calibration, "model_hash": "bench"})
+    write_json(reports / "metrics.json", {"test/accuracy": 0.75})
+    write_log(root / "log", current)
+
+
+def write_log(log_dir: Path, current: pd.DataFrame) -> None:
+    """The rows as the serving handler logs them (one file per worker: two workers here); the same
+    rows as one Parquet table, log_dir/../current.parquet."""
+    probability, labels = scored(current)
+    stamp = pd.Timestamp.now(tz="UTC") - pd.to_timedelta(np.linspace(3600, 1, len(current)), unit="s")
+    ids = [f"{i:032x}" for i in range(len(current))]
+    records = pd.DataFrame(
+        {
+            "ts": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "model": "bench",
+            "version": "1",
+            "latency_ms": 2.5,
+            "id": ids,
+            "input": current.to_dict("records"),
+            "prediction": labels,
+            "probabilities": [{"no": 1 - p, "yes": p} for p in probability.tolist()],
+        }
+    )
+    log_dir.mkdir()
+    half = len(current) // 2
+    for worker, part in ((101, records.iloc[:half]), (202, records.iloc[half:])):
+        part.to_json(log_dir / f"worker-{worker}.jsonl", orient="records", lines=True, double_precision=15)
+    frame = current.assign(ts=stamp, model="bench", id=ids, prediction=labels)
+    frame = frame.assign(**{"probabilities.no": 1 - probability, "probabilities.yes": probability})
+    frame.to_parquet(log_dir.parent / "current.parquet")
+
+
+def cli_seconds(root: Path, *overrides: str) -> tuple[float, float, int]:
+    """Wall time of `forgeml monitor` in a new process, its CPU time (user + system, all its
+    threads: what a loaded machine does not inflate as much), and its exit code."""
+    paths = [f"paths.{key}={root / value}" for key, value in PATHS.items()]
+    command = [sys.executable, "-m", "forgeml.cli", "monitor", *paths, "monitor.wandb=false", *overrides]
+    environment = {**os.environ, "FORGEML_CONFIG_DIR": str(Path(__file__).resolve().parents[1] / "conf")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if result.returncode not in (0, 3):
+        raise SystemExit(f"forgeml monitor failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return seconds, cpu, result.returncode
+
+
+PATHS = {
+    "data_dir": "data",
+    "models_dir": "models",
+    "reports_dir": "reports",
+    "log_dir": "logs",
+}
+
+
+def run_cli(reference: pd.DataFrame, current: pd.DataFrame) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        started = time.perf_counter()
+        write_project(root, reference, current)
+        rows, features = current.shape
+        print(f"forgeml monitor, end to end: {rows:,} logged rows x {features} features")
+        print(f"  (project and log written in {time.perf_counter() - started:.0f} s)")
+        for label, source in (
+            ("inference log (JSONL)", f"monitor.log_dir={root / 'log'}"),
+            ("Parquet table", f"monitor.current={root / 'current.parquet'}"),
+        ):
+            seconds, cpu, code = cli_seconds(root, source)
+            print(f"  {label}: {seconds:.2f} s wall, {cpu:.2f} s CPU (exit {code})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end `forgeml monitor` runs")
     args = parser.parse_args()
     large_reference, current = make_data(args.rows, args.features, reference_rows=50_000)
     small_reference = large_reference.head(1_000)
@@ -90,6 +210,8 @@ def main() -> None:
     total_ours, total_naive = ours_large + ours_small, naive_large + naive_small
     print(f"total: forgeml {total_ours:.2f} s, naive {total_naive:.2f} s")
     print(f"ratio: {total_naive / total_ours:.2f}")
+    if not args.no_cli:
+        run_cli(large_reference, current)
 
 
 if __name__ == "__main__":

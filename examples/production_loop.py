@@ -2,6 +2,7 @@
 
     train v1 -> deploy -> in-distribution traffic -> `forgeml monitor`: no drift
     -> shifted traffic -> drift on exactly the shifted features
+    -> the labels arrive -> measured and estimated accuracy next to drift, per time window
     -> retrain on the new data (`dvc repro` with new raw data) -> gate -> deploy v2 -> rollback
 
 Run it with `python examples/production_loop.py [--workdir DIR]` (`make demo` does). It creates
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -163,7 +166,9 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
         echo(f"   serving {MODEL} version {summary['v1']}")
 
         echo(f"\n== 3. in-distribution traffic: {len(features)} rows")
+        traffic_start = time.time()
         answers = space.predict(features)
+        served = answers
         accuracy = np.mean([a["label"] == t for a, t in zip(answers, recent["target"], strict=True)])
         echo(f"   {len(answers)} answers, accuracy {accuracy:.3f}; the first two:")
         for answer in answers[:2]:
@@ -178,12 +183,36 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
         echo(f"   exit {code}: {report['monitor']['message']}")
 
         echo(f"\n== 5. shifted traffic: {len(SHIFTED)} features scaled and moved")
-        space.predict(shifted.drop(columns=["target"]))
+        shifted_start = time.time()
+        served = served + space.predict(shifted.drop(columns=["target"]))
         code, report = space.forgeml("monitor", f"monitor.window_rows={len(shifted)}", ok=(0, 3, 4))
         summary["shifted"] = {"exit_code": code, **report["monitor"]}
         echo(f"   exit {code}: {report['monitor']['message']}")
         echo(f"   drifted: {report['monitor']['drifted_features']}")
         echo(f"   report: {workdir / 'reports/drift.html'}")
+
+        echo("\n== 5b. the labels arrive (joined by the answers' ids): accuracy per time window")
+        truth = [*recent["target"], *shifted["target"]]
+        labels = pd.DataFrame({"id": [answer["id"] for answer in served], "label": truth})
+        labels.to_csv(workdir / "labels.csv", index=False)
+        # windows as long as the time since the shifted traffic began: it fills the last one,
+        # today's traffic the earlier ones (seconds here stand for the days of a real service)
+        span = int(time.time() - shifted_start) + 1
+        count = max(2, math.ceil((time.time() - traffic_start) / span))
+        code, report = space.forgeml(
+            "monitor", "monitor.labels=labels.csv", f"monitor.window_duration={span}s",
+            f"monitor.windows={count}", ok=(0, 3, 4),
+        )  # fmt: skip
+        summary["over_time"] = json.loads((workdir / "reports/monitoring.json").read_text())["windows"]
+        for result in summary["over_time"]:
+            estimated, measured = result["estimated"] or {}, (result["measured"] or {}).get("metrics") or {}
+            echo(
+                f"   {result['window']['end']}: {result['rows']['current']} rows, share drifted "
+                f"{result['share_drifted']}, accuracy estimated {estimated.get('accuracy')}, "
+                f"measured {measured.get('accuracy')}"
+            )
+        echo(f"   exit {code}: {report['monitor']['message']}")
+        echo(f"   report: {workdir / 'reports/monitoring.html'}")
 
         echo("\n== 6. retrain on the new data: append the labelled new rows, dvc repro")
         pd.concat([v1_rows, shifted], ignore_index=True).to_csv(workdir / RAW, index=False)

@@ -228,19 +228,33 @@ class MonitorConfig:
     redact: list[str] = field(default_factory=list)
     hash: list[str] = field(default_factory=list)
     # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
-    # one model's records and to the last rows or the last duration (e.g. 24h, 7d)
+    # one model's records and the last rows; cut into `windows` windows of window_duration
+    # (e.g. 24h, 1d), the last ending now; the last window gives the verdict
     current: str | None = None
     model_name: str | None = None
     window_rows: int | None = None
     window_duration: str | None = None
+    windows: int = 1
+    # delayed labels: a CSV/Parquet file with columns id,label, joined to the log by request id
+    labels: str | None = None
+    # retrain when a measured score (accuracy, f1_macro, r2) fell more than this below the
+    # evaluation's, or the estimated (CBPE) accuracy fell below min_estimated_accuracy
+    max_metric_drop: float | None = 0.05
+    min_estimated_accuracy: float | None = None
     # tests: `auto` picks by column type and reference size (at most small_reference_rows: tests
     # with p-values, drift when p < p_value; larger: distances, drift when >= distance_threshold)
     numeric_method: DriftMethod = DriftMethod.auto
     categorical_method: DriftMethod = DriftMethod.auto
     small_reference_rows: int = 1000
+    # a numeric column with at most this many distinct values is tested as categorical
+    categorical_max_distinct: int = 5
     p_value: float = 0.05
     distance_threshold: float = 0.1
     psi_threshold: float = 0.1
+    # missing values: drift when their share moved by at least this (and p < p_value)
+    missing_share_threshold: float = 0.05
+    # per column: {name: {method: <a DriftMethod>, threshold: <number>}}, checked by `monitor`
+    columns: dict[str, Any] = open_mapping(Any)
     share_threshold: float = 0.5
     min_samples: int = 100
     wandb: bool = True
@@ -256,11 +270,14 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "sample_rate": SHARE,
         "p_value": SHARE,
         "share_threshold": SHARE,
+        "missing_share_threshold": SHARE,
         "distance_threshold": POSITIVE,
         "psi_threshold": POSITIVE,
         "min_samples": POSITIVE,
         "log_max_bytes": POSITIVE,
         "log_backups": NON_NEGATIVE,
+        "windows": POSITIVE,
+        "categorical_max_distinct": NON_NEGATIVE,
     },
 }
 

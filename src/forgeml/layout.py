@@ -2,9 +2,10 @@
 
     prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json
     train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json (+ checkpoints/)
-    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json, plots/, figures/
+    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json, plots/, figures/,
+                reference_predictions.parquet, calibration.json (what monitor compares with)
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
-    monitor  -> <paths.reports_dir>/drift.json, drift.html
+    monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html, monitoring/
 
 The directories come from the config; the names inside them are fixed here. Stages import these
 names instead of spelling paths, and a test holds `stage_outputs` equal to dvc.yaml's outs.
@@ -26,6 +27,12 @@ PLOTS = "plots"
 FIGURES = "figures"
 DRIFT_REPORT = "drift.json"
 DRIFT_PAGE = "drift.html"
+REFERENCE_PREDICTIONS = "reference_predictions.parquet"
+CALIBRATION = "calibration.json"
+MONITORING_REPORT = "monitoring.json"
+MONITORING_PAGE = "monitoring.html"
+# per-window tables for `dvc plots`
+MONITORING_TABLES = "monitoring"
 
 
 def split_file(processed_dir: str | Path, split: str) -> Path:
@@ -42,7 +49,20 @@ def stage_outputs(cfg: Any) -> dict[str, list[Path]]:
     return {
         "prepare": [Path(cfg.paths.processed_dir)],
         "train": [Path(cfg.paths.models_dir)],
-        "evaluate": [reports / METRICS, reports / EVALUATION, reports / PLOTS, reports / FIGURES],
+        "evaluate": [
+            reports / METRICS,
+            reports / EVALUATION,
+            reports / REFERENCE_PREDICTIONS,
+            reports / CALIBRATION,
+            reports / PLOTS,
+            reports / FIGURES,
+        ],
         "package": [archive_file(cfg.serve.model_store, cfg.serve.model_name)],
-        "monitor": [reports / DRIFT_REPORT, reports / DRIFT_PAGE],
+        "monitor": [
+            reports / DRIFT_REPORT,
+            reports / DRIFT_PAGE,
+            reports / MONITORING_REPORT,
+            reports / MONITORING_PAGE,
+            reports / MONITORING_TABLES,
+        ],
     }

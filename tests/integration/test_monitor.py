@@ -4,7 +4,9 @@ written here in the serving handler's format; the CLI's exit codes; the DVC stag
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +28,8 @@ SHIFTED = ["mean radius", "mean texture", "worst smoothness", "area error", "mea
 def project(trained_project: DictConfig, tmp_path: Path) -> DictConfig:
     """The trained project with this test's own reports, logs and inference log directories."""
     cfg = trained_project.copy()
+    # evaluate's reports (metrics, reference predictions, calibration) are the monitor's inputs
+    shutil.copytree(trained_project.paths.reports_dir, tmp_path / "reports")
     cfg.paths.reports_dir = str(tmp_path / "reports")
     cfg.paths.log_dir = str(tmp_path / "logs")
     cfg.monitor.log_dir = str(tmp_path / "inference-log")
@@ -43,27 +47,35 @@ def traffic(cfg: DictConfig, shifted: list[str] = ()) -> pd.DataFrame:
     return rows
 
 
-def write_inference_log(cfg: DictConfig, rows: pd.DataFrame) -> None:
-    """Two workers' files (one rotated), records as the serving handler writes them."""
+def write_inference_log(cfg: DictConfig, rows: pd.DataFrame, stamps: list[str] | None = None) -> list[str]:
+    """Two workers' files (one rotated), records as the serving handler writes them; their ids."""
     artifact = ModelArtifact.load(cfg.paths.models_dir)
-    labels = np.asarray(artifact.spec["labels"])[artifact.predict(rows).argmax(axis=1)]
-    now = datetime.now(timezone.utc).isoformat()
+    outputs = artifact.predict(rows)
+    names = [str(label) for label in artifact.spec["labels"]]
+    labels = np.asarray(names)[outputs.argmax(axis=1)]
+    stamps = stamps or [datetime.now(timezone.utc).isoformat()] * len(rows)
+    ids = [f"r{i}" for i in range(len(rows))]
     records = [
         {
-            "ts": now,
+            "ts": ts,
             "model": "breast_cancer",
             "version": "1",
             "latency_ms": 2.0,
+            "id": request_id,
             "input": inputs,
             "prediction": label,
+            "probabilities": dict(zip(names, probabilities, strict=True)),
         }
-        for inputs, label in zip(rows.to_dict("records"), labels.tolist(), strict=True)
+        for ts, request_id, inputs, label, probabilities in zip(
+            stamps, ids, rows.to_dict("records"), labels.tolist(), outputs.tolist(), strict=True
+        )
     ]
     log_dir = Path(cfg.monitor.log_dir)
     log_dir.mkdir(parents=True)
     for index, name in enumerate(["worker-101.1.jsonl", "worker-101.jsonl", "worker-202.jsonl"]):
         lines = [json.dumps(record) + "\n" for record in records[index::3]]
         (log_dir / name).write_text("".join(lines))
+    return ids
 
 
 def test_in_distribution_traffic_is_no_drift(project):
@@ -127,3 +139,103 @@ def test_cli_exits_with_the_verdict_and_the_dvc_stage_accepts_it(project, tmp_pa
     dvc_stage = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
     assert dvc_stage.returncode == 0, dvc_stage.stderr
     assert json.loads((Path(project.paths.reports_dir) / "drift.json").read_text())["exit_code"] == 4
+
+
+def labelled_traffic(cfg: DictConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every prepared row without its target, and the target as text."""
+    processed = Path(cfg.paths.processed_dir)
+    rows = pd.concat([pd.read_parquet(processed / f"{split}.parquet") for split in ("train", "val", "test")])
+    rows = rows.reset_index(drop=True)
+    return rows.drop(columns=cfg.data.target), rows[cfg.data.target].astype(str).to_numpy()
+
+
+def three_days(rows: int) -> list[str]:
+    """Stamps spread over the last three days, oldest first, one window (day) each third."""
+    now = datetime.now(timezone.utc)
+    return [(now - pd.Timedelta(hours=70 - 69 * i / rows)).isoformat() for i in range(rows)]
+
+
+def test_labels_join_by_id_and_each_window_measures_as_a_direct_computation(project, tmp_path):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rows, actual = labelled_traffic(project)
+    stamps = three_days(len(rows))
+    ids = write_inference_log(project, rows, stamps)
+    labelled = np.arange(len(rows)) % 5 != 0  # a fifth of the labels has not arrived yet
+    pd.DataFrame({"id": np.asarray(ids)[labelled], "label": actual[labelled]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    project.monitor.labels = str(tmp_path / "labels.csv")
+    project.monitor.window_duration = "1d"
+    project.monitor.windows = 3
+    project.monitor.min_samples = 50
+    project.monitor.max_metric_drop = 0.5
+    result = monitor.run(project)
+    assert result["windows"] == 3 and result["exit_code"] == 0
+    report = json.loads((Path(project.paths.reports_dir) / "monitoring.json").read_text())
+    log = pd.read_json(Path(project.monitor.log_dir) / "worker-202.jsonl", lines=True)
+    assert len(log) and len(report["windows"]) == 3
+    predicted = ModelArtifact.load(project.paths.models_dir).predict(rows).argmax(axis=1)
+    names = np.asarray([str(label) for label in ModelArtifact.load(project.paths.models_dir).spec["labels"]])
+    ts = pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601")
+    evaluation = json.loads((Path(project.paths.reports_dir) / "metrics.json").read_text())
+    for window in report["windows"]:
+        start, end = pd.Timestamp(window["window"]["start"]), pd.Timestamp(window["window"]["end"])
+        inside = ((ts >= start) & (ts < end)).to_numpy()
+        chosen = inside & labelled
+        assert window["rows"]["current"] == inside.sum() > 100
+        measured = window["measured"]
+        assert measured["labelled_rows"] == chosen.sum()
+        expected_accuracy = accuracy_score(actual[chosen], names[predicted[chosen]])
+        assert measured["metrics"]["accuracy"] == pytest.approx(expected_accuracy)
+        assert measured["metrics"]["f1_macro"] == pytest.approx(
+            f1_score(actual[chosen], names[predicted[chosen]], average="macro")
+        )
+        assert measured["drops"]["accuracy"] == pytest.approx(evaluation["test/accuracy"] - expected_accuracy)
+        estimated = window["estimated"]
+        low, high = estimated["accuracy_band"]
+        assert low <= estimated["accuracy"] <= high and 0.8 < estimated["accuracy"] <= 1.0
+    table = pd.read_csv(Path(project.paths.reports_dir) / "monitoring" / "windows.csv")
+    assert table["rows"].tolist() == [w["rows"]["current"] for w in report["windows"]]
+    assert table["measured_accuracy"].tolist() == pytest.approx(
+        [w["measured"]["metrics"]["accuracy"] for w in report["windows"]]
+    )
+    features = pd.read_csv(Path(project.paths.reports_dir) / "monitoring" / "feature_drift.csv")
+    assert len(features) == 3 * 30
+
+
+def test_a_measured_drop_beyond_max_metric_drop_is_a_retrain_verdict_without_drift(project, tmp_path):
+    rows, actual = labelled_traffic(project)
+    ids = write_inference_log(project, rows)
+    names = sorted(set(actual))
+    wrong = np.where(
+        np.arange(len(rows)) % 4 == 0, [names[1] if a == names[0] else names[0] for a in actual], actual
+    )
+    pd.DataFrame({"id": ids, "label": wrong}).to_parquet(tmp_path / "labels.parquet")
+    project.monitor.labels = str(tmp_path / "labels.parquet")
+    project.monitor.max_metric_drop = 0.1
+    result = monitor.run(project)
+    assert result["exit_code"] == 3 and result["verdict"] == "decay"
+    assert result["drifted_features"] == [] and result["prediction_drifted"] is False
+    assert "measured accuracy" in result["message"] and "monitor.max_metric_drop=0.1" in result["message"]
+    project.monitor.max_metric_drop = None
+    assert monitor.run(project)["exit_code"] == 0
+
+
+def test_monitor_process_imports_no_torch(project, tmp_path):
+    """The reference predictions and the calibration come from `evaluate`: no model is loaded."""
+    write_inference_log(project, traffic(project, SHIFTED))
+    params = tmp_path / "params.yaml"
+    params.write_text(OmegaConf.to_yaml(project, resolve=True))
+    code = (
+        "import sys; from forgeml import cli; code = cli.main(['monitor', '--params', sys.argv[1]]);"
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'dvc', 'wandb') if m in sys.modules];"
+        "print('EXIT', code, 'HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(params)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "EXIT 3 HEAVY []" in result.stdout
+    report = json.loads((Path(project.paths.reports_dir) / "drift.json").read_text())
+    assert report["prediction"]["test"] == "chi2" and report["estimated"]["accuracy"] > 0

@@ -1,6 +1,7 @@
 """The production loop of examples/production_loop.py, run for real and checked step by step:
 train v1 -> deploy -> traffic -> no drift -> shifted traffic -> drift on exactly the shifted
-features -> retrain on the new raw data with dvc repro -> gate -> deploy v2 -> rollback."""
+features -> labels: accuracy per window -> retrain on the new raw data with dvc repro -> gate
+-> deploy v2 -> rollback."""
 
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def test_shifted_traffic_drifts_on_exactly_the_shifted_features(loop):
     assert summary["shifted"]["exit_code"] == 3
     assert sorted(summary["shifted"]["drifted_features"]) == sorted(module.SHIFTED)
     assert "mean radius" in (workdir / "reports" / "drift.html").read_text()
+
+
+def test_monitoring_shows_measured_and_estimated_accuracy_next_to_drift_over_windows(loop):
+    _, workdir, summary = loop
+    windows = summary["over_time"]
+    assert len(windows) >= 2
+    traffic = [window for window in windows if window["rows"]["current"]]
+    assert len(traffic) >= 2 and sum(window["rows"]["current"] for window in traffic) == 2 * 228
+    for window in traffic:  # every answered record got its label back through its id
+        assert window["measured"]["labelled_rows"] == window["rows"]["current"]
+    last = windows[-1]
+    assert (
+        last["rows"]["current"] == 228
+        and last["share_drifted"] > 0.3
+        and last["estimated"]["accuracy"] is not None
+    )
+    low, high = last["estimated"]["accuracy_band"]
+    assert 0.0 <= low <= last["estimated"]["accuracy"] <= high <= 1.0
+    page = (workdir / "reports" / "monitoring.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "measured_accuracy" in page
 
 
 def test_a_bad_request_gets_400_naming_the_field(loop):

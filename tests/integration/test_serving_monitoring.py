@@ -90,6 +90,7 @@ def traffic(monitored, trained_project) -> dict[str, Any]:
     return {
         "accepted": accepted,
         "answered": list(zip(accepted, labels, strict=True)),
+        "ids": [p["id"] for _, answer in answers[: len(good)] for p in answer["predictions"]],
         "rejected": {reason: len(bodies) for reason, bodies in bad.items()},
     }
 
@@ -98,12 +99,17 @@ def log_dir(cfg: DictConfig) -> Path:
     return Path(cfg.monitor.log_dir)
 
 
-def logged(cfg: DictConfig) -> list[dict[str, Any]]:
+def log_lines(cfg: DictConfig) -> list[dict[str, Any]]:
     return [
         json.loads(line)
         for path in sorted(log_dir(cfg).glob("*.jsonl"))
         for line in path.read_text(encoding="utf-8").splitlines()
     ]
+
+
+def logged(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The accepted records' lines (a rejected request's line has its reason instead)."""
+    return [line for line in log_lines(cfg) if "rejected" not in line]
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -161,12 +167,16 @@ def test_log_records_carry_the_answered_prediction_and_the_model_version(monitor
         (canonical(record), label) for record, label in traffic["answered"]
     )
     assert {(e["model"], e["version"]) for e in entries} == {(MODEL, version)}
+    assert sorted(e["id"] for e in entries) == sorted(traffic["ids"])  # the answers' request ids
+    assert all(len(e["probabilities"]) == 2 and str(e["prediction"]) in e["probabilities"] for e in entries)
     assert all(isinstance(e["latency_ms"], float) and e["latency_ms"] > 0 for e in entries)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["ts"]) for e in entries)
 
 
 def test_the_monitor_reads_the_log_as_one_table(monitored, traffic):
     frame = read_inference_log(log_dir(monitored))
+    assert frame["rejected"].value_counts().to_dict() == traffic["rejected"]
+    frame = frame[frame["rejected"].isna()]
     assert len(frame) == len(traffic["accepted"])
     assert set(traffic["accepted"][0]) <= set(frame.columns)
     assert set(frame["model"]) == {MODEL}
@@ -174,9 +184,14 @@ def test_the_monitor_reads_the_log_as_one_table(monitored, traffic):
     assert (frame[OUT_OF_RANGE_FEATURE] == OUT_OF_RANGE_VALUE).sum() == OUT_OF_RANGE_REQUESTS
 
 
-def test_rejected_requests_are_neither_logged_nor_counted_as_predictions(monitored, traffic):
+def test_rejected_requests_are_logged_by_reason_without_body_and_not_counted_as_predictions(
+    monitored, traffic
+):
     entries = logged(monitored)
     assert not [e for e in entries if "mean texture" not in e["input"] or e["input"]["mean area"] == "huge"]
+    rejections = [line for line in log_lines(monitored) if "rejected" in line]
+    assert Counter(line["rejected"] for line in rejections) == traffic["rejected"]
+    assert all(set(line) == {"ts", "model", "version", "latency_ms", "rejected"} for line in rejections)
     found = metrics_once_counted(monitored, len(traffic["accepted"]))
     assert sum(value for _, value in found["forgeml_predictions"]) == len(traffic["accepted"])
 
@@ -230,4 +245,5 @@ def test_stopped_workers_leave_every_accepted_record_behind(monitored, traffic):
     assert serve.stop(monitored)["stopped"]
     for pid in processes:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert len(read_inference_log(log_dir(monitored))) == len(traffic["accepted"])
+    rejected = sum(traffic["rejected"].values())
+    assert len(read_inference_log(log_dir(monitored))) == len(traffic["accepted"]) + rejected

@@ -9,18 +9,22 @@ from hydra.errors import ConfigCompositionException
 from scipy import stats
 
 from forgeml.cli import describe_config_error
+from forgeml.data.transform import MISSING_CATEGORY
 from forgeml.errors import ForgeError
 from forgeml.monitoring.drift import (
     CategoricalReference,
+    ColumnTest,
     DriftSettings,
     NumericReference,
     SortedSample,
+    chi2_test,
     dataset_drift,
     feature_drift,
+    feature_references,
     ks_test,
     wasserstein_distance,
 )
-from forgeml.stages.monitor import drift_settings
+from forgeml.stages.monitor import check_columns, drift_settings
 
 
 def numeric_table(rng: np.random.Generator, rows: int, features: int) -> pd.DataFrame:
@@ -94,19 +98,27 @@ def test_dataset_drifts_when_the_share_of_drifted_features_reaches_the_threshold
     assert not dataset_drift(references, current, DriftSettings(share_threshold=0.75))["dataset_drift"]
 
 
-@pytest.mark.parametrize(("reference_rows", "current_rows"), [(300, 120), (800, 5000), (20, 7)])
-def test_ks_matches_scipy_including_ties(reference_rows, current_rows):
+@pytest.mark.parametrize(
+    ("reference_rows", "current_rows"), [(300, 120), (800, 5000), (20, 7), (900, 30_000)]
+)
+def test_ks_matches_scipy_auto_exact_for_small_samples_including_ties(reference_rows, current_rows):
     rng = np.random.default_rng(reference_rows)
     for reference, current in [
         (rng.normal(size=reference_rows), rng.normal(0.2, 1.0, current_rows)),
         (rng.integers(0, 6, reference_rows).astype(float), rng.integers(0, 8, current_rows).astype(float)),
     ]:
-        ours = ks_test(
-            NumericReference.from_values(reference).summary,
-            SortedSample.of(current).on(NumericReference.from_values(reference).grid),
-        )
-        theirs = stats.ks_2samp(reference, current, method="asymp")
+        ours = ks_test(NumericReference.from_values(reference), SortedSample.of(current))
+        theirs = stats.ks_2samp(reference, current, method="auto")
         assert ours == pytest.approx((theirs.statistic, theirs.pvalue), rel=1e-9, abs=1e-12)
+
+
+def test_small_sample_ks_p_values_are_exact_not_asymptotic():
+    rng = np.random.default_rng(11)
+    reference, current = rng.normal(size=400), rng.normal(0.15, 1.0, 300)
+    _, p_value = ks_test(NumericReference.from_values(reference), SortedSample.of(current))
+    exact = stats.ks_2samp(reference, current, method="exact").pvalue
+    asymptotic = stats.ks_2samp(reference, current, method="asymp").pvalue
+    assert p_value == pytest.approx(exact, rel=1e-12) and abs(exact - asymptotic) > 1e-4
 
 
 @pytest.mark.parametrize(("reference_rows", "tolerance"), [(7, 1e-9), (900, 1e-9), (30_000, 1e-3)])
@@ -131,12 +143,32 @@ def test_a_new_category_is_drift():
         assert unchanged["drifted"] is False
 
 
-def test_categorical_reference_from_profile_frequencies_counts_missing_as_a_category():
-    reference = CategoricalReference.from_frequencies({"a": 600, "b": 400})
-    current = np.array(["a"] * 60 + [None] * 60, dtype=object)
+def test_a_jump_in_missing_values_is_its_own_signal_not_distribution_drift():
+    reference = CategoricalReference.from_frequencies({"a": 600, "b": 400, MISSING_CATEGORY: 10})
+    rng = np.random.default_rng(8)
+    present = rng.choice(["a", "b"], 300, p=[0.6, 0.4])
+    current = np.array([*present, *[None] * 100], dtype=object)
     entry = feature_drift(reference, current, DriftSettings(min_samples=10))
-    assert entry["missing"] == 60
-    assert entry["drifted"] is True
+    assert entry["missing"] == 100 and entry["missing_share"] == 0.25
+    assert entry["reference_missing_share"] == pytest.approx(10 / 1010)
+    assert entry["missing_drifted"] is True and entry["drifted"] is False
+    table = [[10, 1000], [100, 300]]
+    assert entry["missing_p_value"] == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue)
+    numeric = NumericReference.from_values(rng.normal(size=800))
+    values = rng.normal(size=400)
+    values[:60] = np.nan
+    entry = feature_drift(numeric, values, DriftSettings())
+    assert entry["missing_drifted"] is True and entry["drifted"] is False
+    assert feature_drift(numeric, values[60:], DriftSettings())["missing_drifted"] is False
+
+
+def test_missing_share_within_the_threshold_is_no_missing_drift():
+    rng = np.random.default_rng(9)
+    reference = NumericReference.from_values(np.where(rng.random(5000) < 0.1, np.nan, rng.normal(size=5000)))
+    values = np.where(rng.random(50_000) < 0.12, np.nan, rng.normal(size=50_000))
+    entry = feature_drift(reference, values, DriftSettings())
+    # significant with 50,000 rows, but a 2-point move is below missing_share_threshold (0.05)
+    assert entry["missing_p_value"] < 0.05 and entry["missing_drifted"] is False
 
 
 def test_too_few_values_give_no_verdict():
@@ -181,3 +213,69 @@ def test_monitor_config_mistakes_are_refused_naming_the_key(make_config):
         make_config("monitor.numeric_method=kolmogorov")
     message = describe_config_error(refused.value)
     assert "monitor.numeric_method" in message and "jensenshannon" in message
+
+
+def test_low_cardinality_numerics_are_tested_as_categorical_with_scipy_chi2():
+    rng = np.random.default_rng(12)
+    train = pd.DataFrame({"flag": rng.choice([0.0, 1.0], 600, p=[0.7, 0.3]), "x": rng.normal(size=600)})
+    profile = {"features": {"flag": {"type": "numeric"}, "x": {"type": "numeric"}}}
+    references = feature_references(profile, train, DriftSettings())
+    assert references["flag"].kind == "categorical" and references["x"].kind == "numeric"
+    current = rng.choice([0, 1], 400, p=[0.6, 0.4])  # ints against floats: the same categories
+    entry = feature_drift(references["flag"], current, DriftSettings())
+    assert entry["test"] == "chi2"
+    table = [np.bincount(train["flag"].astype(int)), np.bincount(current)]
+    expected = stats.chi2_contingency(table, correction=False)
+    assert (entry["statistic"], entry["p_value"]) == pytest.approx((expected.statistic, expected.pvalue))
+    as_numeric = feature_references(profile, train, DriftSettings(categorical_max_distinct=1))
+    assert as_numeric["flag"].kind == "numeric"
+    forced = feature_references(profile, train, DriftSettings(columns={"flag": ColumnTest("ks")}))
+    assert forced["flag"].kind == "numeric"
+
+
+def test_per_column_method_and_threshold_override_the_global_ones():
+    rng = np.random.default_rng(13)
+    reference, current = numeric_table(rng, 600, 3), numeric_table(rng, 500, 3)
+    current["x1"] += 0.3
+    settings = DriftSettings(columns={"x1": ColumnTest("psi", 0.5), "x2": ColumnTest(None, 1e-9)})
+    features = dataset_drift(numeric_references(reference), current, settings)["features"]
+    assert features["x0"]["test"] == "ks" and features["x0"]["threshold"] == 0.05
+    assert features["x1"]["test"] == "psi" and features["x1"]["threshold"] == 0.5
+    assert features["x1"]["statistic"] == features["x1"]["psi"] and features["x1"]["drifted"] is False
+    assert features["x2"]["test"] == "ks" and features["x2"]["threshold"] == 1e-9
+    assert features["x2"]["p_value"] == pytest.approx(stats.ks_2samp(reference["x2"], current["x2"]).pvalue)
+
+
+def test_per_column_settings_come_from_the_config_and_mistakes_name_the_column(make_config, tmp_path):
+    cfg = make_config("monitor.columns.age.method=psi", "monitor.columns.age.threshold=0.3")
+    settings = drift_settings(cfg.monitor)
+    assert settings.columns == {"age": ColumnTest("psi", 0.3)}
+    assert settings.test_for("numeric", 10, "age") == "psi" and settings.threshold_for("psi", "age") == 0.3
+    with pytest.raises(
+        ForgeError, match=r"monitor.columns.age: expected the keys method, threshold; got methd"
+    ):
+        drift_settings(make_config("monitor.columns.age.methd=psi").monitor)
+    with pytest.raises(ForgeError, match=r"monitor.columns.age.method=kolmogorov is not a test; choose auto"):
+        drift_settings(make_config("monitor.columns.age.method=kolmogorov").monitor)
+    references = {"age": NumericReference.from_values(np.arange(10.0))}
+    with pytest.raises(ForgeError, match=r"monitor.columns.agee: no such feature; features: age"):
+        check_columns(DriftSettings(columns={"agee": ColumnTest("psi")}), references)
+    with pytest.raises(ForgeError, match=r"monitor.columns.city.method=ks does not apply"):
+        check_columns(
+            DriftSettings(columns={"city": ColumnTest("ks")}),
+            {"city": CategoricalReference.from_values(["a", "b"])},
+        )
+
+
+def test_two_sample_chi2_keeps_its_nominal_false_alarm_rate_where_goodness_of_fit_does_not():
+    """Why forgeml keeps the two-sample test (Evidently's treats the reference shares as exact)."""
+    shares = [0.4, 0.3, 0.2, 0.1]
+    ours, goodness_of_fit = [], []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        reference, current = rng.multinomial(200, shares), rng.multinomial(2000, shares)
+        ours.append(chi2_test(reference, current)[1] < 0.05)
+        expected = reference / reference.sum() * current.sum()
+        goodness_of_fit.append(stats.chisquare(current, expected).pvalue < 0.05)
+    assert np.mean(ours) < 0.05 + 3 * 0.0126
+    assert np.mean(goodness_of_fit) > 0.15

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from forgeml.errors import ForgeError
+from forgeml.monitoring.decay import time_windows
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
 
 START = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -68,10 +69,11 @@ def test_window_keeps_one_model_the_last_duration_and_the_last_rows(tmp_path):
     frame = read_inference_log(tmp_path)
     now = START + timedelta(hours=9)
     assert select_window(frame, "cancer")["x"].tolist() == [1.0, 3.0, 5.0, 7.0, 9.0]
-    assert select_window(frame, "cancer", last_duration="4h", now=now)["x"].tolist() == [5.0, 7.0, 9.0]
+    [last_four_hours] = time_windows(select_window(frame, "cancer"), "4h", 1, now=now)
+    assert last_four_hours.records["x"].tolist() == [5.0, 7.0, 9.0]
     assert select_window(frame, None, last_rows=2)["x"].tolist() == [8.0, 9.0]
     with pytest.raises(ForgeError, match="window_duration='soon'"):
-        select_window(frame, last_duration="soon")
+        time_windows(frame, "soon", 1)
 
 
 def test_current_data_from_csv_parquet_or_missing_path(tmp_path):

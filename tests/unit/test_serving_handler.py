@@ -146,10 +146,11 @@ def test_bad_request_gets_400_naming_the_problem(handler, model_dir, body, field
 
 
 def test_bad_request_in_batch_fails_alone(handler, model_dir):
-    answers = serve(handler, model_dir, GOOD, {"age": "x", "city": "paris"}, {"instances": [GOOD] * 2})
+    good = {**GOOD, "id": "r1"}
+    answers = serve(handler, model_dir, good, {"age": "x", "city": "paris"}, {"instances": [good] * 2})
     assert [status for status, _ in answers] == [200, 400, 200]
     assert answers[1][1]["field"] == "age"
-    alone = serve(handler, model_dir, GOOD)[0][1]
+    alone = serve(handler, model_dir, good)[0][1]
     assert answers[0][1] == alone
     assert answers[2][1]["predictions"] == alone["predictions"] * 2
 
@@ -277,7 +278,7 @@ def test_accepted_records_are_logged_in_the_format_the_monitor_reads(model_dir, 
     assert [status for status, _ in answers] == [200, 400, 200]
     [path] = (tmp_path / "log").iterdir()
     assert path.name == f"worker-{os.getpid()}.jsonl"
-    lines = log_lines(tmp_path / "log")
+    lines = [line for line in log_lines(tmp_path / "log") if "input" in line]
     assert [line["input"] for line in lines] == [GOOD, GOOD, {"age": None, "city": "tokyo"}]
     assert [line["prediction"] for line in lines] == [
         answers[0][1]["predictions"][0]["label"],
@@ -286,9 +287,44 @@ def test_accepted_records_are_logged_in_the_format_the_monitor_reads(model_dir, 
     assert {(line["model"], line["version"]) for line in lines} == {("tiny", "3")}
     assert all(line["latency_ms"] > 0 and line["ts"].endswith("Z") for line in lines)
     frame = read_inference_log(tmp_path / "log")
-    assert len(frame) == 3
+    assert len(frame) == 4 and frame["rejected"].tolist()[3] == "wrong_type"
     assert frame["age"].tolist()[:2] == [52, 52]
     assert str(frame["ts"].dt.tz) == "UTC"
+
+
+def test_each_record_has_a_request_id_from_the_client_or_new_in_the_answer_and_the_log(
+    model_dir, tmp_path, monkeypatch
+):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch)
+    answers = handle(service, archive, {**GOOD, "id": "abc"}, GOOD, {"instances": [{**GOOD, "id": 7}, GOOD]})
+    predictions = [p for _, answer in answers for p in answer["predictions"]]
+    ids = [p["id"] for p in predictions]
+    assert ids[0] == "abc" and ids[2] == "7"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", ids[i]) for i in (1, 3)) and ids[1] != ids[3]
+    lines = log_lines(tmp_path / "log")
+    assert [line["id"] for line in lines] == ids
+    assert all(line["input"] == GOOD for line in lines)  # the id is not an input
+    assert [line["probabilities"] for line in lines] == [p["probabilities"] for p in predictions]
+    frame = read_inference_log(tmp_path / "log")
+    assert frame["id"].tolist() == ids
+    assert frame["probabilities.yes"].tolist() == pytest.approx(
+        [p["probabilities"]["yes"] for p in predictions]
+    )
+    [(status, error)] = handle(service, archive, {**GOOD, "id": [1]})
+    assert status == 400 and error["field"] == "id"
+
+
+def test_rejected_requests_are_logged_with_their_reason_and_time_but_not_their_body(
+    model_dir, tmp_path, monkeypatch
+):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0001)
+    service.sampler = random.Random(1)
+    handle(service, archive, GOOD, {"age": "old", "city": "paris"}, "{not json")
+    lines = log_lines(tmp_path / "log")
+    assert [line["rejected"] for line in lines] == ["wrong_type", "malformed_json"]
+    assert all(set(line) == {"ts", "model", "version", "latency_ms", "rejected"} for line in lines)
+    frame = read_inference_log(tmp_path / "log")
+    assert frame["rejected"].tolist() == ["wrong_type", "malformed_json"]
 
 
 def test_nan_input_is_logged_as_null_so_the_log_stays_strict_json(model_dir, tmp_path, monkeypatch):

@@ -4,10 +4,14 @@ The serving handler appends a sample of its requests to JSON Lines files under `
 one file per worker (rotated: worker-<pid>.jsonl, worker-<pid>.1.jsonl, ...), one object a line:
 
     {"ts": "2025-06-01T12:00:00.123Z", "model": "breast_cancer", "version": "3",
-     "latency_ms": 1.7, "input": {"mean radius": 14.2, ...}, "prediction": 1}
+     "latency_ms": 1.7, "id": "5f0c…", "input": {"mean radius": 14.2, ...}, "prediction": 1,
+     "probabilities": {"0": 0.1, "1": 0.9}}
+
+and a line `{"ts": ..., "model": ..., "version": ..., "rejected": reason}` per refused request.
 
 `read_current` returns one row per record: a column per input feature (raw values as received)
-plus ts (UTC), model, version, latency_ms and prediction, ordered by ts. Files are parsed by
+plus ts (UTC), model, version, latency_ms, id, prediction and rejected, and a column
+`probabilities.<class>` per class, ordered by ts. Files are parsed by
 pyarrow's multithreaded JSON reader (1M records in about a second). A last line without its
 newline (a worker stopped mid-write) is skipped if it is not valid JSON; a file with a corrupt
 line falls back to parsing line by line, skipping only the bad lines.
@@ -18,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,8 @@ from forgeml.errors import ForgeError
 
 log = logging.getLogger(__name__)
 
-RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "prediction")
+RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "id", "prediction", "rejected")
+PROBABILITY_PREFIX = "probabilities."
 
 
 def read_current(source: str | Path) -> pd.DataFrame:
@@ -104,11 +108,12 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
     for name in RECORD_FIELDS:
         if name in table.column_names:
             columns[name] = plain_column(table.column(name).combine_chunks())
-    if "input" in table.column_names:
-        inputs = table.column("input").combine_chunks()
-        if pa.types.is_struct(inputs.type):
-            for field, child in zip(inputs.type, inputs.flatten(), strict=True):
-                columns[field.name] = child.to_pandas()
+    for name, prefix in (("input", ""), ("probabilities", PROBABILITY_PREFIX)):
+        if name in table.column_names:
+            struct = table.column(name).combine_chunks()
+            if pa.types.is_struct(struct.type):
+                for field, child in zip(struct.type, struct.flatten(), strict=True):
+                    columns[prefix + field.name] = child.to_pandas()
     return pd.DataFrame(columns)
 
 
@@ -127,7 +132,11 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     inputs = pd.DataFrame([record.get("input") or {} for record in records], index=fields.index)
     predictions = fields["prediction"]
     fields["prediction"] = [p.get("label", p.get("value")) if isinstance(p, dict) else p for p in predictions]
-    return pd.concat([fields, inputs.drop(columns=list(RECORD_FIELDS), errors="ignore")], axis=1)
+    probabilities = pd.DataFrame(
+        [record.get("probabilities") or {} for record in records], index=fields.index
+    ).add_prefix(PROBABILITY_PREFIX)
+    inputs = inputs.drop(columns=list(RECORD_FIELDS), errors="ignore")
+    return pd.concat([fields, inputs, probabilities], axis=1)
 
 
 def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:
@@ -138,28 +147,13 @@ def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_window(
-    frame: pd.DataFrame,
-    model_name: str | None = None,
-    last_rows: int | None = None,
-    last_duration: str | None = None,
-    now: datetime | None = None,
+    frame: pd.DataFrame, model_name: str | None = None, last_rows: int | None = None
 ) -> pd.DataFrame:
-    """Records of one model, from the last `last_duration` (e.g. 24h, 7d), at most `last_rows`."""
+    """Records of one model, at most the last `last_rows` (time windows: monitoring.decay)."""
     if model_name is not None:
         if "model" not in frame.columns:
             raise ForgeError("monitor.model_name is set but the current data has no `model` column")
         frame = frame[frame["model"] == model_name]
-    if last_duration is not None:
-        if "ts" not in frame.columns:
-            raise ForgeError("monitor.window_duration is set but the current data has no `ts` column")
-        try:
-            span = pd.Timedelta(last_duration)
-        except ValueError as error:
-            raise ForgeError(
-                f"monitor.window_duration={last_duration!r} is not a duration (e.g. 30min, 24h, 7d)"
-            ) from error
-        start = pd.Timestamp(now or datetime.now(timezone.utc)) - span
-        frame = frame[frame["ts"] >= start]
     if last_rows is not None:
         frame = frame.tail(last_rows)
     return frame.reset_index(drop=True)

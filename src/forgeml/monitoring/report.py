@@ -1,8 +1,10 @@
-"""Showing a drift report: distribution plots, a self-contained HTML page, a wandb run.
+"""Showing the monitoring: distribution plots, time-series plots, self-contained HTML pages, tables
+for `dvc plots`, a wandb run.
 
-The page embeds its plots as base64 PNGs, so reports/drift.html is one file that can be mailed or
-attached to a CI run. wandb runs offline unless WANDB_MODE says otherwise (sync later with
-`wandb sync`); wandb and matplotlib are imported only here, when a report is drawn.
+The pages embed their plots as base64 PNGs (data: URIs) and load nothing else, so
+reports/drift.html (the last window) and reports/monitoring.html (every window) are single files
+that can be mailed or attached to a CI run. wandb runs offline unless WANDB_MODE says otherwise
+(sync later with `wandb sync`); wandb and matplotlib are imported only here, when a report is drawn.
 """
 
 from __future__ import annotations
@@ -12,16 +14,50 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from forgeml.monitoring.drift import count_categories, numeric_values
 
-TABLE_COLUMNS = ("feature", "type", "test", "statistic", "p_value", "threshold", "psi", "missing", "drifted")
+if TYPE_CHECKING:
+    from forgeml.monitoring.decay import Baseline
+
+TABLE_COLUMNS = (
+    "feature",
+    "type",
+    "test",
+    "statistic",
+    "p_value",
+    "threshold",
+    "psi",
+    "missing_share",
+    "reference_missing_share",
+    "missing_drifted",
+    "drifted",
+)
 MAX_CATEGORIES_PLOTTED = 15
-VERDICT_COLOURS = {"no_drift": "#1a7f37", "drift": "#cf222e", "insufficient_data": "#9a6700"}
+VERDICT_COLOURS = {
+    "no_drift": "#1a7f37",
+    "drift": "#cf222e",
+    "decay": "#cf222e",
+    "insufficient_data": "#9a6700",
+}
+WINDOW_COLUMNS = (
+    "window_start",
+    "window_end",
+    "rows",
+    "rejected",
+    "share_drifted",
+    "prediction_drifted",
+    "estimated_accuracy",
+    "estimated_accuracy_lower",
+    "estimated_accuracy_upper",
+    "estimated_f1_macro",
+    "labelled_rows",
+    "verdict",
+)
 
 
 def distribution_png(name: str, kind: str, reference: Any, current: Any) -> bytes:
@@ -36,20 +72,44 @@ def distribution_png(name: str, kind: str, reference: Any, current: Any) -> byte
         plot_shares(axes, count_categories(reference), count_categories(current))
     axes.set_title(f"{name}: reference vs current")
     axes.legend()
-    figure.tight_layout()
+    # fixed margins: tight_layout would lay every text out twice, and these plots are many
+    figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.3 if kind == "categorical" else 0.14)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
 
 
+def drifted_figures(
+    report: dict[str, Any], train: pd.DataFrame, current: pd.DataFrame, baseline: Baseline
+) -> dict[str, bytes]:
+    """One reference-vs-current plot per drifted feature (and for drifted predictions)."""
+    figures = {
+        name: distribution_png(
+            name, report["features"][name]["type"], train[name].to_numpy(), current[name].to_numpy()
+        )
+        for name in report["drifted_features"]
+    }
+    if report["prediction"] and report["prediction"]["drifted"]:
+        kind = "categorical" if baseline.task == "classification" else "numeric"
+        served = current["prediction"].dropna().to_numpy()
+        if kind == "categorical":
+            served = served.astype(str)
+        figures["prediction"] = distribution_png("prediction", kind, baseline.predictions, served)
+    return figures
+
+
 def plot_histograms(axes: Any, reference: np.ndarray, current: np.ndarray) -> None:
+    """Both densities on common bins, histogrammed by numpy and drawn as two outlines (a million
+    values cost one np.histogram each, not a patch per bin per value)."""
     reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
     # a common range without the extreme 0.5% on either side, so one outlier cannot flatten it
-    low = min(np.quantile(reference, 0.005), np.quantile(current, 0.005))
-    high = max(np.quantile(reference, 0.995), np.quantile(current, 0.995))
-    edges = np.linspace(low, high, 41) if high > low else 10
-    axes.hist(reference, bins=edges, density=True, alpha=0.5, label="reference")
-    axes.hist(current, bins=edges, density=True, alpha=0.5, label="current")
+    low_reference, high_reference = np.quantile(reference, [0.005, 0.995])
+    low_current, high_current = np.quantile(current, [0.005, 0.995])
+    low, high = min(low_reference, low_current), max(high_reference, high_current)
+    edges = np.linspace(low, high, 41) if high > low else np.linspace(low - 0.5, low + 0.5, 11)
+    for values, label in ((reference, "reference"), (current, "current")):
+        density, _ = np.histogram(values, bins=edges, density=True)
+        axes.stairs(density, edges, fill=True, alpha=0.5, label=label)
     axes.set_ylabel("density")
 
 
@@ -179,3 +239,213 @@ def log_to_wandb(
     run_dir = Path(run.dir).resolve().parent
     run.finish()
     return run_dir
+
+
+def windows_table(monitoring: dict[str, Any]) -> pd.DataFrame:
+    """One row per window: volume, drift, estimated and measured performance (for `dvc plots`)."""
+    rows = []
+    for window in monitoring["windows"]:
+        estimated = window["estimated"] or {}
+        measured = window["measured"] or {}
+        band = estimated.get("accuracy_band") or [None, None]
+        row = {
+            "window_start": window["window"]["start"],
+            "window_end": window["window"]["end"],
+            "rows": window["rows"]["current"],
+            "rejected": window["rows"]["rejected"],
+            "share_drifted": window["share_drifted"],
+            "prediction_drifted": window["prediction_drifted"],
+            "estimated_accuracy": estimated.get("accuracy"),
+            "estimated_accuracy_lower": band[0],
+            "estimated_accuracy_upper": band[1],
+            "estimated_f1_macro": estimated.get("f1_macro"),
+            "labelled_rows": measured.get("labelled_rows"),
+            "verdict": window["verdict"],
+        }
+        row |= {f"measured_{name}": value for name, value in (measured.get("metrics") or {}).items()}
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=unique([*WINDOW_COLUMNS, *(k for r in rows for k in r)]))
+
+
+def unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def feature_statistics_table(monitoring: dict[str, Any]) -> pd.DataFrame:
+    """One row per window and feature: its test, statistic, drift and missing share."""
+    rows = [
+        {"window_end": window["window"]["end"], "feature": name, **entry}
+        for window in monitoring["windows"]
+        for name, entry in window["features"].items()
+    ]
+    columns = ["window_end", "feature", "test", "statistic", "drifted", "missing_share", "missing_drifted"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def window_labels(table: pd.DataFrame) -> list[str]:
+    """Each window by its end (its start for the first), short enough for an axis."""
+    ends = pd.to_datetime(table["window_end"], utc=True, errors="coerce", format="ISO8601")
+    return [f"#{i + 1}" if pd.isna(end) else end.strftime("%m-%d %H:%M") for i, end in enumerate(ends)]
+
+
+def time_series_pngs(monitoring: dict[str, Any]) -> dict[str, bytes]:
+    """The four plots of monitoring.html, each over the windows."""
+    table = windows_table(monitoring)
+    statistics = feature_statistics_table(monitoring)
+    labels = window_labels(table)
+    threshold = monitoring["settings"]["share_threshold"]
+    evaluation = monitoring.get("evaluation") or {}
+    return {
+        "share of drifted features": share_png(table, labels, threshold),
+        "drift statistic per feature": statistics_png(statistics, table, labels),
+        "performance: estimated and measured": performance_png(table, labels, evaluation),
+        "request volume and rejections": volume_png(table, labels),
+    }
+
+
+def new_axes(width: float = 7.0, height: float = 3.0) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    return figure, figure.subplots()
+
+
+def png(figure: Any, axes: Any, labels: list[str], fit: bool = False) -> bytes:
+    """The plot over the windows as PNG bytes; `fit`: margins from the text (feature names),
+    else fixed ones, which cost no layout pass."""
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    if fit:
+        figure.tight_layout()
+    else:
+        figure.subplots_adjust(left=0.1, right=0.9, top=0.95, bottom=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+def share_png(table: pd.DataFrame, labels: list[str], threshold: float) -> bytes:
+    figure, axes = new_axes()
+    axes.plot(range(len(table)), table["share_drifted"].astype(float), marker="o", label="share drifted")
+    axes.axhline(threshold, color="#cf222e", linestyle="--", label="share threshold")
+    axes.set(ylim=(-0.02, 1.02), ylabel="share of features")
+    axes.legend(loc="upper left", fontsize=8)
+    return png(figure, axes, labels)
+
+
+def statistics_png(statistics: pd.DataFrame, table: pd.DataFrame, labels: list[str]) -> bytes:
+    """A heatmap, one row per feature: its statistic relative to its largest over the windows
+    (tests differ in scale), drifted windows marked x."""
+    grid = statistics.pivot_table(index="feature", columns="window_end", values="statistic", sort=False)
+    grid = grid.reindex(columns=table["window_end"])
+    drifted = statistics.pivot_table(index="feature", columns="window_end", values="drifted", sort=False)
+    drifted = drifted.reindex(index=grid.index, columns=table["window_end"]).fillna(0).astype(bool)
+    figure, axes = new_axes(7.0, 1.2 + 0.22 * max(len(grid), 1))
+    values = grid.to_numpy(np.float64) if len(grid) else np.full((1, len(table)), np.nan)
+    with np.errstate(all="ignore"):
+        largest = np.nanmax(np.abs(values), axis=1, keepdims=True) if np.isfinite(values).any() else 1.0
+        scaled = values / np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
+    image = axes.imshow(scaled, aspect="auto", cmap="Reds", vmin=0.0, vmax=1.0, interpolation="nearest")
+    for row, column in zip(*np.nonzero(drifted.to_numpy()), strict=True):
+        colour = "white" if scaled[row, column] > 0.6 else "black"
+        axes.text(column, row, "x", ha="center", va="center", fontsize=8, color=colour)
+    axes.set_yticks(range(len(grid)), grid.index, fontsize=7)
+    axes.set_title("x: drifted", fontsize=8, loc="left")
+    figure.colorbar(image, ax=axes, label="relative statistic")
+    return png(figure, axes, labels, fit=True)
+
+
+def performance_png(table: pd.DataFrame, labels: list[str], evaluation: dict[str, float]) -> bytes:
+    figure, axes = new_axes()
+    positions = np.arange(len(table))
+    if table["estimated_accuracy"].notna().any():
+        axes.plot(
+            positions,
+            table["estimated_accuracy"].astype(float),
+            marker="o",
+            label="estimated accuracy (CBPE)",
+        )
+        axes.fill_between(
+            positions,
+            table["estimated_accuracy_lower"].astype(float),
+            table["estimated_accuracy_upper"].astype(float),
+            alpha=0.2,
+            label="estimate band (3 sd)",
+        )
+    for name in ("accuracy", "r2"):
+        column = f"measured_{name}"
+        if column in table and table[column].notna().any():
+            axes.plot(
+                positions, table[column].astype(float), marker="s", linestyle=":", label=f"measured {name}"
+            )
+        if f"test/{name}" in evaluation and (column in table or name == "accuracy"):
+            axes.axhline(evaluation[f"test/{name}"], color="grey", linestyle="--", label=f"evaluation {name}")
+    axes.set_ylabel("score")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="lower left", fontsize=8)
+    else:
+        axes.text(0.5, 0.5, "no estimate and no labels yet", ha="center", transform=axes.transAxes)
+    return png(figure, axes, labels)
+
+
+def volume_png(table: pd.DataFrame, labels: list[str]) -> bytes:
+    """Logged records as bars; rejected requests (far fewer) as a line on their own axis."""
+    figure, axes = new_axes()
+    positions = np.arange(len(table))
+    axes.bar(positions, table["rows"].astype(float), width=0.6, label="logged records")
+    axes.set_ylabel("logged records")
+    rejections = axes.twinx()
+    rejections.plot(positions, table["rejected"].astype(float), color="#cf222e", marker="o")
+    rejections.set_ylabel("rejected requests", color="#cf222e")
+    rejections.set_ylim(bottom=0)
+    return png(figure, axes, labels)
+
+
+def render_monitoring_html(monitoring: dict[str, Any]) -> str:
+    """reports/monitoring.html: the verdict, a table of the windows and the time-series plots."""
+    table = windows_table(monitoring)
+    head = "".join(f"<th>{esc(column)}</th>" for column in table.columns)
+    body = "".join(
+        f'<tr class="{esc(row["verdict"])}">'
+        + "".join(f"<td>{esc(fmt(clean(value)))}</td>" for value in row.values())
+        + "</tr>"
+        for row in table.to_dict("records")
+    )
+    plots = "".join(
+        f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{base64.b64encode(image).decode()}'>"
+        f"<figcaption>{esc(name)}</figcaption></figure>"
+        for name, image in time_series_pngs(monitoring).items()
+    )
+    return MONITORING_PAGE.format(
+        colour=VERDICT_COLOURS.get(monitoring["verdict"], "#000"),
+        verdict=esc(monitoring["verdict"].replace("_", " ")),
+        message=esc(monitoring["message"]),
+        count=len(table),
+        head=head,
+        body=body,
+        plots=plots,
+    )
+
+
+def clean(value: Any) -> Any:
+    """NaN (an absent number in a table) shows as '-', like None."""
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+MONITORING_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>forgeml monitoring</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; }}
+.verdict {{ color: {colour}; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }}
+th, td {{ border: 1px solid #d0d7de; padding: 0.2rem 0.5rem; text-align: left; }}
+tr.drift td, tr.decay td {{ background: #ffebe9; }}
+figure {{ display: inline-block; margin: 0.5rem; }}
+</style></head><body>
+<h1>Monitoring: <span class="verdict">{verdict}</span></h1>
+<p>{message}</p>
+<h2>Over time</h2>
+{plots}
+<h2>{count} windows</h2>
+<table class="windows"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+</body></html>
+"""

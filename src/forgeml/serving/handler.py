@@ -10,8 +10,13 @@ Runs inside a stock TorchServe worker, so it imports torch, numpy, the standard 
                          and the inference log's sample rate and rotation (`monitoring`)
 
 Request:  {"instances": [{feature: value, ...}, ...]} or a single record {feature: value, ...}
-Response: {"predictions": [...]}, each {"label": ..., "probabilities": {class: p}}
-          (classification) or {"value": x} (regression).
+Response: {"predictions": [...]}, each {"id": ..., "label": ..., "probabilities": {class: p}}
+          (classification) or {"id": ..., "value": x} (regression).
+
+`id`: the request id of a record, its key in the inference log, by which delayed labels are
+joined to it (`forgeml monitor monitor.labels=...`). A record's own `id` field (a string or an
+integer) is taken as is; it is not a feature, so it is neither checked as one nor passed to the
+model. Without one, the handler makes one (uuid4, hex).
 
 A feature that is absent, of the wrong type, or infinite; a finite value the model cannot
 compute (standardised, it overflows float32; or the model's output is not finite); malformed
@@ -27,7 +32,11 @@ Monitoring, once per batch; a failure in it is counted or logged, never passed o
 - Inference log: a share `monitoring.sample_rate` of the accepted requests (drawn per request,
   before anything is serialised), one JSON line per record,
       {"ts": "2025-06-01T12:00:00.123Z", "model": ..., "version": ..., "latency_ms": 1.7,
-       "input": {feature: value as received, ...}, "prediction": label or value}
+       "id": ..., "input": {feature: value as received, ...}, "prediction": label or value,
+       "probabilities": {class: p}}   (classification only)
+  and, for every request answered 400 (not sampled: they are few, and counted per window by
+  `forgeml monitor`), one line with its reason and no body:
+      {"ts": ..., "model": ..., "version": ..., "latency_ms": ..., "rejected": reason}
   appended with one write per batch, before the batch is answered, to `worker-<pid>.jsonl` in
   the directory named by $FORGEML_INFERENCE_LOG_DIR (`forgeml serve start` sets it to
   `monitor.log_dir`); at `log_max_bytes` the file becomes worker-<pid>.1.jsonl (the older ones
@@ -61,6 +70,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -136,6 +146,8 @@ class Batch:
     """The requests TorchServe batched together: each one's records, or why it was refused."""
 
     requests: list[list[dict[str, Any]] | RequestError]
+    # per request, its records' ids (None for a refused request)
+    ids: list[list[str] | None] | None = None
     outputs: np.ndarray | None = None
     predictions: list[dict[str, Any]] | None = None
     # per numeric feature: how many of the batch's values lie outside the training range
@@ -314,7 +326,15 @@ class ForgemlHandler(BaseHandler):
         return responses
 
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
-        return Batch([self.parse_request(row.get("body", row.get("data"))) for row in data])
+        batch = Batch([self.parse_request(row.get("body", row.get("data"))) for row in data])
+        batch.ids = [None] * len(batch.requests)
+        for index, request in enumerate(batch.requests):
+            if isinstance(request, list):
+                try:
+                    batch.ids[index] = request_ids(request)
+                except RequestError as error:
+                    batch.requests[index] = error
+        return batch
 
     def inference(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         """One forward pass over every valid record of every request in the batch. A request
@@ -373,7 +393,9 @@ class ForgemlHandler(BaseHandler):
                 self.context.set_response_status(BAD_REQUEST, BAD_REQUEST_PHRASE, idx=idx)
                 responses.append(json.dumps(request.body()))
                 continue
-            responses.append(json.dumps({"predictions": batch.predictions[row : row + len(request)]}))
+            predictions = batch.predictions[row : row + len(request)]
+            answers = [{"id": i, **p} for i, p in zip(batch.ids[idx], predictions, strict=True)]
+            responses.append(json.dumps({"predictions": answers}))
             row += len(request)
         return responses
 
@@ -398,17 +420,19 @@ class ForgemlHandler(BaseHandler):
 
     def log_sample(self, batch: Batch, received: float, latency_ms: float) -> int:
         """Append the records of the sampled requests; returns how many could not be written."""
-        sampled: list[tuple[dict[str, Any], Any]] = []
-        row, key = 0, self.prediction_key
-        for request in batch.requests:
+        sampled: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        rejected: list[str] = []
+        row = 0
+        for request, ids in zip(batch.requests, batch.ids, strict=True):
             if isinstance(request, RequestError):
+                rejected.append(request.reason)
                 continue
             # drawn per request, before anything is serialised: unsampled requests cost one draw
             if self.sampler.random() < self.sample_rate:
                 predictions = batch.predictions[row : row + len(request)]
-                sampled.extend((record, p[key]) for record, p in zip(request, predictions, strict=True))
+                sampled.extend(zip(ids, request, predictions, strict=True))
             row += len(request)
-        if not sampled:
+        if not sampled and not rejected:
             return 0
         ts = datetime.fromtimestamp(received, timezone.utc).isoformat(timespec="milliseconds")
         head = {
@@ -417,13 +441,15 @@ class ForgemlHandler(BaseHandler):
             "version": self.version,
             "latency_ms": round(latency_ms, 3),
         }
-        inputs = [record for record, _ in sampled]
+        key = self.prediction_key
+        inputs = [record for _, record, _ in sampled]
         if self.redacted or self.hashed:
             inputs = self.private(inputs)
         text = "".join(
-            log_entry(head, record, prediction)
-            for record, (_, prediction) in zip(inputs, sampled, strict=True)
+            log_entry(head, i, record, p[key], p.get("probabilities"))
+            for record, (i, _, p) in zip(inputs, sampled, strict=True)
         )
+        text += "".join(LOG_ENCODER.encode({**head, "rejected": reason}) + "\n" for reason in rejected)
         try:
             self.inference_log.append(text.encode("utf-8"))
         except OSError as error:
@@ -511,14 +537,36 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
     return None if data is None else _service.handle(data, context)
 
 
-def log_entry(head: dict[str, Any], record: dict[str, Any], prediction: Any) -> str:
+def log_entry(
+    head: dict[str, Any], request_id: str, record: dict[str, Any], prediction: Any, probabilities: Any
+) -> str:
     """One line of the inference log: strict JSON, so NaN (a missing value) is written as null."""
-    entry = {**head, "input": record, "prediction": prediction}
+    if "id" in record:  # the request id, not an input
+        record = {name: value for name, value in record.items() if name != "id"}
+    entry = {**head, "id": request_id, "input": record, "prediction": prediction}
+    if probabilities is not None:
+        entry["probabilities"] = probabilities
     try:
         return LOG_ENCODER.encode(entry) + "\n"
     except ValueError:
         entry["input"] = {name: None if value != value else value for name, value in record.items()}
         return json.dumps(entry, separators=(",", ":")) + "\n"
+
+
+def request_ids(records: list[dict[str, Any]]) -> list[str]:
+    """Each record's own `id`, or a new one where it has none."""
+    ids = []
+    for index, record in enumerate(records):
+        given = record.get("id")
+        if given is None:
+            ids.append(uuid.uuid4().hex)
+        elif isinstance(given, str | int) and not isinstance(given, bool):
+            ids.append(str(given))
+        else:
+            raise RequestError(
+                "wrong_type", "`id` must be a string or an integer", field="id", instance=index
+            )
+    return ids
 
 
 def dimensions(labels: tuple[tuple[str, str], ...]) -> list[Dimension]:

@@ -5,6 +5,11 @@ Writes reports/metrics.json (flat keys, DVC metrics), reports/evaluation.json (c
 labels, config hash), plot data under reports/plots/ for `dvc plots` and PNGs under
 reports/figures/.
 
+For `forgeml monitor`, which then needs no torch: reports/reference_predictions.parquet (the
+model's predictions on the train split, the reference of prediction drift) and, for
+classification, reports/calibration.json (isotonic curves fitted on the test split, for the
+label-free accuracy estimate; without curves for regression), both stamped with the model's hash.
+
 Classification: test/accuracy, test/f1_macro, test/auroc (+ confusion matrix; ROC for binary).
 Regression: test/mae, test/rmse, test/r2 (+ predicted vs actual).
 """
@@ -17,14 +22,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from omegaconf import DictConfig
 from torchmetrics import functional as M
 
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path, write_json
-from forgeml.layout import EVALUATION, FIGURES, METRICS, PLOTS, split_file
+from forgeml.layout import (
+    CALIBRATION,
+    EVALUATION,
+    FIGURES,
+    METRICS,
+    PLOTS,
+    REFERENCE_PREDICTIONS,
+    split_file,
+)
 from forgeml.models.artifact import ModelArtifact
+from forgeml.monitoring.performance import CALIBRATION_FORMAT, fit_calibration
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
         metrics, details = regression_report(outputs, targets, reports)
+    write_monitoring_reference(artifact, outputs.numpy(), test, Path(cfg.paths.processed_dir), reports)
     write_json(reports / METRICS, metrics)
     write_json(
         reports / EVALUATION,
@@ -96,6 +113,26 @@ def regression_report(
     write_csv(reports / PLOTS / "predicted_vs_actual.csv", pairs)
     save_figures({"predicted_vs_actual": plot_scatter(pairs)}, reports / FIGURES)
     return metrics, {}
+
+
+def write_monitoring_reference(
+    artifact: ModelArtifact, test_outputs: np.ndarray, test: pd.DataFrame, processed: Path, reports: Path
+) -> None:
+    """What `monitor` compares with, computed once here: reference predictions and calibration."""
+    spec, model_hash = artifact.spec, artifact.manifest["model_hash"]
+    outputs = artifact.predict(pd.read_parquet(split_file(processed, "train")))
+    if spec["task"] == "classification":
+        labels = np.asarray([str(label) for label in spec["labels"]])
+        predictions = pa.array(labels[outputs.argmax(axis=-1)])
+        targets = encode_labels(spec, test[spec["target"]].to_numpy())
+        calibration = fit_calibration(test_outputs, targets, spec["labels"])
+    else:
+        predictions = pa.array(outputs.reshape(-1).astype(np.float64))
+        calibration = {"format": CALIBRATION_FORMAT, "method": None, "curves": None}  # nothing to estimate
+    write_json(reports / CALIBRATION, {**calibration, "model_hash": model_hash})
+    table = pa.table({"prediction": predictions}).replace_schema_metadata({"model_hash": model_hash})
+    with atomic_path(reports / REFERENCE_PREDICTIONS) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

@@ -1,94 +1,119 @@
-"""monitor: is the live traffic still distributed like the training data? Retrain or not?
+"""monitor: is the live traffic still like the training data, and is the model still good?
 
 Compares the current data with the training reference (data/processed/train.parquet and
-reference_profile.json), feature by feature and on the model's predictions, and writes
-reports/drift.json, reports/drift.html (summary table + a plot per drifted feature) and a wandb
-run under paths.log_dir (offline unless WANDB_MODE says otherwise).
+reference_profile.json) feature by feature and on the model's predictions, estimates accuracy
+from the logged probabilities (CBPE) and measures it where delayed labels arrived, over one or
+more time windows. Writes reports/drift.json and reports/drift.html (the last window: summary,
+table, a plot per drifted feature), reports/monitoring.json and reports/monitoring.html (every
+window, as time series), reports/monitoring/*.csv for `dvc plots`, and a wandb run under
+paths.log_dir (offline unless WANDB_MODE says otherwise). The tests and the verdict live in
+forgeml/monitoring/ (drift.py, performance.py, decay.py); this stage loads, reports and writes.
 
 Exit code of `forgeml monitor`, for cron and CI to act on:
     0  no drift
-    3  drift: the share of drifted features reached monitor.share_threshold, or the predictions
-       drifted -> retraining recommended
+    3  drift or decay in the last window -> retraining recommended
     4  not enough data for a verdict: fewer than monitor.min_samples rows (e.g. nothing logged yet)
 (2 remains a usage or config error, as for every stage.)
 
 Features and the flags that control them:
 - current data: the inference log under `monitor.log_dir` (JSONL, every worker, rotated files),
   or `monitor.current=<file.csv|file.parquet|dir of jsonl>`
-- window: `monitor.model_name`, `monitor.window_duration` (e.g. 24h), `monitor.window_rows`
+- window: `monitor.model_name`, `monitor.window_rows`, `monitor.window_duration` (e.g. 1d) and
+  `monitor.windows` (e.g. 14: one result per window, the last ending now)
 - tests: `monitor.numeric_method`, `monitor.categorical_method` (auto|ks|wasserstein|chi2|
-  jensenshannon|psi), `monitor.small_reference_rows`, `monitor.p_value`,
-  `monitor.distance_threshold`, `monitor.psi_threshold`
+  jensenshannon|psi), `monitor.columns.<name>.method/threshold`, `monitor.small_reference_rows`,
+  `monitor.categorical_max_distinct`, `monitor.p_value`, `monitor.distance_threshold`,
+  `monitor.psi_threshold`, `monitor.missing_share_threshold`
+- performance: `monitor.labels=<csv|parquet with id,label>` (measured, joined by request id),
+  `monitor.max_metric_drop`, `monitor.min_estimated_accuracy` (CBPE)
 - verdict: `monitor.share_threshold`, `monitor.min_samples`
 - tracking: `monitor.wandb=false` skips the wandb run
-- predictions: taken from the log; for a table without a `prediction` column, the model in
-  models/ predicts them. Reference predictions are the model's on the train split.
+- predictions: taken from the log; the reference predictions and the calibration come from
+  `evaluate` (reports/), so this stage imports no torch. Only a table without a `prediction`
+  column is predicted by the model in models/.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from forgeml.config import check_ranges, plain
+from forgeml.config import DriftMethod, check_ranges, plain
 from forgeml.errors import ForgeError
-from forgeml.io import read_json, write_json, write_text
-from forgeml.layout import DRIFT_PAGE, DRIFT_REPORT, REFERENCE_PROFILE, split_file
-from forgeml.monitoring.drift import (
-    TESTS,
-    CategoricalReference,
-    DriftSettings,
-    NumericReference,
-    Reference,
-    dataset_drift,
-    feature_drift,
+from forgeml.io import atomic_path, read_json, write_json, write_text
+from forgeml.layout import (
+    CALIBRATION,
+    DRIFT_PAGE,
+    DRIFT_REPORT,
+    MANIFEST,
+    METRICS,
+    MONITORING_PAGE,
+    MONITORING_REPORT,
+    MONITORING_TABLES,
+    REFERENCE_PREDICTIONS,
+    REFERENCE_PROFILE,
+    split_file,
 )
-from forgeml.monitoring.logs import read_current, read_inference_log, select_window
+from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
+from forgeml.monitoring.drift import TESTS, DriftSettings, feature_references
+from forgeml.monitoring.logs import PROBABILITY_PREFIX, read_current, read_inference_log, select_window
+from forgeml.monitoring.performance import read_labels
 from forgeml.monitoring.privacy import private_profile
-from forgeml.monitoring.report import distribution_png, log_to_wandb, render_html
+from forgeml.monitoring.report import (
+    drifted_figures,
+    feature_statistics_table,
+    log_to_wandb,
+    render_html,
+    render_monitoring_html,
+    windows_table,
+)
 
 log = logging.getLogger(__name__)
 
-EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_INSUFFICIENT_DATA = 0, 3, 4
-REPORT_FORMAT = "forgeml.drift_report/1"
+COLUMN_KEYS = frozenset({"method", "threshold"})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
-    settings = drift_settings(monitor)
-    processed = Path(cfg.paths.processed_dir)
-    profile = read_json(processed / REFERENCE_PROFILE)
-    train = pd.read_parquet(split_file(processed, "train"))
+    settings, decay = drift_settings(monitor), decay_settings(monitor)
+    baseline, train = load_baseline(cfg, settings)
     current, source = load_current(monitor)
-    if not monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
-        profile = private_profile(profile, list(monitor.redact), list(monitor.hash), cfg.serve.runtime_dir)
-    references = feature_references(profile, train)
-    model = load_model(cfg.paths.models_dir)
-    report, predictions = drift_report(references, train, current, settings, model, source)
-    figures = drifted_figures(report, train, current, predictions)
+    current = with_predictions(current, cfg.paths.models_dir)
+    labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
+    windows = time_windows(current, monitor.window_duration, monitor.windows)
+    monitoring, report = assess(baseline, windows, settings, decay, labels, source)
+    figures = drifted_figures(report, train, windows[-1].records, baseline)
     reports = Path(cfg.paths.reports_dir)
     write_json(reports / DRIFT_REPORT, report)
     write_text(reports / DRIFT_PAGE, render_html(report, figures))
+    write_json(reports / MONITORING_REPORT, monitoring)
+    write_text(reports / MONITORING_PAGE, render_monitoring_html(monitoring))
+    write_csv(reports / MONITORING_TABLES / "windows.csv", windows_table(monitoring))
+    write_csv(reports / MONITORING_TABLES / "feature_drift.csv", feature_statistics_table(monitoring))
     wandb_run = None
     if monitor.wandb:
-        wandb_config = {"source": source, "settings": asdict(settings), "model": report["model"]}
+        wandb_config = {"source": source, "settings": monitoring["settings"], "model": report["model"]}
         wandb_run = str(log_to_wandb(report, figures, cfg.paths.log_dir, wandb_config))
-    log.info("%s (report: %s)", report["message"], reports / "drift.html")
+    log.info("%s (reports: %s, %s)", report["message"], reports / DRIFT_PAGE, reports / MONITORING_PAGE)
     return {
         "verdict": report["verdict"],
         "exit_code": report["exit_code"],
         "message": report["message"],
         "rows": report["rows"]["current"],
+        "windows": len(windows),
         "share_drifted": report["share_drifted"],
         "drifted_features": report["drifted_features"],
+        "missing_drifted_features": report["missing_drifted_features"],
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
+        "estimated_accuracy": (report["estimated"] or {}).get("accuracy"),
+        "measured": (report["measured"] or {}).get("metrics"),
         "report": str(reports / DRIFT_REPORT),
         "wandb_run": wandb_run,
     }
@@ -104,7 +129,113 @@ def drift_settings(monitor: DictConfig) -> DriftSettings:
             raise ForgeError(
                 f"monitor.{kind}_method={method} does not apply to {kind} features; choose {choices}"
             )
+    for name, column in monitor.columns.items():
+        check_column_config(name, column)
     return DriftSettings.from_monitor(monitor)
+
+
+def check_column_config(name: str, column: Any) -> None:
+    """`monitor.columns.<name>`: a method among DriftMethod's and a positive threshold."""
+    if not isinstance(column, Mapping) or not set(column) <= COLUMN_KEYS:
+        found = ", ".join(sorted(column)) if isinstance(column, Mapping) else repr(column)
+        raise ForgeError(f"monitor.columns.{name}: expected the keys method, threshold; got {found}")
+    methods = [method.value for method in DriftMethod]
+    if column.get("method") is not None and column["method"] not in methods:
+        raise ForgeError(
+            f"monitor.columns.{name}.method={column['method']} is not a test; choose {', '.join(methods)}"
+        )
+    threshold = column.get("threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0
+    ):
+        raise ForgeError(f"monitor.columns.{name}.threshold={threshold} must be a positive number")
+
+
+def decay_settings(monitor: DictConfig) -> DecaySettings:
+    if monitor.max_metric_drop is not None and monitor.max_metric_drop < 0:
+        raise ForgeError(f"monitor.max_metric_drop={monitor.max_metric_drop} must be >= 0 (or null: off)")
+    low = monitor.min_estimated_accuracy
+    if low is not None and not 0.0 <= low <= 1.0:
+        raise ForgeError(f"monitor.min_estimated_accuracy={low} must lie between 0 and 1 (or null: off)")
+    return DecaySettings(monitor.max_metric_drop, low)
+
+
+def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:
+    """Per-column settings name a feature, with a test for that feature's kind."""
+    for name, column in settings.columns.items():
+        if name not in references:
+            raise ForgeError(f"monitor.columns.{name}: no such feature; features: {', '.join(references)}")
+        kind = references[name].kind
+        if column.method not in (None, "auto") and column.method not in TESTS[kind]:
+            choices = ", ".join(["auto", *sorted(TESTS[kind])])
+            raise ForgeError(
+                f"monitor.columns.{name}.method={column.method} does not apply to {kind} feature "
+                f"'{name}'; choose {choices}"
+            )
+
+
+def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, pd.DataFrame]:
+    """The reference side, from files only (no torch): the train split and its profile, the
+    model's manifest, and what `evaluate` computed for monitoring."""
+    processed, reports = Path(cfg.paths.processed_dir), Path(cfg.paths.reports_dir)
+    profile = read_json(processed / REFERENCE_PROFILE)
+    if not cfg.monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
+        profile = private_profile(
+            profile, list(cfg.monitor.redact), list(cfg.monitor.hash), cfg.serve.runtime_dir
+        )
+    train = pd.read_parquet(split_file(processed, "train"), columns=list(profile["features"]))
+    references = feature_references(profile, train, settings)
+    check_columns(settings, references)
+    manifest = model_manifest(cfg.paths.models_dir)
+    model_hash = manifest and manifest.get("model_hash")
+    calibration = model_calibration(reports / CALIBRATION, model_hash)
+    metrics = reports / METRICS
+    baseline = Baseline(
+        features=references,
+        rows=len(train),
+        task=profile.get("task"),
+        predictions=reference_predictions(reports / REFERENCE_PREDICTIONS, model_hash),
+        calibration=calibration,
+        evaluation=read_json(metrics) if metrics.is_file() else None,
+        model={key: manifest[key] for key in ("config_hash", "model_hash") if key in manifest}
+        if manifest
+        else None,
+    )
+    return baseline, train
+
+
+def model_manifest(models_dir: str) -> dict[str, Any] | None:
+    path = Path(models_dir) / MANIFEST
+    if not path.is_file():
+        log.warning("no model in %s: no prediction drift, no performance estimate", models_dir)
+        return None
+    return read_json(path)
+
+
+def reference_predictions(path: Path, model_hash: str | None) -> np.ndarray | None:
+    """The model's predictions on the train split, written by `evaluate` for this model."""
+    if model_hash is None:
+        return None
+    if not path.is_file():
+        log.warning("no prediction drift: %s is missing (run `forgeml evaluate`)", path)
+        return None
+    table = pq.read_table(path)
+    stamp = (table.schema.metadata or {}).get(b"model_hash", b"").decode()
+    if stamp != model_hash:
+        log.warning("no prediction drift: %s is of another model (run `forgeml evaluate`)", path)
+        return None
+    return table.column("prediction").to_numpy()
+
+
+def model_calibration(path: Path, model_hash: str | None) -> dict[str, Any] | None:
+    """The calibration `evaluate` wrote for this model (None for a regression model)."""
+    if model_hash is None or not path.is_file():
+        return None
+    content = read_json(path)
+    if content.get("model_hash") != model_hash:
+        log.warning("no performance estimate: %s is of another model (run `forgeml evaluate`)", path)
+        return None
+    return content if content.get("curves") else None
 
 
 def load_current(monitor: DictConfig) -> tuple[pd.DataFrame, str]:
@@ -113,153 +244,28 @@ def load_current(monitor: DictConfig) -> tuple[pd.DataFrame, str]:
         frame, source = read_current(monitor.current), str(monitor.current)
     else:
         frame, source = read_inference_log(monitor.log_dir), str(monitor.log_dir)
-    window = select_window(frame, monitor.model_name, monitor.window_rows, monitor.window_duration)
-    return window, source
+    return select_window(frame, monitor.model_name, monitor.window_rows), source
 
 
-def feature_references(profile: dict[str, Any], train: pd.DataFrame) -> dict[str, Reference]:
-    """Numerics from the train split's values (KS and Wasserstein need them) with the profile's
-    decile edges for PSI; categoricals from the profile's frequencies."""
-    return {
-        name: NumericReference.from_values(train[name].to_numpy(np.float64), sketch.get("bin_edges"))
-        if sketch["type"] == "numeric"
-        else CategoricalReference.from_frequencies(sketch["frequencies"])
-        for name, sketch in profile["features"].items()
-    }
-
-
-def load_model(models_dir: str) -> Any:
-    """The model artifact, or None: drift of the inputs can be checked without one."""
+def with_predictions(current: pd.DataFrame, models_dir: str) -> pd.DataFrame:
+    """A table without served predictions gets the model's (the one case that loads torch)."""
+    has_predictions = "prediction" in current.columns and current["prediction"].notna().any()
+    if has_predictions or not len(current) or not Path(models_dir, "model.json").is_file():
+        return current
     from forgeml.models.artifact import ModelArtifact
 
-    try:
-        return ModelArtifact.load(models_dir)
-    except ForgeError as error:
-        log.warning("no prediction drift: %s", error)
-        return None
-
-
-def drift_report(
-    references: dict[str, Reference],
-    train: pd.DataFrame,
-    current: pd.DataFrame,
-    settings: DriftSettings,
-    model: Any,
-    source: str,
-) -> tuple[dict[str, Any], tuple[str, np.ndarray, np.ndarray] | None]:
-    """The report's content, plus the prediction arrays (for plotting) when there is a model."""
-    rows = len(current)
-    enough = rows >= settings.min_samples
-    drift = dataset_drift(references, current, settings) if enough else no_test(settings)
-    predictions = model_predictions(model, train, current) if enough and model is not None else None
-    prediction = None
-    if predictions:
-        kind, reference_values, current_values = predictions
-        prediction_reference = (
-            NumericReference.from_values(reference_values)
-            if kind == "numeric"
-            else CategoricalReference.from_values(reference_values)
-        )
-        prediction = feature_drift(prediction_reference, current_values, settings)
-    verdict, exit_code, message = decide(drift, prediction, rows, settings, source)
-    report = {
-        "format": REPORT_FORMAT,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "verdict": verdict,
-        "exit_code": exit_code,
-        "message": message,
-        "source": source,
-        "rows": {"reference": len(train), "current": rows},
-        "min_samples": settings.min_samples,
-        **drift,
-        "prediction": prediction,
-        "model": {"config_hash": model.manifest["config_hash"]} if model else None,
-        "settings": asdict(settings),
-    }
-    return report, predictions
-
-
-def no_test(settings: DriftSettings) -> dict[str, Any]:
-    return {
-        "features": {},
-        "tested_features": 0,
-        "drifted_features": [],
-        "share_drifted": None,
-        "share_threshold": settings.share_threshold,
-        "dataset_drift": None,
-    }
-
-
-def model_predictions(
-    model: Any, train: pd.DataFrame, current: pd.DataFrame
-) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(kind, reference predictions, current predictions): labels as text or values.
-
-    The log carries the served predictions; a table without them is predicted by the model,
-    as is the train split (the reference)."""
-    classification = model.spec["task"] == "classification"
-    logged = current["prediction"].dropna() if "prediction" in current.columns else pd.Series()
-    if len(logged):
-        current_values = logged.to_numpy()
-    elif all(feature["name"] in current.columns for feature in model.spec["features"]):
-        current_values = predicted(model, current, classification)
-    else:
+    model = ModelArtifact.load(models_dir)
+    if not all(feature["name"] in current.columns for feature in model.spec["features"]):
         log.warning("no prediction drift: the current data has neither predictions nor every feature")
-        return None
-    reference_values = predicted(model, train, classification)
-    if classification:
-        return "categorical", reference_values, current_values.astype(str)
-    return "numeric", reference_values, current_values
+        return current
+    outputs = model.predict(current)
+    if model.spec["task"] != "classification":
+        return current.assign(prediction=outputs.reshape(-1))
+    labels = [str(label) for label in model.spec["labels"]]
+    probabilities = {f"{PROBABILITY_PREFIX}{label}": outputs[:, k] for k, label in enumerate(labels)}
+    return current.assign(prediction=np.asarray(labels)[outputs.argmax(axis=-1)], **probabilities)
 
 
-def predicted(model: Any, frame: pd.DataFrame, classification: bool) -> np.ndarray:
-    outputs = model.predict(frame)
-    if not classification:
-        return outputs.reshape(-1)
-    labels = np.asarray([str(label) for label in model.spec["labels"]])
-    return labels[outputs.argmax(axis=-1)]
-
-
-def decide(
-    drift: dict[str, Any],
-    prediction: dict[str, Any] | None,
-    rows: int,
-    settings: DriftSettings,
-    source: str,
-) -> tuple[str, int, str]:
-    """(verdict, exit code, what to do) from the feature share and the prediction drift."""
-    if rows < settings.min_samples:
-        found = "no inference records" if rows == 0 else f"only {rows} rows"
-        return (
-            "insufficient_data",
-            EXIT_INSUFFICIENT_DATA,
-            f"{found} in {source}; at least monitor.min_samples={settings.min_samples} are needed "
-            "for a verdict",
-        )
-    drifted, tested = len(drift["drifted_features"]), drift["tested_features"]
-    share = f"{drifted} of {tested} features drifted ({drift['share_drifted']:.0%}, threshold "
-    share += f"{settings.share_threshold:.0%})"
-    prediction_drifted = bool(prediction and prediction["drifted"])
-    predictions = "the predictions drifted" if prediction_drifted else "the predictions did not"
-    if drift["dataset_drift"] or prediction_drifted:
-        return "drift", EXIT_DRIFT, f"drift: {share}; {predictions}. Retraining recommended."
-    return "no_drift", EXIT_NO_DRIFT, f"no drift: {share}; {predictions}."
-
-
-def drifted_figures(
-    report: dict[str, Any],
-    train: pd.DataFrame,
-    current: pd.DataFrame,
-    predictions: tuple[str, np.ndarray, np.ndarray] | None,
-) -> dict[str, bytes]:
-    """One reference-vs-current plot per drifted feature (and for drifted predictions)."""
-    figures = {
-        name: distribution_png(
-            name, report["features"][name]["type"], train[name].to_numpy(), current[name].to_numpy()
-        )
-        for name in report["drifted_features"]
-    }
-    if predictions and report["prediction"]["drifted"]:
-        kind, reference_values, current_values = predictions
-        figures["prediction"] = distribution_png("prediction", kind, reference_values, current_values)
-    return figures
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,324 @@
+"""Monitoring over time: drift, estimated and measured performance per window, and the verdict.
+
+The current data (the inference log, or a table) is cut into `monitor.windows` consecutive
+windows of `monitor.window_duration`, the last one ending now (one window of everything when no
+duration is set). Each window gets its request volume and rejections, the drift of every feature
+(distribution and missing share) and of the predictions, the CBPE estimate of accuracy and F1
+from the logged probabilities, and the measured metrics of its labelled records. The most recent
+window decides the verdict:
+
+    exit 3  drift: the share of drifted features reached share_threshold, the predictions
+            drifted, or a feature's missing share moved; or decay: a measured score fell more
+            than max_metric_drop below the evaluation's, or the estimated accuracy fell below
+            min_estimated_accuracy
+    exit 4  fewer than min_samples records in the window: no verdict
+    exit 0  none of these
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forgeml.errors import ForgeError
+from forgeml.monitoring.drift import (
+    CategoricalReference,
+    DriftSettings,
+    NumericReference,
+    Reference,
+    dataset_drift,
+    feature_drift,
+)
+from forgeml.monitoring.logs import PROBABILITY_PREFIX
+from forgeml.monitoring.performance import (
+    estimate_classification,
+    join_labels,
+    measured_metrics,
+    metric_drops,
+)
+
+EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_INSUFFICIENT_DATA = 0, 3, 4
+REPORT_FORMAT = "forgeml.drift_report/1"
+MONITORING_FORMAT = "forgeml.monitoring/1"
+
+
+@dataclass(frozen=True)
+class DecaySettings:
+    """When performance alone asks for retraining; None switches a check off."""
+
+    max_metric_drop: float | None = None
+    min_estimated_accuracy: float | None = None
+
+
+@dataclass
+class Baseline:
+    """What the current data is compared with: the train split's features and the model's
+    predictions on it, the calibration for CBPE and the evaluation's test metrics."""
+
+    features: dict[str, Reference]
+    rows: int
+    task: str | None = None
+    predictions: np.ndarray | None = None
+    calibration: dict[str, Any] | None = None
+    evaluation: dict[str, float] | None = None
+    model: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    start: pd.Timestamp | None
+    end: pd.Timestamp | None
+    records: pd.DataFrame
+
+
+def time_windows(
+    frame: pd.DataFrame, duration: str | None, count: int, now: datetime | None = None
+) -> list[Window]:
+    """`count` consecutive windows of `duration`, the last ending now (it also takes records
+    stamped later, a clock ahead); without a duration, one window of every record."""
+    if duration is None:
+        if count > 1:
+            raise ForgeError(f"monitor.windows={count} needs monitor.window_duration (e.g. 1d)")
+        stamps = frame["ts"] if "ts" in frame.columns and len(frame) else None
+        return [
+            Window(None if stamps is None else stamps.min(), None if stamps is None else stamps.max(), frame)
+        ]
+    if "ts" not in frame.columns:
+        raise ForgeError("monitor.window_duration is set but the current data has no `ts` column")
+    span = parse_duration(duration)
+    end = pd.Timestamp(now or datetime.now(timezone.utc))
+    edges = [end - span * (count - i) for i in range(count + 1)]
+    stamps = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
+    windows = []
+    for i in range(count):
+        inside = stamps >= edges[i]
+        if i < count - 1:
+            inside &= stamps < edges[i + 1]
+        windows.append(Window(edges[i], edges[i + 1], frame[inside.to_numpy()]))
+    return windows
+
+
+def parse_duration(duration: str) -> pd.Timedelta:
+    try:
+        span = pd.Timedelta(duration)
+    except ValueError as error:
+        raise ForgeError(
+            f"monitor.window_duration={duration!r} is not a duration (e.g. 30min, 24h, 1d)"
+        ) from error
+    if span <= pd.Timedelta(0):
+        raise ForgeError(f"monitor.window_duration={duration!r} must be positive")
+    return span
+
+
+def assess(
+    reference: Baseline,
+    windows: list[Window],
+    settings: DriftSettings,
+    decay: DecaySettings,
+    labels: pd.DataFrame | None,
+    source: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(monitoring report over every window, drift report of the last window)."""
+    reports = [window_report(reference, window, settings, decay, labels, source) for window in windows]
+    last = reports[-1]
+    monitoring = {
+        "format": MONITORING_FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "verdict": last["verdict"],
+        "exit_code": last["exit_code"],
+        "message": last["message"],
+        "source": source,
+        "model": reference.model,
+        "evaluation": reference.evaluation,
+        "settings": {**asdict(settings), **asdict(decay)},
+        "windows": [summary(report) for report in reports],
+    }
+    return monitoring, last
+
+
+def window_report(
+    reference: Baseline,
+    window: Window,
+    settings: DriftSettings,
+    decay: DecaySettings,
+    labels: pd.DataFrame | None,
+    source: str,
+) -> dict[str, Any]:
+    """The drift report of one window (REPORT_FORMAT) with its performance."""
+    frame = window.records
+    rejected = frame["rejected"].notna() if "rejected" in frame.columns else pd.Series(False, frame.index)
+    records = frame[~rejected.to_numpy()]
+    rows = len(records)
+    enough = rows >= settings.min_samples
+    drift = dataset_drift(reference.features, records, settings) if enough else no_test(settings)
+    prediction = prediction_drift(reference, records, settings) if enough else None
+    estimated = estimate(reference, records) if enough else None
+    measured = measure(reference, records, labels)
+    verdict, exit_code, message = decide(
+        drift, prediction, estimated, measured, rows, settings, decay, source
+    )
+    return {
+        "format": REPORT_FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "verdict": verdict,
+        "exit_code": exit_code,
+        "message": message,
+        "source": source,
+        "window": {"start": stamp(window.start), "end": stamp(window.end)},
+        "rows": {"reference": reference.rows, "current": rows, "rejected": int(rejected.sum())},
+        "min_samples": settings.min_samples,
+        **drift,
+        "prediction": prediction,
+        "estimated": estimated,
+        "measured": measured,
+        "model": reference.model,
+        "settings": asdict(settings),
+    }
+
+
+def no_test(settings: DriftSettings) -> dict[str, Any]:
+    return {
+        "features": {},
+        "tested_features": 0,
+        "drifted_features": [],
+        "missing_drifted_features": [],
+        "share_drifted": None,
+        "share_threshold": settings.share_threshold,
+        "dataset_drift": None,
+    }
+
+
+def prediction_drift(
+    reference: Baseline, records: pd.DataFrame, settings: DriftSettings
+) -> dict[str, Any] | None:
+    """The served predictions against the model's on the train split, tested like a feature."""
+    if reference.predictions is None or "prediction" not in records.columns:
+        return None
+    current = records["prediction"].dropna().to_numpy()
+    if not len(current):
+        return None
+    if reference.task == "classification":
+        # both sides counted as text (count_categories names categories by str), 1 and "1" alike
+        prediction_reference = CategoricalReference.from_values(reference.predictions)
+        return feature_drift(prediction_reference, current, settings)
+    return feature_drift(NumericReference.from_values(reference.predictions), current, settings)
+
+
+def probability_columns(records: pd.DataFrame, labels: list[str]) -> list[str] | None:
+    columns = [f"{PROBABILITY_PREFIX}{label}" for label in labels]
+    return columns if all(column in records.columns for column in columns) else None
+
+
+def estimate(reference: Baseline, records: pd.DataFrame) -> dict[str, Any] | None:
+    """CBPE from the logged probabilities of the records that have them."""
+    if reference.calibration is None:
+        return None
+    columns = probability_columns(records, reference.calibration["labels"])
+    if columns is None:
+        return None
+    probabilities = records[columns].to_numpy(np.float64)
+    probabilities = probabilities[np.isfinite(probabilities).all(axis=1)]
+    return estimate_classification(probabilities, reference.calibration) if len(probabilities) else None
+
+
+def measure(reference: Baseline, records: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Metrics of the records whose label has arrived, and their drop from the evaluation's."""
+    if labels is None or reference.task is None or "prediction" not in records.columns:
+        return None
+    actual = join_labels(records, labels)
+    labelled = actual.notna().to_numpy() & records["prediction"].notna().to_numpy()
+    result: dict[str, Any] = {"labelled_rows": int(labelled.sum())}
+    if not labelled.any():
+        return result
+    metrics = measured_metrics(
+        reference.task, actual.to_numpy()[labelled], records["prediction"].to_numpy()[labelled]
+    )
+    drops = metric_drops(metrics, reference.evaluation or {})
+    return {**result, "metrics": metrics, "drops": drops}
+
+
+def decide(
+    drift: dict[str, Any],
+    prediction: dict[str, Any] | None,
+    estimated: dict[str, Any] | None,
+    measured: dict[str, Any] | None,
+    rows: int,
+    settings: DriftSettings,
+    decay: DecaySettings,
+    source: str,
+) -> tuple[str, int, str]:
+    """(verdict, exit code, what to do): see the module docstring."""
+    if rows < settings.min_samples:
+        found = "no inference records" if rows == 0 else f"only {rows} rows"
+        return (
+            "insufficient_data",
+            EXIT_INSUFFICIENT_DATA,
+            f"{found} in {source}; at least monitor.min_samples={settings.min_samples} are needed "
+            "for a verdict",
+        )
+    drifted, tested = len(drift["drifted_features"]), drift["tested_features"]
+    share = f"{drifted} of {tested} features drifted ({drift['share_drifted']:.0%}, threshold "
+    share += f"{settings.share_threshold:.0%})"
+    prediction_drifted = bool(prediction and prediction["drifted"])
+    findings = [share, "the predictions drifted" if prediction_drifted else "the predictions did not"]
+    if drift["missing_drifted_features"]:
+        findings.append(f"the missing share moved in {', '.join(drift['missing_drifted_features'])}")
+    decayed = performance_findings(estimated, measured, settings, decay)
+    findings += decayed
+    if decayed:
+        return "decay", EXIT_DRIFT, f"decay: {'; '.join(findings)}. Retraining recommended."
+    if drift["dataset_drift"] or prediction_drifted or drift["missing_drifted_features"]:
+        return "drift", EXIT_DRIFT, f"drift: {'; '.join(findings)}. Retraining recommended."
+    return "no_drift", EXIT_NO_DRIFT, f"no drift: {'; '.join(findings)}."
+
+
+def performance_findings(
+    estimated: dict[str, Any] | None,
+    measured: dict[str, Any] | None,
+    settings: DriftSettings,
+    decay: DecaySettings,
+) -> list[str]:
+    """What the scores say against the configured limits (empty when they are met)."""
+    findings = []
+    low = decay.min_estimated_accuracy
+    if estimated and low is not None and estimated["accuracy"] < low:
+        findings.append(
+            f"estimated accuracy {estimated['accuracy']:.3f} is below monitor.min_estimated_accuracy={low}"
+        )
+    enough_labels = measured and measured["labelled_rows"] >= settings.min_samples
+    if enough_labels and decay.max_metric_drop is not None:
+        for name, drop in measured["drops"].items():
+            if drop > decay.max_metric_drop:
+                findings.append(
+                    f"measured {name} {measured['metrics'][name]:.3f} is {drop:.3f} below the "
+                    f"evaluation's (monitor.max_metric_drop={decay.max_metric_drop})"
+                )
+    return findings
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """A window's line in monitoring.json: its numbers, per feature only the statistics."""
+    features = {
+        name: {
+            key: entry.get(key)
+            for key in ("test", "statistic", "drifted", "missing_share", "missing_drifted")
+        }
+        for name, entry in report["features"].items()
+    }
+    keys = ("verdict", "exit_code", "message", "window", "rows", "share_drifted", "drifted_features")
+    return {
+        **{key: report[key] for key in keys},
+        "missing_drifted_features": report["missing_drifted_features"],
+        "prediction_drifted": (report["prediction"] or {}).get("drifted"),
+        "estimated": report["estimated"],
+        "measured": report["measured"],
+        "features": features,
+    }
+
+
+def stamp(value: pd.Timestamp | None) -> str | None:
+    return None if value is None or pd.isna(value) else value.isoformat()
