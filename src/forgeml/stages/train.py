@@ -4,7 +4,12 @@ Features and the flags that control them:
 - seed: `seed` (seed_everything with workers; deterministic CPU training, `trainer.deterministic`)
 - hardware: `trainer=cpu|gpu|ddp`, `trainer.devices`, `trainer.precision`, `trainer.num_nodes`
 - best checkpoint and early stopping on `callbacks.model_checkpoint.monitor` (default val/loss)
-- resume: `ckpt_path=models/checkpoints/last.ckpt`
+- steps: `trainer.batches_per_training_step` batches per training_step call, one optimizer step per
+  `trainer.accumulate_grad_batches` of them (ForgeModule); `gradient_clip_val`, `max_steps`,
+  `limit_train_batches` (in batches), `log_every_n_steps` and `scheduler.interval` keep their meaning
+- resume: `ckpt_path=models/checkpoints/last.ckpt` reproduces the uninterrupted run (same config)
+- several machines: `trainer=ddp trainer.num_nodes=N` with MASTER_ADDR/MASTER_PORT/NODE_RANK set;
+  sweeps on SLURM with `hydra/launcher=slurm`
 - logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
 - sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
   each job writes its model under its own output directory instead of models/
