@@ -10,9 +10,10 @@ One real TorchServe (one worker per model) serves three archives of the same exp
   forgeml_b1   the forgeml handler with batch_size 1
 Clients: `--concurrency` threads on keep-alive connections, each sending one record per
 request for `--seconds`. Runs alternate between models over `--rounds`; the best round counts.
-The model is breast_cancer (30 numeric features), trained quickly if `--models` has none.
+The model is breast_cancer (30 numeric features), prepared and trained quickly in a temporary
+workspace: the benchmark never reads the repository's data/ or models/.
 
-    python bench/serve_throughput.py [--models models] [--seconds 8] [--rounds 3]
+    python bench/serve_throughput.py [--seconds 8] [--rounds 3]
 
 Prints requests/s and p50/p99 latency per model, then `handler_vs_minimal ratio: <x>`
 (forgeml / minimal requests/s, target >= 0.9), `batching gain: <x>` (batch 16 / batch 1
@@ -35,6 +36,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from forgeml.config import MonitorConfig, ServeConfig
+from forgeml.io import read_json
 from forgeml.serving.archive import build_archive
 from forgeml.serving.processes import free_ports
 from forgeml.serving.server import TorchServe
@@ -101,16 +103,15 @@ def build_archives(models_dir: Path, serve: Any, workdir: Path) -> None:
         build_archive(models_dir, serve.model_store, name, "1", settings, **handler)
 
 
-def trained_model(models_dir: Path, test_split: Path, workdir: Path) -> tuple[Path, Path]:
-    """(models dir, test split) of the project, or of a breast_cancer model trained here."""
-    if (models_dir / "model.pt2").is_file() and test_split.is_file():
-        return models_dir, test_split
+def trained_model(workdir: Path) -> tuple[Path, Path]:
+    """(models dir, test split) of a breast_cancer model trained here, in `workdir`."""
     from hydra import compose, initialize_config_dir
 
     from forgeml.stages import prepare, train
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     overrides = [
+        "data=breast_cancer",
         f"paths.data_dir={workdir}/data",
         f"paths.models_dir={workdir}/models",
         f"paths.log_dir={workdir}/logs",
@@ -124,6 +125,13 @@ def trained_model(models_dir: Path, test_split: Path, workdir: Path) -> tuple[Pa
     prepare.run(cfg)
     train.run(cfg)
     return Path(cfg.paths.models_dir), Path(cfg.paths.processed_dir) / "test.parquet"
+
+
+def request_body(models_dir: Path, test_split: Path) -> bytes:
+    """One test record without its target (named by the model's preprocessor.json), as JSON."""
+    target = read_json(models_dir / "preprocessor.json")["target"]
+    record = pd.read_parquet(test_split).drop(columns=[target]).head(1)
+    return json.dumps({"instances": json.loads(record.to_json(orient="records"))}).encode()
 
 
 class KeepAliveClient:
@@ -199,8 +207,6 @@ def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models"))
-    parser.add_argument("--test-split", type=Path, default=Path("data/processed/test.parquet"))
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -208,11 +214,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as work:
         workdir = Path(work)
-        models_dir, test_split = trained_model(args.models, args.test_split, workdir)
+        models_dir, test_split = trained_model(workdir)
         serve = serve_config(workdir, args.batch_delay)
         build_archives(models_dir, serve, workdir)
-        record = pd.read_parquet(test_split).drop(columns=["target"]).head(1)
-        body = json.dumps({"instances": json.loads(record.to_json(orient="records"))}).encode()
+        body = request_body(models_dir, test_split)
         server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
         server.start({name: f"{name}.mar" for name in MODELS})
         try:

@@ -146,10 +146,15 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: Any = "32-true"
     max_epochs: int = 20
+    # optimizer steps (-1: no limit); a step takes `accumulate_grad_batches` batches
+    max_steps: int = -1
     min_epochs: int = 1
     deterministic: Any = True
     gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
     accumulate_grad_batches: int = 1
+    # data batches per `training_step` call, each with its own optimizer step (ForgeModule)
+    batches_per_training_step: int = 8
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 10
     limit_train_batches: Any = None

@@ -1,9 +1,13 @@
 """The LightningDataModule: processed splits encoded once into in-memory tensors.
 
 Batches are sliced from those tensors with one indexing operation each, never assembled sample
-by sample: the sampler hands out whole index tensors (a slice of one permutation per epoch), so
-the loader costs next to nothing beside the model. In a distributed run each process takes every
-`world_size`-th row of the same permutation, as DistributedSampler would.
+by sample: the sampler hands out whole index tensors (slices of one permutation per epoch), so
+the loader costs next to nothing beside the model. Training batches come in blocks of
+`batches_per_training_step`, one block per `training_step` call (see ForgeModule).
+
+The order of an epoch is a function of (seed, epoch) alone, so a run resumed from a checkpoint
+sees the same batches as one that never stopped. In a distributed run each process takes every
+`world_size`-th row of the same permutation, padded to equal shares as DistributedSampler does.
 """
 
 from __future__ import annotations
@@ -24,10 +28,25 @@ from forgeml.layout import PREPROCESSOR, split_file
 
 SPLITS = ("train", "val", "test")
 EVAL_BATCH_FACTOR = 8
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch of one run: distinct for each (seed, epoch) pair."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def batch_count(limit: int | float | None, available: int) -> int:
+    """Lightning's `limit_*_batches` rule: None = all, an int = that many, a float = that share."""
+    if limit is None:
+        return available
+    if isinstance(limit, float):
+        return int(available * limit)
+    return min(limit, available)
 
 
 class TensorTable(Dataset):
-    """Rows of an (inputs, targets) pair of tensors, fetched a whole batch at a time."""
+    """Rows of an (inputs, targets) pair of tensors, fetched a whole batch (or block) at a time."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         self.inputs, self.targets = inputs, targets
@@ -37,37 +56,60 @@ class TensorTable(Dataset):
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: torch.Tensor | list[torch.Tensor]) -> Batch | list[Batch]:
+        if isinstance(index, list):
+            return [self[batch] for batch in index]
         self.rows_served += len(index)
         return self.inputs[index], self.targets[index]
 
 
-class IndexBatches(Sampler[torch.Tensor]):
-    """Batches of row indices: slices of a seeded permutation (or of the row order)."""
+class IndexBatches(Sampler):
+    """Batches of row indices (slices of a seeded permutation, or of the row order), handed out
+    one at a time, or `block` at a time as lists, at most `max_batches` an epoch."""
 
     def __init__(
-        self, rows: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        rows: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        block: int | None = None,
+        max_batches: int | float | None = None,
     ) -> None:
         self.rows, self.batch_size, self.shuffle = rows, batch_size, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.block, self.max_batches = block, max_batches
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before each epoch (as for DistributedSampler)."""
+        self.epoch = epoch
+
+    def batches(self) -> int:
+        shard = -(-self.rows // self.world_size)
+        return batch_count(self.max_batches, -(-shard // self.batch_size))
+
     def __len__(self) -> int:
-        shard = len(range(self.rank, self.rows, self.world_size))
-        return -(-shard // self.batch_size)
+        return -(-self.batches() // self.block) if self.block else self.batches()
 
     def __iter__(self):
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(self.rows, generator=generator)
         else:
             order = torch.arange(self.rows)
-        self.epoch += 1
-        shard = order[self.rank :: self.world_size]
-        return iter(shard.split(self.batch_size))
+        padding = -self.rows % self.world_size
+        if padding:
+            order = torch.cat([order, order[:padding]])
+        batches = order[self.rank :: self.world_size].split(self.batch_size)[: self.batches()]
+        if not self.block:
+            return iter(batches)
+        return (list(batches[start : start + self.block]) for start in range(0, len(batches), self.block))
 
 
-def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def keep_batch(batch: Batch | list[Batch]) -> Batch | list[Batch]:
     """The collate step: a batch sliced by TensorTable is already stacked."""
     return batch
 
@@ -83,14 +125,24 @@ def encode_split(frame: pd.DataFrame, spec: dict[str, Any]) -> tuple[torch.Tenso
 
 
 class TableDataModule(pl.LightningDataModule):
+    """`limit_train_batches` counts data batches, as in Lightning; the loader applies it, since
+    Lightning would count blocks."""
+
     def __init__(
-        self, processed_dir: str | Path, batch_size: int, num_workers: int = 0, seed: int | None = None
+        self,
+        processed_dir: str | Path,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int | None = None,
+        batches_per_training_step: int = 1,
+        limit_train_batches: int | float | None = None,
     ) -> None:
         super().__init__()
         self.seed = seed or 0
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.block, self.limit_train_batches = batches_per_training_step, limit_train_batches
         self.spec: dict[str, Any] = read_json(self.processed_dir / PREPROCESSOR)
         self.tables: dict[str, TensorTable] = {}
 
@@ -100,15 +152,23 @@ class TableDataModule(pl.LightningDataModule):
                 frame = pd.read_parquet(split_file(self.processed_dir, split))
                 self.tables[split] = TensorTable(*encode_split(frame, self.spec))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # evaluation keeps no gradients: bigger batches cost no accuracy and fewer loop steps
-        batch_size = self.batch_size if shuffle else self.batch_size * EVAL_BATCH_FACTOR
+    def _loader(self, split: str, train: bool) -> DataLoader:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         table = self.tables[split]
+        if train:
+            sampler = IndexBatches(len(table), self.batch_size, True, self.seed, rank, world_size)
+            sampler.block, sampler.max_batches = self.block, self.limit_train_batches
+            # a resumed run fetches its first batch before Lightning calls set_epoch with this value
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer else 0)
+        else:
+            # evaluation keeps no gradients: bigger batches cost no accuracy and fewer loop steps
+            sampler = IndexBatches(
+                len(table), self.batch_size * EVAL_BATCH_FACTOR, False, 0, rank, world_size
+            )
         return DataLoader(
             table,
-            sampler=IndexBatches(len(table), batch_size, shuffle, self.seed, rank, world_size),
+            sampler=sampler,
             batch_size=None,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
@@ -116,10 +176,10 @@ class TableDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", train=False)

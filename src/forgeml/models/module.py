@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,6 +11,8 @@ import torch
 import torchmetrics
 from torch import nn
 from torch.nn import functional as F
+
+from forgeml.data.datamodule import epoch_seed
 
 
 def validation_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
@@ -30,8 +33,31 @@ def validation_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollec
     )
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """How `training_step` turns data batches into optimizer steps (the trainer's keys of these names).
+
+    A step is one optimizer step, as `trainer.global_step` and `trainer.max_steps` count them: it
+    takes `accumulate_grad_batches` data batches of `data.batch_size` rows; `log_every_n_steps`
+    counts steps too.
+    """
+
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
+    log_every_n_steps: int = 10
+    scheduler_interval: str = "epoch"
+
+
 class ForgeModule(pl.LightningModule):
-    """Cross-entropy for classes, MSE on the standardised target for regression."""
+    """Cross-entropy for classes, MSE on the standardised target for regression.
+
+    Optimisation is manual: each `training_step` receives a block of data batches (see
+    `TableDataModule`) and takes the optimizer steps for all of them, so Lightning's per-call
+    overhead (hooks, progress, result collection) is paid once a block rather than once a batch.
+    Everything the automatic loop would do per step happens here per step: gradient accumulation
+    and clipping, the LR scheduler (per step or per epoch), `max_steps`, and the logging cadence.
+    """
 
     def __init__(
         self,
@@ -42,14 +68,19 @@ class ForgeModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         target_mean: float = 0.0,
         target_std: float = 1.0,
+        steps: StepSettings | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.net = net
         # regression trains on the standardised target; metrics are reported in its own units
         self.target_mean, self.target_std = target_mean, target_std
         self.task = task
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
+        self.steps = steps or StepSettings()
+        self.seed = seed
         self.val_metrics = validation_metrics(task, num_classes)
         self.val_loss = torchmetrics.MeanMetric()
         # a buffer, so it follows the module to the GPU; summed on device, read once an epoch
@@ -64,18 +95,64 @@ class ForgeModule(pl.LightningModule):
             return F.cross_entropy(outputs, targets)
         return F.mse_loss(outputs.squeeze(-1), targets)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        inputs, targets = batch
-        loss = self._loss(self(inputs), targets)
-        self.epoch_loss_sum += loss.detach()
-        self.epoch_batches += 1
-        # self.log costs about a millisecond: per step it would slow small models down by half
-        if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", loss, prog_bar=True)
-        return loss
+    def on_train_batch_start(self, _: Any, batch_idx: int) -> None:
+        """Reseed from (seed, epoch) as an epoch's training begins: dropout then draws the same
+        numbers in a run resumed from a checkpoint as in one that never stopped, whatever used the
+        global generators in between (a new DataLoader iterator draws a seed from torch's)."""
+        if batch_idx == 0 and self.seed is not None:
+            pl.seed_everything(epoch_seed(self.seed, self.current_epoch), workers=True, verbose=False)
+
+    def training_step(self, block: list[tuple[torch.Tensor, torch.Tensor]], _: int) -> None:
+        optimizer = self.optimizers()
+        accumulate = self.steps.accumulate_grad_batches
+        last_block = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        for position, (inputs, targets) in enumerate(block):
+            if self._max_steps_reached():
+                break
+            loss = self._loss(self(inputs), targets)
+            self.manual_backward(loss / accumulate if accumulate > 1 else loss)
+            self.epoch_loss_sum += loss.detach()
+            self.epoch_batches += 1
+            # the epoch's last batch steps with what it has, as Lightning's automatic loop does
+            if self.epoch_batches % accumulate and not (last_block and position == len(block) - 1):
+                continue
+            self._optimizer_step(optimizer)
+            if self.global_step % self.steps.log_every_n_steps == 0:
+                self._log_step_loss(loss)
+        if last_block and self.steps.scheduler_interval == "epoch":
+            # before validation and the checkpoint, where Lightning's automatic loop steps it too
+            self._scheduler_step()
+
+    def _log_step_loss(self, loss: torch.Tensor) -> None:
+        """Straight to the loggers, at this step: Lightning flushes `self.log` once a block."""
+        value = loss.item()
+        for logger in self.loggers:
+            logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=self.global_step)
+        self.log("train/loss_step", value, prog_bar=True, logger=False)
+
+    def _optimizer_step(self, optimizer: Any) -> None:
+        if self.steps.gradient_clip_val:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.steps.gradient_clip_val,
+                gradient_clip_algorithm=self.steps.gradient_clip_algorithm,
+            )
+        optimizer.step()
+        optimizer.zero_grad()
+        if self.steps.scheduler_interval == "step":
+            self._scheduler_step()
+
+    def _max_steps_reached(self) -> bool:
+        return 0 <= self.trainer.max_steps <= self.global_step
+
+    def _scheduler_step(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.epoch_loss_sum / max(self.epoch_batches, 1), sync_dist=True)
+        self._log_at_global_step()
         self.epoch_loss_sum.zero_()
         self.epoch_batches = 0
 
@@ -93,9 +170,15 @@ class ForgeModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Logged once per validation, synced across processes by torchmetrics."""
         self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self._log_at_global_step()
         self.log_dict(self.val_metrics.compute())
         self.val_loss.reset()
         self.val_metrics.reset()
+
+    def _log_at_global_step(self) -> None:
+        """Epoch metrics share the step axis of `train/loss_step`: optimizer steps."""
+        self.log("step", float(self.global_step))
+        self.log("epoch", float(self.current_epoch))
 
     def _in_target_units(self, values: torch.Tensor) -> torch.Tensor:
         return values * self.target_std + self.target_mean

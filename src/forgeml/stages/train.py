@@ -4,7 +4,12 @@ Features and the flags that control them:
 - seed: `seed` (seed_everything with workers; deterministic CPU training, `trainer.deterministic`)
 - hardware: `trainer=cpu|gpu|ddp`, `trainer.devices`, `trainer.precision`, `trainer.num_nodes`
 - best checkpoint and early stopping on `callbacks.model_checkpoint.monitor` (default val/loss)
-- resume: `ckpt_path=models/checkpoints/last.ckpt`
+- steps: `trainer.batches_per_training_step` batches per training_step call, one optimizer step per
+  `trainer.accumulate_grad_batches` of them (ForgeModule); `gradient_clip_val`, `max_steps`,
+  `limit_train_batches` (in batches), `log_every_n_steps` and `scheduler.interval` keep their meaning
+- resume: `ckpt_path=models/checkpoints/last.ckpt` reproduces the uninterrupted run (same config)
+- several machines: `trainer=ddp trainer.num_nodes=N` with MASTER_ADDR/MASTER_PORT/NODE_RANK set;
+  sweeps on SLURM with `hydra/launcher=slurm`
 - logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
 - sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
   each job writes its model under its own output directory instead of models/
@@ -26,46 +31,32 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from forgeml.config import resolved_config
 from forgeml.data.datamodule import TableDataModule
 from forgeml.data.preprocessing import output_dim
+from forgeml.errors import ForgeError
 from forgeml.models.artifact import check_exportable, export_model
-from forgeml.models.module import ForgeModule, InferenceModel
+from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
 
 log = logging.getLogger(__name__)
+# trainer keys the module or the data module apply (Lightning's Trainer refuses the first three under
+# manual optimisation, and would count the last in blocks rather than in batches)
+MODULE_KEYS = (
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "batches_per_training_step",
+    "limit_train_batches",
+)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     if in_sweep():
         # each job of a sweep keeps its own model; none overwrites models/
         cfg.paths.models_dir = str(run_output_dir(cfg) / "models")
-    if cfg.seed is not None:
-        pl.seed_everything(cfg.seed, workers=True)
-    datamodule = TableDataModule(
-        cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
-    )
-    spec = datamodule.spec
-    net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
-    check_exportable(net, spec["input_dim"])
-    scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
-    model = ForgeModule(
-        net,
-        task=spec["task"],
-        num_classes=output_dim(spec),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        **scale,
-    )
-    output_dir = run_output_dir(cfg)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=make_logger(cfg, output_dir),
-        default_root_dir=output_dir,
-    )
+    datamodule, model, trainer = build(cfg)
     datamodule.setup("fit")  # load before the clock starts: throughput measures training alone
     started = time.perf_counter()
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -74,23 +65,90 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics["fit/seconds"] = fit_seconds
     metrics["fit/samples_per_second"] = datamodule.tables["train"].rows_served / fit_seconds
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            model.load_state_dict(state)
-            metrics[f"best/{trainer.checkpoint_callback.monitor}"] = float(
-                trainer.checkpoint_callback.best_model_score
-            )
-        export_model(
-            InferenceModel(model.net.cpu(), spec["task"], **scale),
-            spec,
-            resolved_config(cfg),
-            cfg.paths.models_dir,
-            metrics,
-        )
-        log.info("exported %s/model.pt2 (best: %s)", cfg.paths.models_dir, best or "last epoch")
+        export_best(cfg, trainer, model, datamodule.spec, metrics)
     _close_wandb(trainer)
     return metrics
+
+
+def build(cfg: DictConfig) -> tuple[TableDataModule, ForgeModule, pl.Trainer]:
+    """The data, the module and the trainer that `run` fits, wired from the config (seeded first)."""
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = TableDataModule(
+        cfg.paths.processed_dir,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        seed=cfg.seed,
+        batches_per_training_step=cfg.trainer.batches_per_training_step,
+        limit_train_batches=cfg.trainer.limit_train_batches,
+    )
+    spec = datamodule.spec
+    net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    check_exportable(net, spec["input_dim"])
+    scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
+    scheduler, interval = scheduler_and_interval(cfg.scheduler)
+    model = ForgeModule(
+        net,
+        task=spec["task"],
+        num_classes=output_dim(spec),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        steps=StepSettings(
+            accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+            gradient_clip_val=cfg.trainer.gradient_clip_val,
+            gradient_clip_algorithm=cfg.trainer.gradient_clip_algorithm,
+            log_every_n_steps=cfg.trainer.log_every_n_steps,
+            scheduler_interval=interval,
+        ),
+        seed=cfg.seed,
+        **scale,
+    )
+    output_dir = run_output_dir(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    trainer: pl.Trainer = instantiate(
+        without(cfg.trainer, MODULE_KEYS),
+        callbacks=callbacks,
+        logger=make_logger(cfg, output_dir),
+        default_root_dir=output_dir,
+    )
+    return datamodule, model, trainer
+
+
+def export_best(
+    cfg: DictConfig, trainer: pl.Trainer, model: ForgeModule, spec: dict[str, Any], metrics: dict[str, float]
+) -> None:
+    """The best checkpoint's weights (or the last epoch's) as the model artifact."""
+    scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
+    best = trainer.checkpoint_callback.best_model_path
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+        metrics[f"best/{trainer.checkpoint_callback.monitor}"] = float(
+            trainer.checkpoint_callback.best_model_score
+        )
+    export_model(
+        InferenceModel(model.net.cpu(), spec["task"], **scale),
+        spec,
+        resolved_config(cfg),
+        cfg.paths.models_dir,
+        metrics,
+    )
+    log.info("exported %s/model.pt2 (best: %s)", cfg.paths.models_dir, best or "last epoch")
+
+
+def scheduler_and_interval(scheduler: DictConfig | None) -> tuple[Any, str]:
+    """The scheduler's factory and whether it steps once per optimizer step or per epoch."""
+    if not scheduler:
+        return None, "epoch"
+    interval = scheduler.get("interval", "epoch")
+    if interval not in ("step", "epoch"):
+        raise ForgeError(f"scheduler.interval must be 'step' or 'epoch', got {interval!r}")
+    return instantiate(without(scheduler, ("interval",))), interval
+
+
+def without(node: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A config group, resolved, less the keys that are not its target's arguments."""
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in keys}
 
 
 def in_sweep() -> bool:
