@@ -122,3 +122,12 @@ class TableDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def build_datamodule(processed_dir: str | Path, data: Any, seed: int | None) -> pl.LightningDataModule:
+    """In-memory tensors, or row groups streamed from Parquet when `data.streaming` says so."""
+    from forgeml.data import streaming
+
+    if streaming.enabled(data, Path(processed_dir) / "train.parquet"):
+        return streaming.StreamingDataModule(processed_dir, data.batch_size, data.num_workers, seed)
+    return TableDataModule(processed_dir, data.batch_size, data.num_workers, seed=seed)

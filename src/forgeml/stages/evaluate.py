@@ -21,30 +21,42 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics import functional as M
 
+from forgeml.data import streaming
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path, write_json
 from forgeml.models.artifact import ModelArtifact
+from forgeml.models.streamed_evaluation import streamed_report
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     artifact = ModelArtifact.load(cfg.paths.models_dir)
-    test = pd.read_parquet(Path(cfg.paths.processed_dir) / "test.parquet")
-    outputs = torch.from_numpy(artifact.predict(test))
+    test_path = Path(cfg.paths.processed_dir) / "test.parquet"
     reports = Path(cfg.paths.reports_dir)
+    if streaming.enabled(cfg.data, test_path):  # larger than memory: metrics over batches
+        rows, metrics, details = streamed_report(artifact, test_path, reports)
+        return write_reports(artifact, reports, rows, metrics, details)
+    test = pd.read_parquet(test_path)
+    outputs = torch.from_numpy(artifact.predict(test))
     if artifact.spec["task"] == "classification":
         targets = torch.from_numpy(encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy()))
         metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports)
     else:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
         metrics, details = regression_report(outputs, targets, reports)
+    return write_reports(artifact, reports, len(test), metrics, details)
+
+
+def write_reports(
+    artifact: ModelArtifact, reports: Path, rows: int, metrics: dict[str, float], details: dict[str, Any]
+) -> dict[str, float]:
     write_json(reports / "metrics.json", metrics)
     write_json(
         reports / "evaluation.json",
         {
             "config_hash": artifact.manifest["config_hash"],
-            "rows": len(test),
+            "rows": rows,
             **details,
             "metrics": metrics,
         },

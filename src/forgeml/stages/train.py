@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from forgeml.config import resolved_config
-from forgeml.data.datamodule import TableDataModule
+from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.models.artifact import export_model
 from forgeml.models.module import ForgeModule, InferenceModel
@@ -43,9 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.paths.models_dir = str(run_output_dir(cfg) / "models")
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    datamodule = TableDataModule(
-        cfg.paths.processed_dir, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
-    )
+    datamodule = build_datamodule(cfg.paths.processed_dir, cfg.data, cfg.seed)
     spec = datamodule.spec
     net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
     scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
