@@ -194,3 +194,23 @@ def test_evaluation_order_is_the_file_order(tmp_path):
     split = id_split(tmp_path, rows=1000, row_group_size=128, batch=300, shuffle=False)
     rows = torch.cat(epoch_rows(split, rank=0, world=1, workers=0))
     assert torch.equal(rows.long(), torch.arange(1000))
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_binned_auroc_matches_the_exact_auroc(classes):
+    from torchmetrics.functional import auroc
+
+    from forgeml.models.streamed_evaluation import BinnedROC
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, classes, (20_000,), generator=generator)
+    logits = torch.randn(20_000, classes, generator=generator) + 1.5 * torch.nn.functional.one_hot(targets)
+    probabilities = logits.softmax(-1)
+    roc = BinnedROC(classes)
+    for chunk in range(0, 20_000, 3000):  # accumulated batch by batch
+        roc.update(probabilities[chunk : chunk + 3000].numpy(), targets[chunk : chunk + 3000].numpy())
+    if classes == 2:
+        exact = auroc(probabilities[:, 1], targets, task="binary")
+    else:
+        exact = auroc(probabilities, targets, task="multiclass", num_classes=classes, average="macro")
+    assert roc.auroc() == pytest.approx(exact.item(), abs=1e-3)
