@@ -17,6 +17,7 @@ from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.streaming import (
     CountingLoader,
     StreamingSplit,
+    enabled,
     median_rank_bound,
     prepare_streaming,
 )
@@ -127,6 +128,24 @@ def test_empty_target_in_a_late_batch_names_the_row(tmp_path):
     source = write_parquet(frame, tmp_path / "data.parquet")
     with pytest.raises(ForgeError, match=r"target column 'label' is empty in row 12001"):
         prepare_streaming(source, tmp_path / "processed", DATA, seed=0, batch_rows=1000)
+
+
+def test_streaming_turns_itself_on_above_the_size_threshold_unless_set(tmp_path):
+    source = tmp_path / "data.csv"
+    mixed_table(500).to_csv(source, index=False)
+    size_mb = source.stat().st_size / 2**20
+    assert enabled({"streaming": None, "streaming_above_mb": size_mb / 2}, source)
+    assert not enabled({"streaming": None, "streaming_above_mb": size_mb * 2}, source)
+    assert not enabled({"streaming": False, "streaming_above_mb": 0}, source)
+    assert enabled({"streaming": True, "streaming_above_mb": 1e9}, source)
+    assert not enabled({"streaming": None, "streaming_above_mb": 0}, None)
+
+
+def test_streaming_a_bundled_dataset_is_refused_naming_what_to_set(make_config):
+    from forgeml.stages import prepare
+
+    with pytest.raises(ForgeError, match=r"data.streaming=true reads a file: use data=csv data.path="):
+        prepare.run(make_config("data.streaming=true"))
 
 
 # ---------------------------------------------------------------- the sharded dataset

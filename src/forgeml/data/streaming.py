@@ -76,7 +76,7 @@ def enabled(data: Mapping[str, Any], path: str | Path | None) -> bool:
         return bool(choice)
     if path is None or not Path(path).is_file():
         return False
-    return Path(path).stat().st_size > data.get("streaming_above_mb", 1024.0) * 2**20
+    return Path(path).stat().st_size > data["streaming_above_mb"] * 2**20
 
 
 def median_rank_bound(sample_rows: int = SAMPLE_ROWS, failure_probability: float = 2e-4) -> float:
