@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/drift_speed.py
+	$(BIN)/python bench/streaming.py
 
 clean:
 	rm -rf logs outputs multirun

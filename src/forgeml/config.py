@@ -94,6 +94,10 @@ class DataConfig:
     test_size: float = 0.15
     batch_size: int = 64
     num_workers: int = 0
+    # larger than memory: prepare, train and evaluate read the data in Parquet/CSV batches.
+    # null: on for a file source larger than `streaming_above_mb` (see data/streaming.py)
+    streaming: bool | None = None
+    streaming_above_mb: float = 1024.0
 
 
 @dataclass

@@ -183,3 +183,17 @@ class TableDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+def build_datamodule(
+    processed_dir: str | Path, data: Any, seed: int | None, **training: Any
+) -> pl.LightningDataModule:
+    """In-memory tensors, or row groups streamed from Parquet when `data.streaming` says so.
+    `training`: batches_per_training_step and limit_train_batches (see TableDataModule)."""
+    from forgeml.data import streaming
+
+    if streaming.enabled(data, split_file(processed_dir, "train")):
+        return streaming.StreamingDataModule(
+            processed_dir, data.batch_size, data.num_workers, seed, **training
+        )
+    return TableDataModule(processed_dir, data.batch_size, data.num_workers, seed=seed, **training)

@@ -19,26 +19,45 @@ FORMAT = "forgeml.preprocessor/1"
 
 def fit_preprocessor(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
     """Medians, means, standard deviations, ranges, categories and labels from `train`."""
-    features = [
-        _fit_numeric(train[name]) if kind == "numeric" else _fit_categorical(train[name])
+    features = {
+        name: _fit_numeric(train[name]) if kind == "numeric" else _fit_categorical(train[name])
         for name, kind in schema.features.items()
-    ]
-    for spec, name in zip(features, schema.features, strict=True):
-        spec["name"] = name
-    spec: dict[str, Any] = {
+    }
+    if schema.task == "classification":
+        return make_spec(schema, features, {"labels": sorted_labels(train[schema.target])})
+    target = train[schema.target].to_numpy(dtype=np.float64)
+    return make_spec(schema, features, target_scale(float(target.mean()), float(target.std())))
+
+
+def make_spec(
+    schema: TableSchema, features: dict[str, dict[str, Any]], target: dict[str, Any]
+) -> dict[str, Any]:
+    """The preprocessor.json document from fitted feature entries (in column order) and the target's
+    labels or scale: the one place its layout is written (the streaming prepare uses it too)."""
+    entries = [{"name": name, **entry} for name, entry in features.items()]
+    return {
         "format": FORMAT,
         "task": schema.task,
         "target": schema.target,
-        "features": [{"name": f.pop("name"), **f} for f in features],
-        "input_dim": sum(1 if f["type"] == "numeric" else len(f["categories"]) for f in features),
+        "features": entries,
+        "input_dim": sum(1 if f["type"] == "numeric" else len(f["categories"]) for f in entries),
+        **target,
     }
-    if schema.task == "classification":
-        spec["labels"] = _sorted_labels(train[schema.target])
-    else:
-        target = train[schema.target].to_numpy(dtype=np.float64)
-        spec["target_mean"] = float(target.mean())
-        spec["target_std"] = float(target.std()) or 1.0
-    return spec
+
+
+def numeric_entry(
+    fill: float, mean: float, std: float, low: float | None, high: float | None
+) -> dict[str, Any]:
+    # a constant column (a blank pixel) keeps std 1 so it standardises to zero, not NaN
+    return {"type": "numeric", "fill": fill, "mean": mean, "std": std or 1.0, "min": low, "max": high}
+
+
+def categorical_entry(categories: list[str]) -> dict[str, Any]:
+    return {"type": "categorical", "categories": categories}
+
+
+def target_scale(mean: float, std: float) -> dict[str, float]:
+    return {"target_mean": mean, "target_std": std or 1.0}
 
 
 def feature_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -62,25 +81,19 @@ def _fit_numeric(column: pd.Series) -> dict[str, Any]:
     present = values[~np.isnan(values)]
     fill = float(np.median(present)) if len(present) else 0.0
     filled = np.where(np.isnan(values), fill, values)
-    return {
-        "type": "numeric",
-        "fill": fill,
-        "mean": float(filled.mean()),
-        # a constant column (a blank pixel) keeps std 1 so it standardises to zero, not NaN
-        "std": float(filled.std()) or 1.0,
-        "min": float(present.min()) if len(present) else None,
-        "max": float(present.max()) if len(present) else None,
-    }
+    low, high = (float(present.min()), float(present.max())) if len(present) else (None, None)
+    return numeric_entry(fill, float(filled.mean()), float(filled.std()), low, high)
 
 
 def _fit_categorical(column: pd.Series) -> dict[str, Any]:
-    categories = np.unique(category_column(column.to_numpy(dtype=object, na_value=None)))
-    return {"type": "categorical", "categories": categories.tolist()}
+    return categorical_entry(
+        np.unique(category_column(column.to_numpy(dtype=object, na_value=None))).tolist()
+    )
 
 
-def _sorted_labels(target: pd.Series) -> list[Any]:
+def sorted_labels(values: pd.Series | list[Any]) -> list[Any]:
     """Distinct labels as JSON values, sorted by their string form (see transform.encode_labels)."""
-    labels = pd.unique(target)
+    labels = pd.unique(pd.Series(values))
     native = [label.item() if hasattr(label, "item") else label for label in labels]
     if all(isinstance(label, float) and label.is_integer() for label in native):
         native = [int(label) for label in native]

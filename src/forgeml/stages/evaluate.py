@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics import functional as M
 
+from forgeml.data import streaming
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import (
@@ -40,16 +41,28 @@ from forgeml.layout import (
     split_file,
 )
 from forgeml.models.artifact import ModelArtifact
+from forgeml.models.streamed_evaluation import streamed_report
 from forgeml.monitoring.performance import CALIBRATION_FORMAT, fit_calibration
 
 log = logging.getLogger(__name__)
+# rows of the streamed splits that the monitoring reference (predictions, calibration) is made of
+MONITORING_SAMPLE_ROWS = 200_000
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     artifact = ModelArtifact.load(cfg.paths.models_dir)
-    test = pd.read_parquet(split_file(cfg.paths.processed_dir, "test"))
-    outputs = torch.from_numpy(artifact.predict(test))
+    test_path = split_file(cfg.paths.processed_dir, "test")
     reports = Path(cfg.paths.reports_dir)
+    if streaming.enabled(cfg.data, test_path):  # larger than memory: metrics over batches
+        rows, metrics, details = streamed_report(artifact, test_path, reports)
+        # monitor's reference from the leading rows (the streamed splits are in hashed order)
+        sample = leading_rows(test_path, MONITORING_SAMPLE_ROWS)
+        processed = Path(cfg.paths.processed_dir)
+        outputs = artifact.predict(sample)
+        write_monitoring_reference(artifact, outputs, sample, processed, reports, MONITORING_SAMPLE_ROWS)
+        return write_reports(artifact, reports, rows, metrics, details)
+    test = pd.read_parquet(test_path)
+    outputs = torch.from_numpy(artifact.predict(test))
     if artifact.spec["task"] == "classification":
         targets = torch.from_numpy(encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy()))
         metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports)
@@ -57,12 +70,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
         metrics, details = regression_report(outputs, targets, reports)
     write_monitoring_reference(artifact, outputs.numpy(), test, Path(cfg.paths.processed_dir), reports)
+    return write_reports(artifact, reports, len(test), metrics, details)
+
+
+def write_reports(
+    artifact: ModelArtifact, reports: Path, rows: int, metrics: dict[str, float], details: dict[str, Any]
+) -> dict[str, float]:
     write_json(reports / METRICS, metrics)
     write_json(
         reports / EVALUATION,
         {
             "config_hash": artifact.manifest["config_hash"],
-            "rows": len(test),
+            "rows": rows,
             **details,
             "metrics": metrics,
         },
@@ -116,11 +135,17 @@ def regression_report(
 
 
 def write_monitoring_reference(
-    artifact: ModelArtifact, test_outputs: np.ndarray, test: pd.DataFrame, processed: Path, reports: Path
+    artifact: ModelArtifact,
+    test_outputs: np.ndarray,
+    test: pd.DataFrame,
+    processed: Path,
+    reports: Path,
+    train_rows: int | None = None,
 ) -> None:
-    """What `monitor` compares with, computed once here: reference predictions and calibration."""
+    """What `monitor` compares with, computed once here: reference predictions (on the train
+    split, or its first `train_rows` rows) and calibration."""
     spec, model_hash = artifact.spec, artifact.manifest["model_hash"]
-    outputs = artifact.predict(pd.read_parquet(split_file(processed, "train")))
+    outputs = artifact.predict(leading_rows(split_file(processed, "train"), train_rows))
     if spec["task"] == "classification":
         labels = np.asarray([str(label) for label in spec["labels"]])
         predictions = pa.array(labels[outputs.argmax(axis=-1)])
@@ -133,6 +158,14 @@ def write_monitoring_reference(
     table = pa.table({"prediction": predictions}).replace_schema_metadata({"model_hash": model_hash})
     with atomic_path(reports / REFERENCE_PREDICTIONS) as tmp:
         pq.write_table(table, tmp)
+
+
+def leading_rows(path: Path, rows: int | None) -> pd.DataFrame:
+    """The first `rows` rows of a Parquet file (None: all of it), read without the rest."""
+    if rows is None:
+        return pd.read_parquet(path)
+    first = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+    return pd.read_parquet(path) if first is None else pa.Table.from_batches([first]).to_pandas()
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

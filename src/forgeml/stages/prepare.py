@@ -2,7 +2,8 @@
 
 Writes data/processed/: train/val/test Parquet splits (raw values, checked types),
 preprocessor.json (fitted on train only) and reference_profile.json (for drift checks).
-The split is stratified for classification and fixed by `seed`.
+The split is stratified for classification and fixed by `seed`. With `data.streaming` a file
+larger than memory is prepared in one pass of batches instead (see data/streaming.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from forgeml.config import plain
+from forgeml.data import streaming
 from forgeml.data.checks import TableSchema, check_table
 from forgeml.data.preprocessing import fit_preprocessor
+from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import PREPROCESSOR, REFERENCE_PROFILE, split_file
 from forgeml.monitoring.profile import build_profile
@@ -27,19 +30,30 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     data = cfg.data
+    out = Path(cfg.paths.processed_dir)
+    if streaming.enabled(data, data.get("path")):
+        if not data.get("path"):
+            raise ForgeError("data.streaming=true reads a file: use data=csv data.path=<file>")
+        rows, schema, preprocessor, profile = streaming.prepare_streaming(data.path, out, data, cfg.seed)
+        write_json(out / PREPROCESSOR, preprocessor)
+        write_json(out / REFERENCE_PROFILE, profile)
+        return _summary(data.name, schema, rows, out)
     frame = instantiate(data.source)
     frame.columns = frame.columns.map(str)
     features = {name: plain(kind) for name, kind in (data.features or {}).items()}
     frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop))
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
-    out = Path(cfg.paths.processed_dir)
     for name, split in splits.items():
         with atomic_path(split_file(out, name)) as tmp:
             split.to_parquet(tmp, index=False)
     write_json(out / PREPROCESSOR, fit_preprocessor(splits["train"], schema))
     write_json(out / REFERENCE_PROFILE, build_profile(splits["train"], schema))
-    summary = {f"rows/{name}": len(split) for name, split in splits.items()}
-    log.info("prepared %s (%s): %s -> %s", data.name, schema.task, summary, out)
+    return _summary(data.name, schema, {name: len(split) for name, split in splits.items()}, out)
+
+
+def _summary(name: str, schema: TableSchema, rows: dict[str, int], out: Path) -> dict[str, Any]:
+    summary = {f"rows/{split}": count for split, count in rows.items()}
+    log.info("prepared %s (%s): %s -> %s", name, schema.task, summary, out)
     return {**summary, "task": schema.task, "features": len(schema.features)}
 
 

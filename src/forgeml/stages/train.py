@@ -34,7 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from forgeml.config import resolved_config
-from forgeml.data.datamodule import TableDataModule
+from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import check_exportable, export_model
@@ -70,15 +70,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def build(cfg: DictConfig) -> tuple[TableDataModule, ForgeModule, pl.Trainer]:
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trainer]:
     """The data, the module and the trainer that `run` fits, wired from the config (seeded first)."""
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    datamodule = TableDataModule(
+    datamodule = build_datamodule(
         cfg.paths.processed_dir,
-        cfg.data.batch_size,
-        cfg.data.num_workers,
-        seed=cfg.seed,
+        cfg.data,
+        cfg.seed,
         batches_per_training_step=cfg.trainer.batches_per_training_step,
         limit_train_batches=cfg.trainer.limit_train_batches,
     )
