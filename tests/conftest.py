@@ -5,6 +5,7 @@ the same stage functions the CLI calls."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +21,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # the repository's own project config: tests must not depend on it (a test checks)
 PROJECT_CONF = PROJECT_ROOT / "conf"
 PACKAGE_MODULE = "forgeml.conf"
+
+
+def package_config_env(**extra: str) -> dict[str, str]:
+    """The environment of a `forgeml` subprocess run in a directory without conf/: it composes
+    forgeml's shipped config alone."""
+    return {**{k: v for k, v in os.environ.items() if k != "FORGEML_CONFIG_DIR"}, **extra}
 
 
 def config_sources() -> list[str]:

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from forgeml.io import read_json
-from forgeml.serving.server import free_ports
+from forgeml.serving.processes import free_ports
 from forgeml.stages import prepare
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config, package_config_env
 
 # 1000 synthetic rows: 700 train, 150 validation (even: each node validates 75, no padding);
 # 10 batches of 64 an epoch leave out the last, partial batch, which the two sides would split differently
@@ -37,7 +37,7 @@ COMMON = [
 
 def forgeml_train(workdir: Path, overrides: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     command = [os.path.join(os.path.dirname(sys.executable), "forgeml"), "train", *overrides]
-    environment = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR), **(env or {})}
+    environment = package_config_env(**(env or {}))
     return subprocess.Popen(
         command, cwd=workdir, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

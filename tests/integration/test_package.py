@@ -6,7 +6,6 @@ import ast
 import copy
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from forgeml.serving import archive as archive_module
 from forgeml.serving.archive import archive_identity
 from forgeml.serving.registry import Registry, sha256_of
 from forgeml.stages import package
-from tests.conftest import CONF_DIR
+from tests.conftest import package_config_env
 
 pytestmark = pytest.mark.slow
 
@@ -183,7 +182,7 @@ def test_package_with_a_corrupt_registry_names_it_and_leaves_the_archive(corrupt
 @pytest.mark.parametrize("stage", ["models", "deploy", "history"])
 def test_commands_on_a_corrupt_registry_exit_2_with_one_line(corrupt_registry, stage, tmp_path):
     cfg, registry = corrupt_registry
-    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    env = package_config_env()
     command = ["forgeml", stage, f"serve.model_store={cfg.serve.model_store}"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 2

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from forgeml.serving.server import free_ports
+from forgeml.serving.processes import free_ports
 from tests.integration.test_dvc import commit_all, run
 
 pytestmark = pytest.mark.slow

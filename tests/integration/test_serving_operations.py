@@ -28,7 +28,7 @@ from forgeml.serving.management import http_request
 from forgeml.serving.runtime_files import LOGGERS, allowed_urls, render_properties
 from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, history, models, package, rollback, serve
-from tests.conftest import CONF_DIR
+from tests.conftest import package_config_env
 from tests.integration.test_serving import MODEL, ask, packaged_and_served, records, serving_config
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def test_history_lists_every_deploy_and_rollback_with_gate_user_and_host(operate
     assert events[3]["replaced"] == "v3"
     assert all(e["user"] and e["host"] == os.uname().nodename for e in events)
     command = ["forgeml", "history", f"serve.model_store={operated.serve.model_store}"]
-    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR), "COLUMNS": "200"}
+    env = package_config_env(COLUMNS="200")
     table = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert "rollback" in table.stdout and "gate passed" in table.stdout and "{" not in table.stdout
     scripted = subprocess.run([*command, "--json"], cwd=tmp_path, env=env, capture_output=True, check=True)

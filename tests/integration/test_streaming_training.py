@@ -17,7 +17,7 @@ from forgeml.io import read_json
 from forgeml.models.artifact import ModelArtifact
 from forgeml.serving.batch import predict_file
 from forgeml.stages import evaluate, package, prepare, train
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config, package_config_env
 
 ROWS = 6000
 
@@ -75,14 +75,10 @@ def test_streamed_ddp_training_with_workers_takes_equal_steps_on_both_ranks(tmp_
     source = learnable_csv(tmp_path / "people.csv", rows=5001)
     overrides = [*streaming_overrides(source), "data.num_workers=2"]
     prepare.run(compose_config(tmp_path, *overrides))
-    env = {
-        **os.environ,
-        "FORGEML_CONFIG_DIR": str(CONF_DIR),
-        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-    }
+    env = package_config_env(PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
     forgeml = os.path.join(os.path.dirname(sys.executable), "forgeml")
     command = [forgeml, "train", "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=2", *overrides]
-    command += ["trainer.enable_progress_bar=false", "logger=none"]
+    command += ["trainer.enable_progress_bar=false", "logger=none", "--json"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stdout + result.stderr

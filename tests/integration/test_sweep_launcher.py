@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from forgeml.stages import prepare
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config, package_config_env
 
 
 def test_submitit_local_launcher_runs_each_sweep_job_as_its_own_process(tmp_path):
@@ -25,7 +25,7 @@ def test_submitit_local_launcher_runs_each_sweep_job_as_its_own_process(tmp_path
         "trainer.enable_progress_bar=false",
         "logger=none",
     ]
-    env = {**os.environ, "FORGEML_CONFIG_DIR": str(CONF_DIR)}
+    env = package_config_env()
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Submitit 'local' sweep output dir" in result.stdout + result.stderr

@@ -129,7 +129,7 @@ def test_ddp_on_cpu_runs_two_processes_into_one_output_dir(tmp_path):
         **os.environ,
         "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
     }
-    common = ["trainer.enable_progress_bar=false", "logger=csv"]
+    common = ["trainer.enable_progress_bar=false", "logger=csv", "--json"]
     forgeml = [os.path.join(os.path.dirname(sys.executable), "forgeml")]
     prepare.run(compose_config(tmp_path))
     result = subprocess.run(
