@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stages call `forgeml`: put the environment's commands first on PATH
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup browser demo test lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,12 @@ demo: setup
 	dvc metrics show
 	python examples/production_loop.py
 
-test: setup
+# the monitoring page is checked in a real headless browser (tests/unit/test_monitoring_windows.py):
+# Debian's chromium, installed here when missing (as root, as CI runs)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: setup browser
 	$(BIN)/pytest -q
 
 lint: setup

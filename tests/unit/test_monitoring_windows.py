@@ -118,7 +118,7 @@ def test_windows_need_a_duration_and_take_late_stamps_into_the_last_one():
 def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Headless Chromium with a fresh profile; background services off as far as flags go."""
     if shutil.which("chromium") is None:
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (.ci/run does it)")
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (`make test` does it)")
     command = [
         "chromium",
         "--headless",
