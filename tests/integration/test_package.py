@@ -179,12 +179,15 @@ def test_package_with_a_corrupt_registry_names_it_and_leaves_the_archive(corrupt
     assert not (Path(cfg.serve.model_store) / ".versions" / "breast_cancer" / "next.mar").exists()
 
 
-@pytest.mark.parametrize("stage", ["models", "deploy", "history"])
+@pytest.mark.parametrize("stage", ["models", "deploy", "rollback", "history", "serve start"])
 def test_commands_on_a_corrupt_registry_exit_2_with_one_line(corrupt_registry, stage, tmp_path):
     cfg, registry = corrupt_registry
     env = package_config_env()
-    command = ["forgeml", stage, f"serve.model_store={cfg.serve.model_store}"]
+    runtime = tmp_path / "runtime"
+    overrides = [f"serve.model_store={cfg.serve.model_store}", f"serve.runtime_dir={runtime}"]
+    command = ["forgeml", *stage.split(), *overrides]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert str(registry) in result.stderr and "not valid JSON" in result.stderr
+    assert not runtime.exists(), "nothing was started or written"

@@ -276,6 +276,7 @@ def test_second_server_runs_side_by_side_with_the_model_api_off(served, tmp_path
         status = serve.start(second)
         assert status["model_api"] is False
         assert status["models"] == {}, "a packaged version that was never deployed is not served"
+        assert "serve.model_api=true" in status["note"]
         assert serve.status(served)["running"]
         with pytest.raises(ForgeError, match="model API off"):
             deploy.run(second)

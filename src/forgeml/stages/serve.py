@@ -30,7 +30,12 @@ def start(cfg: DictConfig) -> dict[str, Any]:
     archives = serving_archives(Registry(cfg.serve.model_store))
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
     server.start(archives)
-    return server.status()
+    if archives:
+        return server.status()
+    hint = "no version was ever deployed, so none serves: run `forgeml deploy`"
+    if not server.model_api():
+        hint += " after restarting with `forgeml serve start serve.model_api=true`"
+    return {**server.status(), "note": hint}
 
 
 def stop(cfg: DictConfig) -> dict[str, Any]:
