@@ -269,17 +269,21 @@ def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
         rollback.run(served)
 
 
-def test_second_server_runs_side_by_side_with_the_model_api_off(served, tmp_path):
+def test_second_server_with_the_model_api_off_deploys_by_restarting(served, tmp_path):
     second = serving_config(served, tmp_path, model_api=False, version="other")
     package.run(second)
     try:
         status = serve.start(second)
         assert status["model_api"] is False
         assert status["models"] == {}, "a packaged version that was never deployed is not served"
-        assert "serve.model_api=true" in status["note"]
+        assert "forgeml deploy" in status["note"]
         assert serve.status(served)["running"]
-        with pytest.raises(ForgeError, match="model API off"):
-            deploy.run(second)
+        deployed = deploy.run(second)
+        assert deployed["default_version"] == "other"
+        after = serve.status(second)
+        assert after["model_api"] is False and after["running"]
+        assert after["models"][second.serve.model_name]["default_version"] == "other"
+        assert serve.status(served)["running"], "the first server is untouched"
     finally:
         serve.stop(second)
     assert not serve.status(second)["running"]

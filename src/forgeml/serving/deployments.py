@@ -64,10 +64,28 @@ def make_default(server: TorchServe, registry: Registry, model: str, version: st
 
 
 def deploy(server: TorchServe, registry: Registry, model: str, version: str, **gate: Any) -> dict[str, Any]:
-    """Make `version` the default and record the deploy with the gate's numbers (`gate`)."""
-    make_default(server, registry, model, version)
+    """Make `version` the default and record the deploy with the gate's numbers (`gate`): at
+    runtime through the model API when it is on, else by restarting the server with it."""
+    if server.model_api():
+        make_default(server, registry, model, version)
+    else:
+        restart_serving(server, registry, model, version)
     registry.record_event(model, version, "deploy", **gate)
     return {"model": model, **server.api.model_status(model)}
+
+
+def restart_serving(server: TorchServe, registry: Registry, model: str, version: str) -> None:
+    """With the model API off (the default) nothing can be registered at runtime: restart the
+    server with `version` in place of what serves (a few seconds without answers). A version
+    that never gets READY fails the deploy, and the server is restarted with what served before."""
+    before = serving_archives(registry)
+    server.stop()
+    try:
+        server.start({**before, model: served_archive(registry, model, version)})
+    except ForgeError:
+        server.stop()
+        server.start(before)
+        raise
 
 
 def rollback(server: TorchServe, registry: Registry, model: str) -> dict[str, Any]:

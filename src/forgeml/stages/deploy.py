@@ -6,11 +6,12 @@ no worse than the version serving now by more than `gate.max_regression`; a refu
 numbers. `--force` (gate.force=true) deploys anyway and says so loudly, in the log and in the
 registry (`forced: true`).
 
-Then it registers the registry's copy of the version in serve/model-store/<serve.model_name>.mar
-(the model API must be on: start the server with `serve.model_api=true`), waits until its
-workers are READY and makes it the default. The registry records the deploy with the gate's
-numbers, user and host (`forgeml history`); the previous version stays registered, so
-`forgeml rollback` can return to it.
+Then it registers the registry's copy of the version in serve/model-store/<serve.model_name>.mar,
+waits until its workers are READY and makes it the default. With the model API off (the
+default) it restarts the server instead, with the deploy command's `serve` config (a few seconds
+without answers; start with `serve.model_api=true` for a deploy without a gap). The registry
+records the deploy with the gate's numbers, user and host (`forgeml history`); the previous
+version stays registered, so `forgeml rollback` can return to it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
-    server = TorchServe(cfg.serve)
+    # a restart (model API off) keeps the inference log where `serve start` put it
+    server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
     if server.pid() is None:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
     model, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))

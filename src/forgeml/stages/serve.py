@@ -32,10 +32,7 @@ def start(cfg: DictConfig) -> dict[str, Any]:
     server.start(archives)
     if archives:
         return server.status()
-    hint = "no version was ever deployed, so none serves: run `forgeml deploy`"
-    if not server.model_api():
-        hint += " after restarting with `forgeml serve start serve.model_api=true`"
-    return {**server.status(), "note": hint}
+    return {**server.status(), "note": "no version was ever deployed, so none serves: run `forgeml deploy`"}
 
 
 def stop(cfg: DictConfig) -> dict[str, Any]:
