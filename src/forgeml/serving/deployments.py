@@ -64,14 +64,19 @@ def make_default(server: TorchServe, registry: Registry, model: str, version: st
 
 
 def deploy(server: TorchServe, registry: Registry, model: str, version: str, **gate: Any) -> dict[str, Any]:
-    """Make `version` the default and record the deploy with the gate's numbers (`gate`): at
-    runtime through the model API when it is on, else by restarting the server with it."""
+    """Make `version` the default and record the deploy with the gate's numbers (`gate`)."""
+    switch(server, registry, model, version)
+    registry.record_event(model, version, "deploy", **gate)
+    return {"model": model, **server.api.model_status(model)}
+
+
+def switch(server: TorchServe, registry: Registry, model: str, version: str) -> None:
+    """Serve `version` of `model`: at runtime through the model API when it is on, else by
+    restarting the server with it."""
     if server.model_api():
         make_default(server, registry, model, version)
     else:
         restart_serving(server, registry, model, version)
-    registry.record_event(model, version, "deploy", **gate)
-    return {"model": model, **server.api.model_status(model)}
 
 
 def restart_serving(server: TorchServe, registry: Registry, model: str, version: str) -> None:
@@ -97,6 +102,6 @@ def rollback(server: TorchServe, registry: Registry, model: str) -> dict[str, An
             f"{registry.path} ({', '.join(stack) or 'run `forgeml deploy` first'})"
         )
     previous, current = stack[-2:]
-    make_default(server, registry, model, previous)
+    switch(server, registry, model, previous)
     registry.record_event(model, previous, "rollback", replaced=current)
     return {"model": model, **server.api.model_status(model)}

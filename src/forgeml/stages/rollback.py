@@ -20,7 +20,7 @@ from forgeml.serving.server import TorchServe
 def run(cfg: DictConfig) -> dict[str, Any]:
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
-    server = TorchServe(cfg.serve)
+    server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)  # kept across a restart
     if server.pid() is None:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
     return deployments.rollback(server, registry, cfg.serve.model_name)
