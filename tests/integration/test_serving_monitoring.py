@@ -205,8 +205,14 @@ def test_metrics_port_counts_predictions_per_class_as_answered(monitored, traffi
 
 
 def test_metrics_port_counts_rejected_requests_by_reason(monitored, traffic):
-    found = metrics_once_counted(monitored, len(traffic["accepted"]))
-    assert by_label(found["forgeml_rejected_requests"], "Reason") == traffic["rejected"]
+    # each worker hands its counts over once a second: wait for both workers' rejections
+    deadline = time.monotonic() + 20
+    while True:
+        rejected = by_label(metrics(monitored).get("forgeml_rejected_requests", []), "Reason")
+        if rejected == traffic["rejected"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert rejected == traffic["rejected"]
 
 
 def test_metrics_port_counts_values_outside_the_training_range_per_feature(monitored, traffic):

@@ -674,8 +674,8 @@ def quoted(value: Any) -> str:
     """`value` as JSON, cut to MAX_QUOTED characters: a message quotes, it does not echo."""
     try:
         text = json.dumps(value)
-    except (ValueError, RecursionError):
-        text = repr(value)
+    except (ValueError, RecursionError):  # nested too deeply to quote
+        text = f"a {type(value).__name__}"
     return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
 
 
