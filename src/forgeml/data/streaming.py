@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -65,6 +66,7 @@ ROW_GROUP_ROWS = 65_536
 SAMPLE_ROWS = 100_000
 SHUFFLE_ROWS = 262_144
 CSV_BLOCK_BYTES = 16 << 20
+PARQUET_BUFFER_BYTES = 1 << 20
 # salts of the row hash: one decides the split, the other the sample
 SPLIT_SALT, SAMPLE_SALT = 0x5EED, 0x5A3B1E
 
@@ -87,6 +89,12 @@ def median_rank_bound(sample_rows: int = SAMPLE_ROWS, failure_probability: float
 # ---------------------------------------------------------------- reading and checking batches
 
 
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    """A Parquet file read in bounded memory: with pre-buffering (pyarrow's default) the reader
+    keeps every row group it has read until it is closed, so memory grows with the file."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES)
+
+
 def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches; CSV cells arrive as text so that checks can name a bad cell."""
     path = Path(path)
@@ -95,7 +103,7 @@ def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.
     if path.stat().st_size == 0:
         raise ForgeError(f"data file {path} is empty")
     if path.suffix.lower() in (".parquet", ".pq"):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        yield from open_parquet(path).iter_batches(batch_size=batch_rows)
         return
     read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     try:
@@ -448,7 +456,7 @@ def prepare_streaming(
     with ExitStack() as stack:
         writers: dict[int, SplitWriter] = {}
         first_row = 1
-        for batch in _chain(first, batches):
+        for batch in itertools.chain([first], batches):
             table = check_batch(batch, schema, label_type, first_row)
             if not writers:
                 for index, split in enumerate(SPLITS):
@@ -469,11 +477,6 @@ def prepare_streaming(
         rows = {split: writers[index].rows for index, split in enumerate(SPLITS)}
         spec, profile = statistics.preprocessor(), statistics.profile()
     return rows, schema, spec, profile
-
-
-def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    yield first
-    yield from rest
 
 
 def _require_classes(statistics: TrainStatistics, schema: TableSchema) -> None:
@@ -585,7 +588,7 @@ class StreamingSplit(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         pieces = self.shard(worker, workers)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + worker)
-        file = pq.ParquetFile(self.path)
+        file = open_parquet(self.path)
         held: list[tuple[torch.Tensor, torch.Tensor]] = []
         held_rows = 0
         for piece in pieces:
