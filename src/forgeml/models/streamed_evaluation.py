@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 import torchmetrics
 from torchmetrics import classification as C
 from torchmetrics import regression as R
 
+from forgeml.data.streaming import open_parquet
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
@@ -42,7 +42,7 @@ def streamed_report(
     pairs_file = "confusion_matrix.csv" if classes else "predicted_vs_actual.csv"
     rows, scatter = 0, []
     with atomic_path(reports / "plots" / pairs_file) as tmp:
-        for batch in pq.ParquetFile(test_path).iter_batches(batch_size=chunk_rows):
+        for batch in open_parquet(test_path).iter_batches(batch_size=chunk_rows):
             frame = batch.to_pandas()
             outputs = torch.from_numpy(artifact.predict(frame))
             target = frame[spec["target"]].to_numpy()
