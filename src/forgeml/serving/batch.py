@@ -198,7 +198,7 @@ def read_chunks(source: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, d
     """(chunk, {row: first missing column} of its rows with fewer fields than the header)."""
     if source.suffix.lower() != ".csv":
         try:
-            table = pq.ParquetFile(source)
+            table = pq.ParquetFile(source, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as error:
             raise ForgeError(f"{source}: not a readable Parquet file ({error})") from None
         batches = table.iter_batches(batch_size=chunk_rows)
