@@ -47,7 +47,6 @@ ACTIONS = {"serve": ("start", "stop", "status")}
 FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
-    "init": "init DIR [--data FILE] [--target COLUMN] [--name NAME]: a new forgeml project",
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "serve": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
@@ -153,12 +152,14 @@ def run_from_params(stage: str, args: list[str], as_json: bool = False) -> int:
     params = Path(args[position + 1])
     if not params.is_file():
         raise ForgeError(f"{params} not found; write it with `forgeml compose`")
-    cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), OmegaConf.load(params))
-    if cfg.forgeml_version != __version__:
+    snapshot = OmegaConf.load(params)
+    composed_by = snapshot.get("forgeml_version")
+    if composed_by != __version__:
         raise ForgeError(
-            f"{params} was composed by forgeml {cfg.forgeml_version}, this is forgeml {__version__}: "
-            "run `forgeml compose` (then `dvc repro` re-runs every stage with this version)"
+            f"{params} was composed by forgeml {composed_by or 'before 0.1.0'}, this is forgeml "
+            f"{__version__}: run `forgeml compose` (then `dvc repro` re-runs every stage with it)"
         )
+    cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), snapshot)
     return exit_code_of(run_stage(stage, cfg, as_json))
 
 

@@ -11,6 +11,7 @@ This module imports only the standard library and OmegaConf: it runs on every Hy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from forgeml import __version__
+from forgeml.errors import ForgeError
 
 # forgeml's own config groups, inside the package; its primary config is not named `config`,
 # so that a project's conf/config.yaml can include it (`/forgeml_base@_here_`) without recursion
@@ -238,6 +240,33 @@ class MonitorConfig:
     share_threshold: float = 0.5
     min_samples: int = 100
     wandb: bool = True
+
+
+# what OmegaConf cannot check: the range a number must lie in, per group and key (checked, once,
+# by `check_ranges` when a stage uses the group; the message names the key)
+SHARE = (lambda value: 0 <= value <= 1, "must lie between 0 and 1")
+POSITIVE = (lambda value: value > 0, "must be positive")
+NON_NEGATIVE = (lambda value: value >= 0, "must be at least 0")
+RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
+    "monitor": {
+        "sample_rate": SHARE,
+        "p_value": SHARE,
+        "share_threshold": SHARE,
+        "distance_threshold": POSITIVE,
+        "psi_threshold": POSITIVE,
+        "min_samples": POSITIVE,
+        "log_max_bytes": POSITIVE,
+        "log_backups": NON_NEGATIVE,
+    },
+}
+
+
+def check_ranges(group: str, node: Any) -> None:
+    """Refuse a value outside its range, naming the key: `monitor.sample_rate=1.5 must lie ...`."""
+    for key, (within, rule) in RANGES[group].items():
+        value = getattr(node, key)  # a config node or a schema instance
+        if not within(value):
+            raise ForgeError(f"{group}.{key}={value} {rule}")
 
 
 @dataclass

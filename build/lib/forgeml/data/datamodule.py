@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from forgeml.data.preprocessing import feature_columns
 from forgeml.data.transform import encode_features, encode_labels
 from forgeml.io import read_json
+from forgeml.layout import PREPROCESSOR, split_file
 
 SPLITS = ("train", "val", "test")
 EVAL_BATCH_FACTOR = 8
@@ -90,13 +91,13 @@ class TableDataModule(pl.LightningDataModule):
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.spec: dict[str, Any] = read_json(self.processed_dir / "preprocessor.json")
+        self.spec: dict[str, Any] = read_json(self.processed_dir / PREPROCESSOR)
         self.tables: dict[str, TensorTable] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
             if split not in self.tables:
-                frame = pd.read_parquet(self.processed_dir / f"{split}.parquet")
+                frame = pd.read_parquet(split_file(self.processed_dir, split))
                 self.tables[split] = TensorTable(*encode_split(frame, self.spec))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

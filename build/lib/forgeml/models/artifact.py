@@ -25,8 +25,7 @@ from forgeml.data.preprocessing import feature_columns
 from forgeml.data.transform import encode_features
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, read_json, write_json
-
-PROGRAM, MANIFEST, PREPROCESSOR = "model.pt2", "model.json", "preprocessor.json"
+from forgeml.layout import MANIFEST, PREPROCESSOR, PROGRAM
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from forgeml.config import check_ranges
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.io import write_json, write_text
@@ -68,16 +69,7 @@ def inference_log_settings(monitor: Any) -> dict[str, Any]:
     """The handler's share of requests logged and its log rotation; None: nothing logged."""
     if monitor is None:
         return {"sample_rate": 0.0, "log_max_bytes": 0, "log_backups": 0}
-    if not 0 <= monitor.sample_rate <= 1:
-        raise ForgeError(
-            f"monitor.sample_rate={monitor.sample_rate} is not a share of requests: use 0 (no "
-            "inference log) to 1 (every request), e.g. monitor.sample_rate=0.1"
-        )
-    if monitor.log_max_bytes <= 0 or monitor.log_backups < 0:
-        raise ForgeError(
-            f"monitor.log_max_bytes={monitor.log_max_bytes} must be positive and "
-            f"monitor.log_backups={monitor.log_backups} at least 0"
-        )
+    check_ranges("monitor", monitor)
     return {
         "sample_rate": float(monitor.sample_rate),
         "log_max_bytes": int(monitor.log_max_bytes),

@@ -13,12 +13,12 @@ version. The previous version stays registered, so `forgeml rollback` can return
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
+from forgeml.layout import archive_file
 from forgeml.serving.gate import GateDecision, promotion_gate
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe, archive_identity
@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     server = TorchServe(cfg.serve)
     if server.pid() is None:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
-    archive = Path(cfg.serve.model_store) / f"{cfg.serve.model_name}.mar"
+    archive = archive_file(cfg.serve.model_store, cfg.serve.model_name)
     model, version = archive_identity(archive)
     registry = Registry(cfg.serve.model_store)
     decision = gate(cfg, registry, model, version, serving=current_version(server, model))

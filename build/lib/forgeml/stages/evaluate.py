@@ -23,6 +23,7 @@ from torchmetrics import functional as M
 
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path, write_json
+from forgeml.layout import EVALUATION, FIGURES, METRICS, PLOTS, split_file
 from forgeml.models.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     artifact = ModelArtifact.load(cfg.paths.models_dir)
-    test = pd.read_parquet(Path(cfg.paths.processed_dir) / "test.parquet")
+    test = pd.read_parquet(split_file(cfg.paths.processed_dir, "test"))
     outputs = torch.from_numpy(artifact.predict(test))
     reports = Path(cfg.paths.reports_dir)
     if artifact.spec["task"] == "classification":
@@ -39,9 +40,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
         metrics, details = regression_report(outputs, targets, reports)
-    write_json(reports / "metrics.json", metrics)
+    write_json(reports / METRICS, metrics)
     write_json(
-        reports / "evaluation.json",
+        reports / EVALUATION,
         {
             "config_hash": artifact.manifest["config_hash"],
             "rows": len(test),
@@ -73,13 +74,13 @@ def classification_report(
     pairs = pd.DataFrame(
         {"actual": [names[i] for i in targets], "predicted": [names[i] for i in predictions]}
     )
-    write_csv(reports / "plots" / "confusion_matrix.csv", pairs)
+    write_csv(reports / PLOTS / "confusion_matrix.csv", pairs)
     figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
     if classes == 2:
         fpr, tpr, _ = M.roc(probabilities[:, 1], targets, task="binary")
-        write_csv(reports / "plots" / "roc.csv", pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy()}))
+        write_csv(reports / PLOTS / "roc.csv", pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy()}))
         figures["roc"] = plot_curve(fpr.numpy(), tpr.numpy(), "false positive rate", "true positive rate")
-    save_figures(figures, reports / "figures")
+    save_figures(figures, reports / FIGURES)
     return metrics, {"labels": labels, "confusion_matrix": confusion.tolist()}
 
 
@@ -92,8 +93,8 @@ def regression_report(
         "test/r2": M.r2_score(predictions, targets).item(),
     }
     pairs = pd.DataFrame({"actual": targets.numpy(), "predicted": predictions.numpy()})
-    write_csv(reports / "plots" / "predicted_vs_actual.csv", pairs)
-    save_figures({"predicted_vs_actual": plot_scatter(pairs)}, reports / "figures")
+    write_csv(reports / PLOTS / "predicted_vs_actual.csv", pairs)
+    save_figures({"predicted_vs_actual": plot_scatter(pairs)}, reports / FIGURES)
     return metrics, {}
 
 

@@ -9,11 +9,11 @@ against the running server.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.layout import archive_file
 from forgeml.serving.gate import promotion_gate
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import archive_identity
@@ -22,7 +22,7 @@ EXIT_REFUSED = 1
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    model, version = archive_identity(Path(cfg.serve.model_store) / f"{cfg.serve.model_name}.mar")
+    model, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))
     registry = Registry(cfg.serve.model_store)
     serving = registry.serving(model)
     baseline = registry.version(model, serving)["metrics"] if serving and serving != version else None

@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from forgeml.config import plain
+from forgeml.config import check_ranges, plain
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json, write_text
+from forgeml.layout import DRIFT_PAGE, DRIFT_REPORT, REFERENCE_PROFILE, split_file
 from forgeml.monitoring.drift import (
     TESTS,
     CategoricalReference,
@@ -62,16 +63,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings = drift_settings(monitor)
     processed = Path(cfg.paths.processed_dir)
-    profile = read_json(processed / "reference_profile.json")
-    train = pd.read_parquet(processed / "train.parquet")
+    profile = read_json(processed / REFERENCE_PROFILE)
+    train = pd.read_parquet(split_file(processed, "train"))
     current, source = load_current(monitor)
     references = feature_references(profile, train)
     model = load_model(cfg.paths.models_dir)
     report, predictions = drift_report(references, train, current, settings, model, source)
     figures = drifted_figures(report, train, current, predictions)
     reports = Path(cfg.paths.reports_dir)
-    write_json(reports / "drift.json", report)
-    write_text(reports / "drift.html", render_html(report, figures))
+    write_json(reports / DRIFT_REPORT, report)
+    write_text(reports / DRIFT_PAGE, render_html(report, figures))
     wandb_run = None
     if monitor.wandb:
         wandb_config = {"source": source, "settings": asdict(settings), "model": report["model"]}
@@ -85,19 +86,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "share_drifted": report["share_drifted"],
         "drifted_features": report["drifted_features"],
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
-        "report": str(reports / "drift.json"),
+        "report": str(reports / DRIFT_REPORT),
         "wandb_run": wandb_run,
     }
 
 
 def drift_settings(monitor: DictConfig) -> DriftSettings:
     """Check the monitor config before any work; every message names the key to change."""
-    for key in ("sample_rate", "p_value", "share_threshold"):
-        if not 0.0 <= monitor[key] <= 1.0:
-            raise ForgeError(f"monitor.{key}={monitor[key]} must lie between 0 and 1")
-    for key in ("distance_threshold", "psi_threshold", "min_samples"):
-        if monitor[key] <= 0:
-            raise ForgeError(f"monitor.{key}={monitor[key]} must be positive")
+    check_ranges("monitor", monitor)
     for kind in ("numeric", "categorical"):
         method = plain(monitor[f"{kind}_method"])
         if method != "auto" and method not in TESTS[kind]:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, read_json
+from forgeml.layout import EVALUATION, MANIFEST, METRICS
 from forgeml.serving.archive import build_archive
 from forgeml.serving.registry import Registry, data_hash, sha256_of
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    manifest_path = Path(cfg.paths.models_dir) / "model.json"
+    manifest_path = Path(cfg.paths.models_dir) / MANIFEST
     if not manifest_path.is_file():
         raise ForgeError(f"no trained model in {cfg.paths.models_dir}/ (run `forgeml train` first)")
     manifest = read_json(manifest_path)
@@ -57,8 +58,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def test_metrics(reports: Path, config_hash: str) -> dict[str, float]:
     """The model's test metrics, if `evaluate` measured this very model (else none: the gate
     then refuses any threshold as not measured)."""
-    evaluation = reports / "evaluation.json"
+    evaluation = reports / EVALUATION
     if not evaluation.is_file() or read_json(evaluation).get("config_hash") != config_hash:
         log.warning("no evaluation of this model in %s: run `forgeml evaluate` first", reports)
         return {}
-    return read_json(reports / "metrics.json")
+    return read_json(reports / METRICS)

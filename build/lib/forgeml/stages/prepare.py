@@ -19,6 +19,7 @@ from forgeml.config import plain
 from forgeml.data.checks import TableSchema, check_table
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.io import atomic_path, write_json
+from forgeml.layout import PREPROCESSOR, REFERENCE_PROFILE, split_file
 from forgeml.monitoring.profile import build_profile
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
     out = Path(cfg.paths.processed_dir)
     for name, split in splits.items():
-        with atomic_path(out / f"{name}.parquet") as tmp:
+        with atomic_path(split_file(out, name)) as tmp:
             split.to_parquet(tmp, index=False)
-    write_json(out / "preprocessor.json", fit_preprocessor(splits["train"], schema))
-    write_json(out / "reference_profile.json", build_profile(splits["train"], schema))
+    write_json(out / PREPROCESSOR, fit_preprocessor(splits["train"], schema))
+    write_json(out / REFERENCE_PROFILE, build_profile(splits["train"], schema))
     summary = {f"rows/{name}": len(split) for name, split in splits.items()}
     log.info("prepared %s (%s): %s -> %s", data.name, schema.task, summary, out)
     return {**summary, "task": schema.task, "features": len(schema.features)}
