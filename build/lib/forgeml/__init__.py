@@ -1,3 +1,0 @@
-"""forgeml: a declarative, config-driven ML framework, from a YAML file to a monitored endpoint."""
-
-__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""Data: sources (bundled, CSV/Parquet, synthetic), checks, fitted preprocessing, the DataModule."""

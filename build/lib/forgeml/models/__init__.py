@@ -1,1 +1,0 @@
-"""Models: plain nn.Modules (nets.py), the LightningModule (module.py), the exported artifact."""

@@ -1,1 +1,0 @@
-"""Monitoring: the training reference profile, drift tests, the inference log and reports."""

@@ -1,1 +1,0 @@
-"""Serving: the TorchServe handler and archive, the local server and batch prediction."""
