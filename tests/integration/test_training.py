@@ -133,7 +133,7 @@ def test_ddp_on_cpu_runs_two_processes_into_one_output_dir(tmp_path):
     forgeml = [os.path.join(os.path.dirname(sys.executable), "forgeml")]
     prepare.run(compose_config(tmp_path))
     result = subprocess.run(
-        [*forgeml, "train", "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=2", *common],
+        [*forgeml, "train", "--json", "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=2", *common],
         cwd=tmp_path,
         env=env,
         capture_output=True,
