@@ -214,7 +214,9 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
                 f"measured {measured.get('accuracy')}"
             )
         echo(f"   exit {code}: {report['monitor']['message']}")
-        echo(f"   report: {workdir / 'reports/monitoring.html'}")
+        # kept aside: step 6's `dvc repro` runs the monitor stage again, without the labels
+        shutil.copy2(workdir / "reports/monitoring.html", workdir / "monitoring-with-labels.html")
+        echo(f"   report: {workdir / 'monitoring-with-labels.html'}")
 
         echo("\n== 6. retrain on the new data: append the labelled new rows, dvc repro")
         pd.concat([v1_rows, shifted], ignore_index=True).to_csv(workdir / RAW, index=False)
