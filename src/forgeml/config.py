@@ -244,6 +244,8 @@ class MonitorConfig:
     window_rows: int | None = None
     window_duration: str | None = None
     windows: int = 1
+    # the end of the last window (ISO 8601, e.g. 2025-06-02T00:00Z); null: now
+    window_end: str | None = None
     # delayed labels: a CSV/Parquet file with columns id,label, joined to the log by request id
     labels: str | None = None
     # retrain when a measured score (accuracy, f1_macro, r2) fell more than this below the

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -239,3 +240,19 @@ def test_monitor_process_imports_no_torch(project, tmp_path):
     assert "EXIT 3 HEAVY []" in result.stdout
     report = json.loads((Path(project.paths.reports_dir) / "drift.json").read_text())
     assert report["prediction"]["test"] == "chi2" and report["estimated"]["accuracy"] > 0
+
+
+def test_reference_files_of_another_model_are_not_used(project):
+    """A retrained model without a new `evaluate`: no stale estimate, no stale prediction drift."""
+    write_inference_log(project, traffic(project))
+    reports = Path(project.paths.reports_dir)
+    calibration = json.loads((reports / "calibration.json").read_text())
+    (reports / "calibration.json").write_text(json.dumps({**calibration, "model_hash": "another"}))
+    predictions = pq.read_table(reports / "reference_predictions.parquet")
+    pq.write_table(
+        predictions.replace_schema_metadata({"model_hash": "another"}),
+        reports / "reference_predictions.parquet",
+    )
+    result = monitor.run(project)
+    assert result["estimated_accuracy"] is None and result["prediction_drifted"] is None
+    assert result["exit_code"] == 0 and result["rows"] == 569

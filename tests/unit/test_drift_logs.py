@@ -84,3 +84,11 @@ def test_current_data_from_csv_parquet_or_missing_path(tmp_path):
     pd.testing.assert_frame_equal(read_current(tmp_path / "t.parquet"), table)
     with pytest.raises(ForgeError, match=r"monitor.current"):
         read_current(tmp_path / "missing.csv")
+
+
+def test_integer_labels_stay_integers_next_to_rejected_request_lines(tmp_path):
+    lines = [{**record(0), "prediction": 1}, {**record(1), "prediction": 0}, {**record(2), "rejected": "x"}]
+    del lines[2]["input"], lines[2]["prediction"]
+    write_lines(tmp_path / "worker-1.jsonl", lines)
+    frame = read_inference_log(tmp_path)
+    assert frame["prediction"].dropna().astype(str).tolist() == ["1", "0"]

@@ -22,6 +22,7 @@ from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windo
 from forgeml.monitoring.drift import DriftSettings, NumericReference
 from forgeml.monitoring.performance import fit_calibration
 from forgeml.monitoring.report import render_monitoring_html
+from forgeml.stages.monitor import window_end
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 LABELS = ["no", "yes"]
@@ -113,6 +114,14 @@ def test_windows_need_a_duration_and_take_late_stamps_into_the_last_one():
         time_windows(frame, None, 3)
     with pytest.raises(ForgeError, match=r"monitor.window_duration='soon' is not a duration"):
         time_windows(frame, "soon", 3)
+
+
+def test_window_end_sets_the_end_of_the_last_window_in_utc(make_config):
+    end = window_end(make_config("monitor.window_end=2026-06-15T12:00Z").monitor)
+    assert end == pd.Timestamp(NOW) and window_end(make_config().monitor) is None
+    assert window_end(make_config("monitor.window_end=2026-06-15T14:00+02:00").monitor) == end
+    with pytest.raises(ForgeError, match=r"monitor.window_end='yesterday' is not a time"):
+        window_end(make_config("monitor.window_end=yesterday").monitor)
 
 
 def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:

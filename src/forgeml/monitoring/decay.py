@@ -78,8 +78,9 @@ class Window:
 def time_windows(
     frame: pd.DataFrame, duration: str | None, count: int, now: datetime | None = None
 ) -> list[Window]:
-    """`count` consecutive windows of `duration`, the last ending now (it also takes records
-    stamped later, a clock ahead); without a duration, one window of every record."""
+    """`count` consecutive windows of `duration`, the last ending at `now` (default: the current
+    time; it also takes records stamped later, a clock ahead); without a duration, one window
+    of every record."""
     if duration is None:
         if count > 1:
             raise ForgeError(f"monitor.windows={count} needs monitor.window_duration (e.g. 1d)")

@@ -118,13 +118,15 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def plain_column(array: pa.Array) -> pd.Series:
-    """A prediction logged as an object keeps its `label` (classification) or `value`."""
+    """A prediction logged as an object keeps its `label` (classification) or `value`. Integers
+    stay integers where some lines lack the field (a rejected request's line): as floats, label
+    1 would read as "1.0" and match no class."""
     if pa.types.is_struct(array.type):
         for key in ("label", "value"):
             if array.type.get_field_index(key) >= 0:
-                return array.field(key).to_pandas()
+                return array.field(key).to_pandas(integer_object_nulls=True)
         return pd.Series([json.dumps(item) for item in array.to_pylist()])
-    return array.to_pandas()
+    return array.to_pandas(integer_object_nulls=True)
 
 
 def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

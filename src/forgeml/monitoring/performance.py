@@ -10,10 +10,14 @@ Estimated (classification): confidence-based performance estimation, as NannyML'
 curves are stored as JSON (reports/calibration.json). For a window of logged probabilities, the
 calibrated probability p_ik is the chance that row i is of class k, so the expected confusion
 matrix is E[C[k, j]] = sum of p_ik over the rows predicted j, and accuracy and macro F1 follow
-from it, without a single label. The band is ±3 standard deviations of the metric over draws of
-the confusion matrix (normal approximation of each predicted class's column, its covariance
-sum(diag(p) - p pᵀ)): the spread the measured metric has around the estimate when the
-calibration holds. It holds under covariate shift (P(label | input) unchanged); a change in that
+from it, without a single label. The band is ±3 standard deviations of two errors together: the
+window's sampling error, the spread of the metric over draws of the confusion matrix (normal
+approximation of each predicted class's column, its covariance sum(diag(p) - p pᵀ)), and the
+calibration's own, fitted on a finite evaluation split of n rows: the standard error of the
+metric on n rows, sqrt(m (1 - m) / n). (Sampling error alone, as NannyML bands, left 5% of
+windows outside a 3-sigma band in tests/unit/test_performance.py's setting.)
+
+The estimate holds under covariate shift (P(label | input) unchanged); a change in that
 relation (concept drift) is what the measured metrics and the labels are for.
 """
 
@@ -87,15 +91,19 @@ def estimate_classification(
             continue
         expected[:, j] = rows.sum(axis=0)
         covariance = np.diag(expected[:, j]) - rows.T @ rows
-        draws[:, :, j] = rng.multivariate_normal(expected[:, j], covariance, BAND_DRAWS, method="eigh")
+        # positive semi-definite by construction; rounding may leave eigenvalues of -1e-13
+        draws[:, :, j] = rng.multivariate_normal(
+            expected[:, j], covariance, BAND_DRAWS, method="eigh", check_valid="ignore"
+        )
     accuracy, f1 = confusion_scores(expected[None])
     draw_accuracy, draw_f1 = confusion_scores(draws)
+    fitted_on = calibration["rows"]
     return {
         "rows": len(p),
         "accuracy": float(accuracy[0]),
-        "accuracy_band": band(float(accuracy[0]), draw_accuracy),
+        "accuracy_band": band(float(accuracy[0]), draw_accuracy, fitted_on),
         "f1_macro": float(f1[0]),
-        "f1_macro_band": band(float(f1[0]), draw_f1),
+        "f1_macro_band": band(float(f1[0]), draw_f1, fitted_on),
     }
 
 
@@ -112,8 +120,10 @@ def confusion_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return correct / total, f1.sum(axis=1) / np.maximum(occurs.sum(axis=1), 1)
 
 
-def band(estimate: float, draws: np.ndarray) -> list[float]:
-    spread = BAND_SIGMAS * float(np.std(draws))
+def band(estimate: float, draws: np.ndarray, calibration_rows: int) -> list[float]:
+    """estimate ± BAND_SIGMAS standard deviations of the window's and the calibration's errors."""
+    calibration_variance = estimate * (1.0 - estimate) / max(calibration_rows, 1)
+    spread = BAND_SIGMAS * float(np.sqrt(np.var(draws) + calibration_variance))
     return [max(estimate - spread, 0.0), min(estimate + spread, 1.0)]
 
 

@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     current, source = load_current(monitor)
     current = with_predictions(current, cfg.paths.models_dir)
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
-    windows = time_windows(current, monitor.window_duration, monitor.windows)
+    windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
     monitoring, report = assess(baseline, windows, settings, decay, labels, source)
     figures = drifted_figures(report, train, windows[-1].records, baseline)
     reports = Path(cfg.paths.reports_dir)
@@ -264,6 +264,19 @@ def with_predictions(current: pd.DataFrame, models_dir: str) -> pd.DataFrame:
     labels = [str(label) for label in model.spec["labels"]]
     probabilities = {f"{PROBABILITY_PREFIX}{label}": outputs[:, k] for k, label in enumerate(labels)}
     return current.assign(prediction=np.asarray(labels)[outputs.argmax(axis=-1)], **probabilities)
+
+
+def window_end(monitor: DictConfig) -> pd.Timestamp | None:
+    """`monitor.window_end` as a UTC time (a time without zone is UTC); None: now."""
+    if monitor.window_end is None:
+        return None
+    try:
+        end = pd.Timestamp(monitor.window_end)
+    except ValueError as error:
+        raise ForgeError(
+            f"monitor.window_end={monitor.window_end!r} is not a time (e.g. 2025-06-02T00:00Z)"
+        ) from error
+    return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
