@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import ssl
 import subprocess
 import sys
