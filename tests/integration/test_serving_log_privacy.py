@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from forgeml.data.transform import keyed_hashes
 from forgeml.monitoring.privacy import KEY_FILE
-from forgeml.stages import monitor, prepare, train
+from forgeml.stages import evaluate, monitor, prepare, train
 from tests.conftest import compose_config
 from tests.integration.test_serving import ask, packaged_and_served, serving_config
 from tests.integration.test_serving_monitoring import logged
@@ -64,6 +64,7 @@ def private(tmp_path_factory) -> DictConfig:
     )
     prepare.run(cfg)
     train.run(cfg)
+    evaluate.run(cfg)  # the promotion gate deploys evaluated models only
     cfg = serving_config(cfg, workdir, batch_size=4, max_batch_delay=20)
     with packaged_and_served(cfg):
         yield cfg
