@@ -31,20 +31,13 @@ from forgeml.errors import ForgeError
 from forgeml.serving.management import http_request
 from forgeml.serving.processes import free_ports
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import TorchServe
+from forgeml.serving.server import PORT_KEYS, TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
 
 pytestmark = pytest.mark.slow
 
 MODEL = "breast_cancer"
 MAX_INSTANCES = 64
-PORT_KEYS = (
-    "inference_port",
-    "management_port",
-    "metrics_port",
-    "grpc_inference_port",
-    "grpc_management_port",
-)
 
 
 def serving_config(trained: DictConfig, workdir: Path, **serve_settings: Any) -> DictConfig:

@@ -43,12 +43,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from forgeml.data.checks import TableSchema, _infer_task, _infer_type, _require_columns
-from forgeml.data.datamodule import EVAL_BATCH_FACTOR, SPLITS, batch_count
+from forgeml.data.datamodule import EVAL_BATCH_FACTOR, SPLITS, TableDataModule, batch_count
 from forgeml.data.preprocessing import (
     categorical_entry,
     make_spec,
@@ -58,8 +57,8 @@ from forgeml.data.preprocessing import (
 )
 from forgeml.data.transform import MISSING_CATEGORY, encode_features, encode_labels
 from forgeml.errors import ForgeError
-from forgeml.io import atomic_path, read_json
-from forgeml.layout import PREPROCESSOR, split_file
+from forgeml.io import atomic_path
+from forgeml.layout import split_file
 from forgeml.monitoring.profile import build_profile
 
 BATCH_ROWS = 65_536
@@ -669,24 +668,9 @@ class CountingLoader(DataLoader):
             yield batch
 
 
-class StreamingDataModule(pl.LightningDataModule):
-    """The splits as StreamingSplit datasets: nothing is loaded beyond a shuffle buffer per worker."""
-
-    def __init__(
-        self,
-        processed_dir: str | Path,
-        batch_size: int,
-        num_workers: int = 0,
-        seed: int | None = None,
-        batches_per_training_step: int = 1,
-        limit_train_batches: int | float | None = None,
-    ) -> None:
-        super().__init__()
-        self.processed_dir = Path(processed_dir)
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed or 0
-        self.block, self.limit_train_batches = batches_per_training_step, limit_train_batches
-        self.spec: dict[str, Any] = read_json(self.processed_dir / PREPROCESSOR)
-        self.tables: dict[str, StreamingSplit] = {}
+class StreamingDataModule(TableDataModule):
+    """The splits as StreamingSplit datasets: nothing is loaded beyond a shuffle buffer per worker
+    (the same settings as TableDataModule; its batches come from Parquet row groups instead)."""
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
