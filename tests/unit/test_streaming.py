@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 
 from forgeml.data.checks import check_table
 from forgeml.data.preprocessing import fit_preprocessor
+from forgeml.data.sources import streaming_enabled
 from forgeml.data.streaming import (
     CountingLoader,
     StreamingSplit,
-    enabled,
     median_rank_bound,
     prepare_streaming,
 )
@@ -134,11 +134,11 @@ def test_streaming_turns_itself_on_above_the_size_threshold_unless_set(tmp_path)
     source = tmp_path / "data.csv"
     mixed_table(500).to_csv(source, index=False)
     size_mb = source.stat().st_size / 2**20
-    assert enabled({"streaming": None, "streaming_above_mb": size_mb / 2}, source)
-    assert not enabled({"streaming": None, "streaming_above_mb": size_mb * 2}, source)
-    assert not enabled({"streaming": False, "streaming_above_mb": 0}, source)
-    assert enabled({"streaming": True, "streaming_above_mb": 1e9}, source)
-    assert not enabled({"streaming": None, "streaming_above_mb": 0}, None)
+    assert streaming_enabled({"streaming": None, "streaming_above_mb": size_mb / 2}, source)
+    assert not streaming_enabled({"streaming": None, "streaming_above_mb": size_mb * 2}, source)
+    assert not streaming_enabled({"streaming": False, "streaming_above_mb": 0}, source)
+    assert streaming_enabled({"streaming": True, "streaming_above_mb": 1e9}, source)
+    assert not streaming_enabled({"streaming": None, "streaming_above_mb": 0}, None)
 
 
 def test_streaming_a_bundled_dataset_is_refused_naming_what_to_set(make_config):

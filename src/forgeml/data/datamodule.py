@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from forgeml.data.preprocessing import feature_columns
+from forgeml.data.sources import streaming_enabled
 from forgeml.data.transform import encode_features, encode_labels
 from forgeml.io import read_json
 from forgeml.layout import PREPROCESSOR, split_file
@@ -192,7 +193,7 @@ def build_datamodule(
     `training`: batches_per_training_step and limit_train_batches (see TableDataModule)."""
     from forgeml.data import streaming
 
-    if streaming.enabled(data, split_file(processed_dir, "train")):
+    if streaming_enabled(data, split_file(processed_dir, "train")):
         return streaming.StreamingDataModule(
             processed_dir, data.batch_size, data.num_workers, seed, **training
         )

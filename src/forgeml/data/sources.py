@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,13 +27,30 @@ def bundled(dataset: str) -> pd.DataFrame:
     return frame
 
 
-def read_table(path: str) -> pd.DataFrame:
-    """A CSV or Parquet file, chosen by extension."""
+def checked_data_file(path: str | Path) -> Path:
+    """`path`, refused with a message when it is missing or empty (read whole or streamed)."""
     file = Path(path)
     if not file.is_file():
         raise ForgeError(f"data file not found: {file} (set data.path=...)")
     if file.stat().st_size == 0:
         raise ForgeError(f"data file {file} is empty")
+    return file
+
+
+def streaming_enabled(data: Mapping[str, Any], path: str | Path | None) -> bool:
+    """Whether to stream: `data.streaming` if set, else whether `path` is above the size threshold.
+    Here, not in data/streaming.py, so that deciding imports no torch."""
+    choice = data.get("streaming")
+    if choice is not None:
+        return bool(choice)
+    if path is None or not Path(path).is_file():
+        return False
+    return Path(path).stat().st_size > data["streaming_above_mb"] * 2**20
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV or Parquet file, chosen by extension."""
+    file = checked_data_file(path)
     if file.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(file)
     try:

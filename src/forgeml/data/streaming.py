@@ -55,6 +55,7 @@ from forgeml.data.preprocessing import (
     sorted_labels,
     target_scale,
 )
+from forgeml.data.sources import checked_data_file
 from forgeml.data.transform import MISSING_CATEGORY, encode_features, encode_labels
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
@@ -69,16 +70,6 @@ CSV_BLOCK_BYTES = 16 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
 # salts of the row hash: one decides the split, the other the sample
 SPLIT_SALT, SAMPLE_SALT = 0x5EED, 0x5A3B1E
-
-
-def enabled(data: Mapping[str, Any], path: str | Path | None) -> bool:
-    """Whether to stream: `data.streaming` if set, else whether `path` is above the size threshold."""
-    choice = data.get("streaming")
-    if choice is not None:
-        return bool(choice)
-    if path is None or not Path(path).is_file():
-        return False
-    return Path(path).stat().st_size > data["streaming_above_mb"] * 2**20
 
 
 def median_rank_bound(sample_rows: int = SAMPLE_ROWS, failure_probability: float = 2e-4) -> float:
@@ -97,11 +88,7 @@ def open_parquet(path: str | Path) -> pq.ParquetFile:
 
 def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches; CSV cells arrive as text so that checks can name a bad cell."""
-    path = Path(path)
-    if not path.is_file():
-        raise ForgeError(f"data file not found: {path} (set data.path=...)")
-    if path.stat().st_size == 0:
-        raise ForgeError(f"data file {path} is empty")
+    path = checked_data_file(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         yield from open_parquet(path).iter_batches(batch_size=batch_rows)
         return

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics import functional as M
 
-from forgeml.data import streaming
+from forgeml.data.sources import streaming_enabled
 from forgeml.data.transform import encode_labels
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import (
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     artifact = ModelArtifact.load(cfg.paths.models_dir)
     test_path = split_file(cfg.paths.processed_dir, "test")
     reports = Path(cfg.paths.reports_dir)
-    if streaming.enabled(cfg.data, test_path):  # larger than memory: metrics over batches
+    if streaming_enabled(cfg.data, test_path):  # larger than memory: metrics over batches
         rows, metrics, details = streamed_report(artifact, test_path, reports)
         # monitor's reference from the leading rows (the streamed splits are in hashed order)
         sample = leading_rows(test_path, MONITORING_SAMPLE_ROWS)

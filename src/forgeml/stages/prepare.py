@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from forgeml.config import plain
-from forgeml.data import streaming
 from forgeml.data.checks import TableSchema, check_table
 from forgeml.data.preprocessing import fit_preprocessor
+from forgeml.data.sources import streaming_enabled
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import PREPROCESSOR, REFERENCE_PROFILE, split_file
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     data = cfg.data
     out = Path(cfg.paths.processed_dir)
-    if streaming.enabled(data, data.get("path")):
+    if streaming_enabled(data, data.get("path")):
+        from forgeml.data import streaming  # torch and Lightning: only when streaming
+
         if not data.get("path"):
             raise ForgeError("data.streaming=true reads a file: use data=csv data.path=<file>")
         rows, schema, preprocessor, profile = streaming.prepare_streaming(data.path, out, data, cfg.seed)
