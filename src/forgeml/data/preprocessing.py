@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from forgeml.data.checks import TableSchema
-from forgeml.data.transform import category_column
+from forgeml.data.transform import category_column, feature_width
 
 FORMAT = "forgeml.preprocessor/1"
 
@@ -40,7 +40,7 @@ def make_spec(
         "task": schema.task,
         "target": schema.target,
         "features": entries,
-        "input_dim": sum(1 if f["type"] == "numeric" else len(f["categories"]) for f in entries),
+        "input_dim": sum(feature_width(f) for f in entries),
         **target,
     }
 

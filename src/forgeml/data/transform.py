@@ -55,7 +55,7 @@ def overflowing_features(spec: Mapping[str, Any], inputs: np.ndarray) -> np.ndar
     overflow = np.full(len(inputs), -1, dtype=np.int64)
     beyond = ~np.isfinite(inputs)
     if beyond.any():  # rare: the common case costs one pass over the matrix
-        widths = [1 if f["type"] == "numeric" else len(f["categories"]) for f in spec["features"]]
+        widths = [feature_width(f) for f in spec["features"]]
         owner = np.repeat(np.arange(len(widths)), widths)
         rows = beyond.any(axis=1)
         overflow[rows] = owner[beyond[rows].argmax(axis=1)]
@@ -74,24 +74,35 @@ def keyed_hashes(key: bytes, values: Sequence[Any]) -> list[str | None]:
     ]
 
 
-def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
-    """Impute, standardise and one-hot encode: one row per input row, `spec['input_dim']` columns.
+def feature_width(feature: Mapping[str, Any]) -> int:
+    """How many columns of the model's input matrix one feature fills: every feature type
+    encodes to a fixed number of float32 columns, so one matrix stays the contract between
+    preprocessing, training, the exported model and the handler."""
+    return 1 if feature["type"] == "numeric" else len(feature["categories"])
 
-    Missing numerics take the training median; a categorical value never seen in training
-    encodes as all zeros (the unknown bucket), never as an error.
-    """
-    blocks = []
-    for feature in spec["features"]:
-        raw = columns[feature["name"]]
-        if feature["type"] == "numeric":
-            blocks.append(standardise(feature, numeric_column(raw))[:, None])
-        else:
-            categories = np.asarray(feature["categories"], dtype=str)
-            index = lookup(categories, category_column(raw))
-            one_hot = np.zeros((len(index), len(categories)), dtype=np.float32)
-            known = index >= 0
-            one_hot[np.flatnonzero(known), index[known]] = 1.0
-            blocks.append(one_hot)
+
+def encode_numeric(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    return standardise(feature, numeric_column(raw))[:, None]
+
+
+def encode_categorical(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    """One-hot; a value never seen in training is all zeros (the unknown bucket), never an error."""
+    categories = np.asarray(feature["categories"], dtype=str)
+    index = lookup(categories, category_column(raw))
+    one_hot = np.zeros((len(index), len(categories)), dtype=np.float32)
+    known = index >= 0
+    one_hot[np.flatnonzero(known), index[known]] = 1.0
+    return one_hot
+
+
+# feature type -> its encoder: (feature spec, raw column) -> (rows, feature_width) block
+ENCODERS = {"numeric": encode_numeric, "categorical": encode_categorical}
+
+
+def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:
+    """Each feature encoded by its type's encoder, side by side: one row per input row,
+    `spec['input_dim']` columns. Missing numerics take the training median."""
+    blocks = [ENCODERS[f["type"]](f, columns[f["name"]]) for f in spec["features"]]
     with np.errstate(over="ignore"):  # beyond float32 is inf, which overflowing_features finds
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
