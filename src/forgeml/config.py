@@ -37,6 +37,13 @@ class Task(str, Enum):
 class FeatureType(str, Enum):
     numeric = "numeric"
     categorical = "categorical"
+    datetime = "datetime"
+    text = "text"
+
+
+class TextEncoder(str, Enum):
+    mean = "mean"
+    transformer = "transformer"
 
 
 class Activation(str, Enum):
@@ -81,6 +88,18 @@ class PathsConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text features: inferred for string columns where at least `multi_word_share` of the
+    values hold several words and at least `unique_share` are distinct; encoded as the ids of
+    the first `max_tokens` tokens in a vocabulary of the `vocab_size` most frequent ones."""
+
+    vocab_size: int = 5000
+    max_tokens: int = 64
+    multi_word_share: float = 0.5
+    unique_share: float = 0.5
+
+
+@dataclass
 class DataConfig:
     """A tabular source: `source` is a `_target_` call returning a DataFrame."""
 
@@ -98,6 +117,11 @@ class DataConfig:
     # null: on for a file source larger than `streaming_above_mb` (see data/streaming.py)
     streaming: bool | None = None
     streaming_above_mb: float = 1024.0
+    # datetime features: a strptime format all values follow (null: ISO 8601 and common ones),
+    # and the share of a string column's values that must parse for it to be taken as dates
+    date_format: str | None = None
+    datetime_share: float = 0.9
+    text: TextConfig = field(default_factory=TextConfig)
 
 
 @dataclass
@@ -115,6 +139,9 @@ class MLPConfig:
     depth: int = 2
     dropout: float = 0.1
     activation: Activation = Activation.relu
+    # text features: `mean` of token embeddings (EmbeddingBag-style), or a small `transformer`
+    text_encoder: TextEncoder = TextEncoder.mean
+    text_embedding_dim: int = 32
 
 
 def custom_model_schema() -> DictConfig:

@@ -113,7 +113,7 @@ def test_features_mapping_is_settable_as_typed(make_config):
 def test_features_mapping_refuses_an_unknown_type(make_config):
     with pytest.raises(ConfigCompositionException) as error:
         make_config("data.features={age:numric}")
-    assert "expected one of [numeric, categorical]" in str(error.value.__cause__)
+    assert "expected one of [numeric, categorical, datetime, text]" in str(error.value.__cause__)
 
 
 def test_activation_is_checked(make_config):

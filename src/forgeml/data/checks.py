@@ -5,17 +5,38 @@ Rows are numbered from 1, counting data rows only (the header is not a row).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
+from forgeml.data.transform import parse_datetime, parses_as_datetime, tokenize
 from forgeml.errors import ForgeError
 
 # an integer target with at most this many distinct values is taken as class labels
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 # an object column whose values parse as numbers this often is a numeric column with a typo
 NUMERIC_SHARE_FOR_TYPO = 0.9
+
+
+# how many present values of a string column inference looks at (datetime and text rules)
+INFERENCE_SAMPLE = 1000
+
+
+@dataclass(frozen=True)
+class TypeRules:
+    """How datetime and text columns are recognised, read and fitted (`data.date_format`,
+    `data.datetime_share`, `data.text.*`): the defaults are DataConfig's."""
+
+    date_format: str | None = None
+    datetime_share: float = 0.9
+    multi_word_share: float = 0.5
+    unique_share: float = 0.5
+    vocab_size: int = 5000
+    max_tokens: int = 64
+
+
+DEFAULT_RULES = TypeRules()
 
 
 @dataclass(frozen=True)
@@ -33,8 +54,10 @@ def check_table(
     task: str = "auto",
     declared: Mapping[str, str] | None = None,
     drop: Sequence[str] = (),
+    rules: TypeRules = DEFAULT_RULES,
 ) -> tuple[pd.DataFrame, TableSchema]:
-    """Validate `frame` and return it with numeric columns as floats, plus its schema."""
+    """Validate `frame` and return it with numeric columns as floats, datetimes as text that
+    parses (ISO 8601 for a datetime dtype), the rest as strings, plus its schema."""
     declared = dict(declared or {})
     if len(frame) == 0:
         raise ForgeError("the data has a header but no rows")
@@ -46,12 +69,17 @@ def check_table(
     feature_names = [c for c in columns if c != target and c not in drop]
     if not feature_names:
         raise ForgeError(f"no feature columns left besides target '{target}'")
-    features = {name: declared.get(name) or _infer_type(frame[name], name) for name in feature_names}
+    features = {name: declared.get(name) or _infer_type(frame[name], name, rules) for name in feature_names}
     frame = frame[[*feature_names, target]].copy()
     for name, kind in features.items():
-        # numerics as floats (NaN missing), categoricals as strings (NA missing): one type each
+        # numerics as floats (NaN missing), the others as strings (NA missing): one type each
         column = frame[name]
-        frame[name] = _as_numeric(column, name) if kind == "numeric" else column.astype("string")
+        if kind == "numeric":
+            frame[name] = _as_numeric(column, name)
+        elif kind == "datetime":
+            frame[name] = _as_datetime_text(column, name, rules.date_format)
+        else:
+            frame[name] = column.astype("string")
     task = _infer_task(frame[target]) if task == "auto" else task
     if task == "classification" and frame[target].nunique() < 2:
         raise ForgeError(
@@ -79,16 +107,49 @@ def _require_target_values(target: pd.Series, name: str) -> None:
         )
 
 
-def _infer_type(column: pd.Series, name: str) -> str:
+def _infer_type(column: pd.Series, name: str, rules: TypeRules = DEFAULT_RULES) -> str:
     if pd.api.types.is_bool_dtype(column):
         return "categorical"
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return "datetime"
     if pd.api.types.is_numeric_dtype(column):
         return "numeric"
     present = column.dropna()
     parsed = pd.to_numeric(present, errors="coerce")
     if len(present) and parsed.notna().mean() >= NUMERIC_SHARE_FOR_TYPO:
         return "numeric"  # mostly numbers: _as_numeric names the row that is not
+    sample = present.astype(str).head(INFERENCE_SAMPLE).tolist()
+    if sample and _share(sample, lambda v: parses_as_datetime(v, rules.date_format)) >= rules.datetime_share:
+        return "datetime"  # mostly dates: _as_datetime_text names the row that is not
+    if sample and _is_text(sample, rules):
+        return "text"
     return "categorical"
+
+
+def _share(values: list[str], test: Callable[[str], bool]) -> float:
+    return sum(map(test, values)) / len(values)
+
+
+def _is_text(values: list[str], rules: TypeRules) -> bool:
+    """Free text: mostly several words, and mostly distinct (a category repeats)."""
+    multi_word = _share(values, lambda v: len(tokenize(v)) > 1)
+    return multi_word >= rules.multi_word_share and len(set(values)) / len(values) >= rules.unique_share
+
+
+def _as_datetime_text(column: pd.Series, name: str, date_format: str | None) -> pd.Series:
+    """Each value checked to parse; a datetime dtype becomes ISO 8601 text, as a request sends it."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return column.map(lambda t: t.isoformat(), na_action="ignore").astype("string")
+    text = column.astype("string")
+    for row, value in enumerate(text.tolist()):
+        try:
+            parse_datetime(None if value is pd.NA else value, date_format)
+        except ValueError as error:
+            raise ForgeError(
+                f"column '{name}' is datetime but row {row + 1} holds {value!r}: {error}; fix the "
+                f"value, set 'data.date_format', or declare it with 'data.features={{{name}:categorical}}'"
+            ) from None
+    return text
 
 
 def _as_numeric(column: pd.Series, name: str) -> pd.Series:

@@ -6,23 +6,24 @@ handler (through transform.py), and a person can read it.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forgeml.data.checks import TableSchema
-from forgeml.data.transform import category_column, feature_width
+from forgeml.data.checks import DEFAULT_RULES, TableSchema, TypeRules
+from forgeml.data.transform import category_column, feature_width, parse_datetime, tokenize
 
 FORMAT = "forgeml.preprocessor/1"
 
 
-def fit_preprocessor(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
-    """Medians, means, standard deviations, ranges, categories and labels from `train`."""
-    features = {
-        name: _fit_numeric(train[name]) if kind == "numeric" else _fit_categorical(train[name])
-        for name, kind in schema.features.items()
-    }
+def fit_preprocessor(
+    train: pd.DataFrame, schema: TableSchema, rules: TypeRules = DEFAULT_RULES
+) -> dict[str, Any]:
+    """Medians, means, standard deviations, ranges, categories, year scales, vocabularies and
+    labels from `train`."""
+    features = {name: FITTERS[kind](train[name], rules) for name, kind in schema.features.items()}
     if schema.task == "classification":
         return make_spec(schema, features, {"labels": sorted_labels(train[schema.target])})
     target = train[schema.target].to_numpy(dtype=np.float64)
@@ -61,7 +62,8 @@ def target_scale(mean: float, std: float) -> dict[str, float]:
 
 
 def feature_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The columns transform.encode_features expects: floats with NaN, or objects with None."""
+    """The columns transform.encode_features expects: floats with NaN, or objects with None
+    (datetime and text features: their text)."""
     columns = {}
     for feature in spec["features"]:
         column = frame[feature["name"]]
@@ -76,7 +78,7 @@ def output_dim(spec: dict[str, Any]) -> int:
     return len(spec["labels"]) if spec["task"] == "classification" else 1
 
 
-def _fit_numeric(column: pd.Series) -> dict[str, Any]:
+def _fit_numeric(column: pd.Series, rules: TypeRules | None = None) -> dict[str, Any]:
     values = column.to_numpy(dtype=np.float64)
     present = values[~np.isnan(values)]
     fill = float(np.median(present)) if len(present) else 0.0
@@ -85,10 +87,35 @@ def _fit_numeric(column: pd.Series) -> dict[str, Any]:
     return numeric_entry(fill, float(filled.mean()), float(filled.std()), low, high)
 
 
-def _fit_categorical(column: pd.Series) -> dict[str, Any]:
+def _fit_categorical(column: pd.Series, rules: TypeRules | None = None) -> dict[str, Any]:
     return categorical_entry(
         np.unique(category_column(column.to_numpy(dtype=object, na_value=None))).tolist()
     )
+
+
+def _fit_datetime(column: pd.Series, rules: TypeRules) -> dict[str, Any]:
+    """The year's mean and spread (the cyclic features need no fitting) and the forced format."""
+    times = [parse_datetime(v, rules.date_format) for v in column.to_numpy(dtype=object, na_value=None)]
+    years = np.array([t.year for t in times if t is not None], dtype=np.float64)
+    mean, std = (float(years.mean()), float(years.std())) if len(years) else (2000.0, 1.0)
+    return {"type": "datetime", "format": rules.date_format, "year_mean": mean, "year_std": std or 1.0}
+
+
+def _fit_text(column: pd.Series, rules: TypeRules) -> dict[str, Any]:
+    """The `vocab_size` most frequent tokens of the train split (ties: alphabetical, so a
+    refit on the same data gives the same ids)."""
+    counts = Counter(t for v in column.to_numpy(dtype=object, na_value=None) for t in tokenize(v))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: rules.vocab_size]
+    return {"type": "text", "max_tokens": rules.max_tokens, "vocabulary": [token for token, _ in ranked]}
+
+
+# feature type -> (train column, rules) -> its preprocessor.json entry (less the name)
+FITTERS = {
+    "numeric": _fit_numeric,
+    "categorical": _fit_categorical,
+    "datetime": _fit_datetime,
+    "text": _fit_text,
+}
 
 
 def sorted_labels(values: pd.Series | list[Any]) -> list[Any]:

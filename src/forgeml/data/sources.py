@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from forgeml.errors import ForgeError
@@ -75,3 +76,63 @@ def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int | None)
     frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(n_features)])
     frame["target"] = target
     return frame
+
+
+# generated text: each class draws from words of its own, mixed with filler words every class uses
+CLASS_WORDS = (
+    ("refund", "broken", "late", "damaged", "missing", "complaint", "cancel", "faulty"),
+    ("great", "fast", "perfect", "love", "excellent", "smooth", "helpful", "recommend"),
+)
+FILLER_WORDS = ("the", "order", "was", "and", "item", "delivery", "i", "it", "my", "with", "this", "package")
+
+
+def mixed(n_samples: int, seed: int | None) -> pd.DataFrame:
+    """A table of every feature type for tests and examples: `amount` (numeric), `channel`
+    (categorical), `opened` (a date, ISO 8601, some with a time) and `note` (generated text),
+    and a binary `target` that depends on each of them."""
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, 2, n_samples)
+    opened = _dates(rng, n_samples)
+    summer = np.isin(opened.month, (6, 7, 8))
+    amount = rng.normal(50 + 20 * target, 15)
+    channel = np.where(
+        rng.random(n_samples) < 0.3 + 0.4 * target, "web", rng.choice(["store", "phone"], n_samples)
+    )
+    # the label is noisy: text, season and amount each carry part of it
+    notes = [_note(rng, label if rng.random() < 0.8 else 1 - label) for label in target]
+    return pd.DataFrame(
+        {
+            "amount": amount.round(2),
+            "channel": channel,
+            "opened": [_date_text(t, rng) for t in opened],
+            "note": notes,
+            "target": np.where(summer & (rng.random(n_samples) < 0.3), 1, target),
+        }
+    )
+
+
+def seasonal(n_samples: int, seed: int | None) -> pd.DataFrame:
+    """A regression whose target follows the season and the weekday of `date` (plus a numeric
+    `price`): with the date a model can explain most of it, without it little."""
+    rng = np.random.default_rng(seed)
+    dates = _dates(rng, n_samples)
+    price = rng.normal(10, 2, n_samples)
+    season = 10 * np.sin(2 * np.pi * dates.dayofyear / 365.25) + 4 * (dates.dayofweek >= 5)
+    sales = 50 + season - 0.5 * price + rng.normal(0, 1, n_samples)
+    return pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "price": price.round(2), "sales": sales})
+
+
+def _dates(rng: np.random.Generator, n_samples: int) -> pd.DatetimeIndex:
+    start = pd.Timestamp("2020-01-01").value // 10**9
+    seconds = rng.integers(start, start + 4 * 365 * 86400, n_samples)
+    return pd.to_datetime(seconds, unit="s")
+
+
+def _date_text(moment: pd.Timestamp, rng: np.random.Generator) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") if rng.random() < 0.5 else moment.strftime("%Y-%m-%d")
+
+
+def _note(rng: np.random.Generator, label: int) -> str:
+    words = rng.choice(CLASS_WORDS[label], rng.integers(1, 4)).tolist()
+    words += rng.choice(FILLER_WORDS, rng.integers(3, 9)).tolist()
+    return " ".join(rng.permutation(words).tolist())

@@ -101,6 +101,10 @@ def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.
         raise ForgeError(f"cannot parse {path} as CSV: {error}") from None
 
 
+# the feature types a streamed prepare fits in one pass (datetime and text: read the file whole)
+STREAMED_TYPES = ("numeric", "categorical")
+
+
 def infer_schema(
     first: pa.RecordBatch, target: str, task: str, declared: Mapping[str, str], drop: list[str]
 ) -> TableSchema:
@@ -114,6 +118,12 @@ def infer_schema(
         raise ForgeError(f"no feature columns left besides target '{target}'")
     frame = first.select([*names, target]).to_pandas()
     features = {name: declared.get(name) or _infer_type(frame[name], name) for name in names}
+    for name, kind in features.items():
+        if kind not in STREAMED_TYPES:
+            raise ForgeError(
+                f"column '{name}' is {kind}: data.streaming supports numeric and categorical features "
+                f"only; read the file whole (data.streaming=false) or drop it (data.drop=[{name}])"
+            )
     if task == "auto":
         task = _infer_task(_numbers_if_all_numbers(frame[target]))
     return TableSchema(features=features, target=target, task=task)

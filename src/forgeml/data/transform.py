@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -78,7 +81,133 @@ def feature_width(feature: Mapping[str, Any]) -> int:
     """How many columns of the model's input matrix one feature fills: every feature type
     encodes to a fixed number of float32 columns, so one matrix stays the contract between
     preprocessing, training, the exported model and the handler."""
-    return 1 if feature["type"] == "numeric" else len(feature["categories"])
+    return WIDTHS[feature["type"]](feature)
+
+
+WIDTHS = {
+    "numeric": lambda feature: 1,
+    "categorical": lambda feature: len(feature["categories"]),
+    # standardised year, four sine/cosine pairs, the missing flag
+    "datetime": lambda feature: 10,
+    "text": lambda feature: feature["max_tokens"],
+}
+
+# formats tried after ISO 8601 (datetime.fromisoformat) when `data.date_format` forces none
+DATE_FORMATS = (
+    "%Y/%m/%d",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%d.%m.%Y",
+    "%d.%m.%Y %H:%M",
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M",
+    "%d %b %Y",
+    "%b %d %Y",
+    "%b %d, %Y",
+)
+# (period, value of a datetime) of each calendar feature written as a sine/cosine pair
+CYCLES = (
+    (12.0, lambda t: t.month - 1),
+    (366.0, lambda t: t.timetuple().tm_yday - 1),
+    (7.0, lambda t: t.weekday()),
+    (24.0, lambda t: t.hour + t.minute / 60),
+)
+PADDING_ID, UNKNOWN_ID = 0, 1
+# word pieces: runs of letters/digits, or single punctuation marks
+TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_datetime(value: Any, date_format: str | None = None) -> datetime | None:
+    """A date or time given as text, in UTC when it carries a zone (naive ones are taken as
+    they are); None for a missing value; ValueError naming the value when it does not parse."""
+    if is_missing(value):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif not isinstance(value, str):
+        raise ValueError(f"expected a date as text, got {value!r}")
+    elif date_format:
+        parsed = datetime.strptime(value.strip(), date_format)
+    else:
+        parsed = _parse_common(value.strip())
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def parses_as_datetime(value: Any, date_format: str | None = None) -> bool:
+    try:
+        parse_datetime(value, date_format)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_common(text: str) -> datetime:
+    try:  # Python before 3.11 reads no "Z"
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        pass
+    for date_format in DATE_FORMATS:
+        try:
+            return datetime.strptime(text, date_format)
+        except ValueError:
+            continue
+    raise ValueError(
+        f"{text!r} is not a date in a known format (ISO 8601, YYYY/MM/DD, ...; set data.date_format)"
+    )
+
+
+def timestamps(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    """Seconds since 1970 (UTC for zoned values) per value, NaN where missing."""
+    times = [parse_datetime(value, feature.get("format")) for value in raw]
+    epoch = datetime(1970, 1, 1)
+    return np.array([np.nan if t is None else (t - epoch).total_seconds() for t in times], dtype=np.float64)
+
+
+def encode_datetime(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    """Year standardised; month, day of year, day of week and hour as sine/cosine pairs (so
+    December sits next to January); a missing value is all zeros with the flag set."""
+    times = [parse_datetime(value, feature.get("format")) for value in raw]
+    block = np.zeros((len(times), 10), dtype=np.float64)
+    for row, moment in enumerate(times):
+        if moment is None:
+            block[row, 9] = 1.0
+            continue
+        block[row, 0] = (moment.year - feature["year_mean"]) / feature["year_std"]
+        for pair, (period, value) in enumerate(CYCLES):
+            angle = 2 * math.pi * value(moment) / period
+            block[row, 1 + 2 * pair : 3 + 2 * pair] = math.sin(angle), math.cos(angle)
+    return block
+
+
+def tokenize(text: Any) -> list[str]:
+    """Lower-cased word pieces of a text; a missing value has none."""
+    return [] if is_missing(text) else TOKEN_PATTERN.findall(str(text).lower())
+
+
+def token_ids(feature: Mapping[str, Any], tokens: list[str], ids: Mapping[str, int]) -> list[int]:
+    """The first `max_tokens` ids of `tokens`, padded: an id is a row of the model's embedding."""
+    width = feature["max_tokens"]
+    found = [ids.get(token, UNKNOWN_ID) for token in tokens[:width]]
+    return found + [PADDING_ID] * (width - len(found))
+
+
+def vocabulary_ids(feature: Mapping[str, Any]) -> dict[str, int]:
+    """Token -> id: the vocabulary follows the padding and unknown ids."""
+    return {token: index + 2 for index, token in enumerate(feature["vocabulary"])}
+
+
+def encode_text(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    """Token ids as float32 columns, which hold every integer exactly below 2**24 (16.7 million):
+    a vocabulary stays far below that, and the exported model turns them back into indices."""
+    ids = vocabulary_ids(feature)
+    rows = [token_ids(feature, tokenize(value), ids) for value in raw]
+    return np.array(rows, dtype=np.float32).reshape(len(rows), feature["max_tokens"])
 
 
 def encode_numeric(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
@@ -96,7 +225,12 @@ def encode_categorical(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
 
 
 # feature type -> its encoder: (feature spec, raw column) -> (rows, feature_width) block
-ENCODERS = {"numeric": encode_numeric, "categorical": encode_categorical}
+ENCODERS = {
+    "numeric": encode_numeric,
+    "categorical": encode_categorical,
+    "datetime": encode_datetime,
+    "text": encode_text,
+}
 
 
 def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.ndarray:

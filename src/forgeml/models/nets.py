@@ -91,3 +91,63 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x.reshape(-1, *self.image_shape)))
+
+
+class TextEncoder(nn.Module):
+    """One text feature's token ids (float columns, 0 = padding) -> a vector of `dim`.
+
+    `mean`: the mean of the non-padding tokens' embeddings (what nn.EmbeddingBag(mode="mean")
+    computes, written out so that torch.export traces it with a dynamic batch). `transformer`: a
+    small encoder (2 layers, 4 heads) over the tokens plus a learned start token, which is never
+    padding (so an empty text still attends to something), read off that start token."""
+
+    def __init__(self, vocabulary: int, max_tokens: int, dim: int, kind: str = "mean") -> None:
+        super().__init__()
+        self.kind = getattr(kind, "value", kind)
+        self.embedding = nn.Embedding(vocabulary, dim, padding_idx=0)
+        if self.kind == "transformer":
+            self.start = nn.Parameter(torch.zeros(1, 1, dim))
+            self.position = nn.Parameter(torch.zeros(1, max_tokens + 1, dim))
+            layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tokens = ids.long()
+        embedded = self.embedding(tokens)
+        present = tokens != 0
+        if self.kind == "mean":
+            counts = present.sum(dim=1, keepdim=True).clamp(min=1)
+            return embedded.sum(dim=1) / counts
+        start = self.start.expand(tokens.shape[0], -1, -1)
+        sequence = torch.cat([start, embedded], dim=1) + self.position
+        padding = torch.cat([torch.zeros_like(present[:, :1]), ~present], dim=1)
+        return self.encoder(sequence, src_key_padding_mask=padding)[:, 0]
+
+
+class MixedInputNet(nn.Module):
+    """A net over a table with text features: the input matrix is split by the preprocessor's
+    layout, each text feature's id columns are encoded to a vector, and `body` (any net built
+    for `input_dim` = tabular columns + one vector per text) sees them side by side. The
+    embeddings live inside the exported model; the ids come from the archive's transform."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        dense_columns: Sequence[int],
+        texts: Sequence[tuple[int, int, int]],
+        dim: int,
+        encoder: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.register_buffer("dense_columns", torch.tensor(list(dense_columns), dtype=torch.long))
+        self.spans = [(start, width) for start, width, _ in texts]
+        self.encoders = nn.ModuleList(
+            [TextEncoder(vocabulary, width, dim, encoder) for _, width, vocabulary in texts]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x.index_select(1, self.dense_columns)]
+        for (start, width), encoder in zip(self.spans, self.encoders, strict=True):
+            parts.append(encoder(x[:, start : start + width]))
+        return self.body(torch.cat(parts, dim=1))

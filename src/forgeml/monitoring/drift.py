@@ -48,6 +48,7 @@ from scipy import spatial, stats
 
 from forgeml.config import MonitorConfig, plain
 from forgeml.data.transform import MISSING_CATEGORY
+from forgeml.monitoring.signals import count_tokens
 
 GRID_SIZE = 4096
 PSI_BINS = 10
@@ -244,6 +245,14 @@ class CategoricalReference:
         return count_numeric_categories(values) if self.numeric else count_categories(values)
 
 
+class TokenReference(CategoricalReference):
+    """The reference side of a text feature's `tokens` signal (monitoring/signals.py): a row
+    holds several tokens, and the distribution compared is that of all tokens."""
+
+    def count(self, values: Any) -> pd.Series:
+        return count_tokens(values)
+
+
 Reference = NumericReference | CategoricalReference
 
 
@@ -364,8 +373,10 @@ def feature_drift(
         counts = reference.count(values)
         current = counts.drop(MISSING_CATEGORY, errors="ignore")
         present = int(current.sum())
+    # a row of tokens counts once when missing but holds several tokens when present
+    missing = int(counts.get(MISSING_CATEGORY, 0)) if reference.kind != "numeric" else len(values) - present
     entry: dict[str, Any] = {"type": reference.kind, "rows": len(values)}
-    entry |= missing_test(reference.missing, reference.rows, len(values) - present, present, settings)
+    entry |= missing_test(reference.missing, reference.rows, missing, present, settings)
     if present < settings.min_samples or reference.rows == 0:
         side = "reference" if reference.rows == 0 else "current data"
         return {**entry, "test": None, "drifted": None, "note": f"too few values in the {side}"}
@@ -487,7 +498,8 @@ def feature_references(
     references: dict[str, Reference] = {}
     for name, sketch in profile["features"].items():
         if sketch["type"] != "numeric":
-            references[name] = CategoricalReference.from_frequencies(sketch["frequencies"])
+            kind = TokenReference if sketch["type"] == "tokens" else CategoricalReference
+            references[name] = kind.from_frequencies(sketch["frequencies"])
             continue
         values = numeric_values(train[name].to_numpy())
         method = settings.columns.get(name, ColumnTest()).method

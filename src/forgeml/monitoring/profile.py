@@ -2,7 +2,9 @@
 
 Written by `prepare` as `reference_profile.json`; drift checks compare live traffic against it
 without re-reading the training data. Numeric features keep decile bin edges with counts (for PSI
-and binned distances) and summary statistics; categoricals keep their frequencies.
+and binned distances) and summary statistics; categoricals keep their frequencies. Datetime and
+text features are profiled through their drift signals (monitoring/signals.py); a `tokens`
+signal keeps the frequency of each token over all rows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 
 from forgeml.data.checks import TableSchema
 from forgeml.data.transform import category_column
+from forgeml.monitoring.signals import count_tokens
 
 FORMAT = "forgeml.reference_profile/1"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -21,10 +24,8 @@ BINS = 10
 
 
 def build_profile(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
-    features = {
-        name: _numeric_sketch(train[name]) if kind == "numeric" else _categorical_sketch(train[name])
-        for name, kind in schema.features.items()
-    }
+    """`schema.features`: every drift-tested column and its kind (signals.with_signals)."""
+    features = {name: SKETCHES[kind](train[name]) for name, kind in schema.features.items()}
     target = train[schema.target]
     target_sketch = (
         _categorical_sketch(target) if schema.task == "classification" else _numeric_sketch(target)
@@ -70,3 +71,11 @@ def _categorical_sketch(column: pd.Series) -> dict[str, Any]:
         "count": int(counts.sum()),
         "frequencies": dict(zip(categories.tolist(), counts.tolist(), strict=True)),
     }
+
+
+def _tokens_sketch(column: pd.Series) -> dict[str, Any]:
+    counts = count_tokens(column.to_numpy(dtype=object))
+    return {"type": "tokens", "count": int(counts.sum()), "frequencies": counts.to_dict()}
+
+
+SKETCHES = {"numeric": _numeric_sketch, "categorical": _categorical_sketch, "tokens": _tokens_sketch}

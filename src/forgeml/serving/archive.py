@@ -52,8 +52,12 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
         entry = {"name": feature["name"], "type": feature["type"]}
         if feature["type"] == "numeric":
             entry |= {"min": feature["min"], "max": feature["max"], "missing": "training median"}
-        else:
+        elif feature["type"] == "categorical":
             entry |= {"categories": feature["categories"], "unknown": "unknown bucket (all zeros)"}
+        elif feature["type"] == "datetime":
+            entry |= {"format": feature["format"] or "ISO 8601, YYYY/MM/DD, ...", "missing": "missing flag"}
+        elif feature["type"] == "text":
+            entry |= {"max_tokens": feature["max_tokens"], "vocabulary_size": len(feature["vocabulary"])}
         features.append(entry)
     return {
         "format": "forgeml.input_schema/1",
@@ -94,9 +98,9 @@ def private_columns(monitor: Any, features: list[dict[str, Any]]) -> dict[str, l
     for name in hashed:
         if name in redact:
             raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
-        if types[name] == "numeric":
+        if types[name] != "categorical":
             raise ForgeError(
-                f"monitor.hash: {name!r} is numeric, and hashed numbers are no categories to "
+                f"monitor.hash: {name!r} is {types[name]}, and hashed values are no categories to "
                 "compare; leave it out of the log with monitor.redact"
             )
     return {"redact": redact, "hash": hashed}

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from forgeml.data.transform import encode_features, overflowing_features
+from forgeml.data.transform import encode_features, overflowing_features, parses_as_datetime
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
@@ -128,6 +128,12 @@ def feature_columns(
             columns[feature["name"]] = numbers
         else:
             columns[feature["name"]] = raw.astype(object).to_numpy(dtype=object, na_value=None)
+        if feature["type"] == "datetime":
+            wrong = ~np.array(
+                [parses_as_datetime(v, feature.get("format")) for v in columns[feature["name"]]], dtype=bool
+            )
+            report(bad, wrong & valid, first_row, feature["name"], raw, "not a date")
+            valid &= ~wrong
     return columns
 
 

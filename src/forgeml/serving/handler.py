@@ -277,6 +277,7 @@ class ForgemlHandler(BaseHandler):
         numeric = [f for f in features if f["type"] == "numeric"]
         self.numeric = [f["name"] for f in numeric]
         self.categorical = [f["name"] for f in features if f["type"] != "numeric"]
+        self.dates = [f for f in self.preprocessor["features"] if f["type"] == "datetime"]
         # JSON object keys are strings, whatever type the labels have
         self.class_keys = [str(label) for label in self.schema["labels"] or []]
         program_file = context.manifest["model"]["serializedFile"]
@@ -513,6 +514,18 @@ class ForgemlHandler(BaseHandler):
             return False
         return finite and CONTAINER_TYPES.isdisjoint(map(type, categories))
 
+    def check_dates(self, record: dict[str, Any], index: int) -> None:
+        """Each datetime value parses as training parsed it (transform.py), or the request is
+        refused naming the feature."""
+        for feature in self.dates:
+            name = feature["name"]
+            try:
+                self.transform.parse_datetime(record[name], feature.get("format"))
+            except ValueError as error:
+                raise RequestError(
+                    "wrong_type", f"feature '{name}' is datetime: {error}", field=name, instance=index
+                ) from None
+
     def parse_request(self, body: Any) -> list[dict[str, Any]] | RequestError:
         """The request's records, each checked against the input schema; never raises."""
         try:
@@ -520,6 +533,7 @@ class ForgemlHandler(BaseHandler):
             for index, record in enumerate(records):
                 if not self.well_formed(record):
                     check_record(record, self.schema["features"], index)
+                self.check_dates(record, index)
             return records
         except RequestError as error:
             return error
@@ -629,7 +643,8 @@ def check_record(record: Any, features: list[dict[str, Any]], index: int) -> Non
         elif isinstance(value, dict | list):
             raise RequestError(
                 "wrong_type",
-                f"feature '{name}' is categorical: expected a string or number, got {type(value).__name__}",
+                f"feature '{name}' is {feature['type']}: expected a string or number, "
+                f"got {type(value).__name__}",
                 field=name,
                 instance=index,
             )

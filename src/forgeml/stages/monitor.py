@@ -57,6 +57,7 @@ from forgeml.layout import (
     MONITORING_PAGE,
     MONITORING_REPORT,
     MONITORING_TABLES,
+    PREPROCESSOR,
     REFERENCE_PREDICTIONS,
     REFERENCE_PROFILE,
     split_file,
@@ -74,6 +75,7 @@ from forgeml.monitoring.report import (
     render_monitoring_html,
     windows_table,
 )
+from forgeml.monitoring.signals import with_signals
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     baseline, train = load_baseline(cfg, settings)
     current, source = load_current(monitor)
     current = with_predictions(current, cfg.paths.models_dir)
+    current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
     monitoring, report = assess(baseline, windows, settings, decay, labels, source)
@@ -178,12 +181,17 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, p
     """The reference side, from files only (no torch): the train split and its profile, the
     model's manifest, and what `evaluate` computed for monitoring."""
     processed, reports = Path(cfg.paths.processed_dir), Path(cfg.paths.reports_dir)
-    profile = read_json(processed / REFERENCE_PROFILE)
+    profile, spec = read_json(processed / REFERENCE_PROFILE), read_json(processed / PREPROCESSOR)
     if not cfg.monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
+        redacted = {"features": [f for f in spec["features"] if f["name"] in cfg.monitor.redact]}
         profile = private_profile(
-            profile, list(cfg.monitor.redact), list(cfg.monitor.hash), cfg.serve.runtime_dir
+            profile,
+            list(with_signals(pd.DataFrame(), redacted)[1]),
+            list(cfg.monitor.hash),
+            cfg.serve.runtime_dir,
         )
-    train = pd.read_parquet(split_file(processed, "train"), columns=list(profile["features"]))
+    train = pd.read_parquet(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
+    train = with_signals(train, spec)[0][list(profile["features"])]
     references = feature_references(profile, train, settings)
     check_columns(settings, references)
     manifest = model_manifest(cfg.paths.models_dir)

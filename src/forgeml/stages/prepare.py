@@ -9,6 +9,7 @@ larger than memory is prepared in one pass of batches instead (see data/streamin
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from forgeml.config import plain
-from forgeml.data.checks import TableSchema, check_table
+from forgeml.data.checks import TableSchema, TypeRules, check_table
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.sources import streaming_enabled
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import PREPROCESSOR, REFERENCE_PROFILE, split_file
 from forgeml.monitoring.profile import build_profile
+from forgeml.monitoring.signals import with_signals
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     frame = instantiate(data.source)
     frame.columns = frame.columns.map(str)
     features = {name: plain(kind) for name, kind in (data.features or {}).items()}
-    frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop))
+    rules = type_rules(data)
+    frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop), rules)
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
     for name, split in splits.items():
         with atomic_path(split_file(out, name)) as tmp:
             split.to_parquet(tmp, index=False)
-    write_json(out / PREPROCESSOR, fit_preprocessor(splits["train"], schema))
-    write_json(out / REFERENCE_PROFILE, build_profile(splits["train"], schema))
+    preprocessor = fit_preprocessor(splits["train"], schema, rules)
+    write_json(out / PREPROCESSOR, preprocessor)
+    train, signals = with_signals(splits["train"], preprocessor)
+    write_json(out / REFERENCE_PROFILE, build_profile(train, replace(schema, features=signals)))
     return _summary(data.name, schema, {name: len(split) for name, split in splits.items()}, out)
+
+
+def type_rules(data: DictConfig) -> TypeRules:
+    """How datetime and text columns are recognised and fitted, from `data`."""
+    text = data.text
+    return TypeRules(
+        date_format=data.date_format,
+        datetime_share=data.datetime_share,
+        multi_word_share=text.multi_word_share,
+        unique_share=text.unique_share,
+        vocab_size=text.vocab_size,
+        max_tokens=text.max_tokens,
+    )
 
 
 def _summary(name: str, schema: TableSchema, rows: dict[str, int], out: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -36,9 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 from forgeml.config import resolved_config
 from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
+from forgeml.data.transform import feature_width
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
+from forgeml.models.nets import MixedInputNet
 
 log = logging.getLogger(__name__)
 # trainer keys the module or the data module apply (Lightning's Trainer refuses the first three under
@@ -50,6 +53,8 @@ MODULE_KEYS = (
     "batches_per_training_step",
     "limit_train_batches",
 )
+# model keys for MixedInputNet, not the net's constructor
+TEXT_KEYS = ("text_encoder", "text_embedding_dim")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -82,7 +87,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         limit_train_batches=cfg.trainer.limit_train_batches,
     )
     spec = datamodule.spec
-    net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    net = build_net(cfg.model, spec)
     check_exportable(net, spec["input_dim"])
     scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
     scheduler, interval = scheduler_and_interval(cfg.scheduler)
@@ -111,6 +116,33 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         default_root_dir=output_dir,
     )
     return datamodule, model, trainer
+
+
+def build_net(model: DictConfig, spec: dict[str, Any]) -> torch.nn.Module:
+    """The configured net for the preprocessor's input matrix. With text features, the net is
+    built for the tabular columns plus one `model.text_embedding_dim` vector per text feature,
+    and wrapped in MixedInputNet, which makes those vectors from the token-id columns."""
+    starts = np.cumsum([0] + [feature_width(f) for f in spec["features"]])
+    texts = [
+        (int(start), f["max_tokens"], len(f["vocabulary"]) + 2)  # + padding and unknown ids
+        for f, start in zip(spec["features"], starts, strict=False)
+        if f["type"] == "text"
+    ]
+    if not texts:
+        return instantiate(
+            without(model, TEXT_KEYS), input_dim=spec["input_dim"], output_dim=output_dim(spec)
+        )
+    dense = [
+        column
+        for f, start in zip(spec["features"], starts, strict=False)
+        if f["type"] != "text"
+        for column in range(int(start), int(start) + feature_width(f))
+    ]
+    dim = model.get("text_embedding_dim", 32)
+    body = instantiate(
+        without(model, TEXT_KEYS), input_dim=len(dense) + dim * len(texts), output_dim=output_dim(spec)
+    )
+    return MixedInputNet(body, dense, texts, dim, model.get("text_encoder", "mean"))
 
 
 def export_best(
