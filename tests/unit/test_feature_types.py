@@ -20,10 +20,11 @@ from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.sources import mixed
 from forgeml.data.streaming import infer_schema
 from forgeml.errors import ForgeError
-from forgeml.models.artifact import check_exportable
+from forgeml.models.artifact import ModelArtifact, check_exportable
 from forgeml.models.nets import MLP, MixedInputNet
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
+from forgeml.serving.batch import predict_file
 from tests.unit.test_serving_handler import make_context, serve
 
 TYPES = {"amount": "numeric", "channel": "categorical", "opened": "datetime", "note": "text"}
@@ -204,3 +205,16 @@ def test_unparsable_date_at_the_endpoint_is_a_400_naming_the_feature(
 def test_text_given_as_an_object_is_a_400_naming_the_feature(typed_handler, typed_model_dir):
     [(status, answer)] = serve(typed_handler, typed_model_dir, json.dumps({"d": None, "t": {"x": 1}}))
     assert (status, answer["field"]) == (400, "t") and "feature 't' is text" in answer["error"]
+
+
+def test_predict_reports_the_row_of_an_unparsable_date_and_scores_the_others(typed_model_dir, tmp_path):
+    spec = json.loads((typed_model_dir / "preprocessor.json").read_text())
+    program = torch.export.load(typed_model_dir / "model.pt2").module()
+    artifact = ModelArtifact({}, spec, program)
+    rows = pd.DataFrame({"d": ["2024-01-01", "soon", None], "t": ["good", "bad !", None]})
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.csv")
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert summary["bad_rows"] == 1
+    assert summary["bad_row_examples"] == [{"row": 2, "field": "d", "error": "not a date: 'soon'"}]
+    assert scored["prediction"].isna().tolist() == [False, True, False]
