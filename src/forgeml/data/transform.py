@@ -162,13 +162,6 @@ def _parse_common(text: str) -> datetime:
     )
 
 
-def timestamps(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
-    """Seconds since 1970 (UTC for zoned values) per value, NaN where missing."""
-    times = [parse_datetime(value, feature.get("format")) for value in raw]
-    epoch = datetime(1970, 1, 1)
-    return np.array([np.nan if t is None else (t - epoch).total_seconds() for t in times], dtype=np.float64)
-
-
 def encode_datetime(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
     """Year standardised; month, day of year, day of week and hour as sine/cosine pairs (so
     December sits next to January); a missing value is all zeros with the flag set."""
