@@ -37,6 +37,7 @@ class Task(str, Enum):
 class FeatureType(str, Enum):
     numeric = "numeric"
     categorical = "categorical"
+    image = "image"
 
 
 class Activation(str, Enum):
@@ -81,6 +82,12 @@ class PathsConfig:
 
 
 @dataclass
+class ImageConfig:
+    # [height, width] every image is resized to; null: the most common size in the train split
+    size: list[int] | None = None
+
+
+@dataclass
 class DataConfig:
     """A tabular source: `source` is a `_target_` call returning a DataFrame."""
 
@@ -98,6 +105,7 @@ class DataConfig:
     # null: on for a file source larger than `streaming_above_mb` (see data/streaming.py)
     streaming: bool | None = None
     streaming_above_mb: float = 1024.0
+    image: ImageConfig = field(default_factory=ImageConfig)
 
 
 @dataclass
@@ -131,6 +139,15 @@ class CNNConfig:
     hidden: int = 64
     dropout: float = 0.1
     activation: Activation = Activation.relu
+
+
+@dataclass
+class ResNetConfig:
+    _target_: str = "forgeml.models.nets.ResNet"
+    # taken from the data's image feature when it has one (see stages/train.py)
+    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    depth: int = 18
+    width: int = 64
 
 
 @dataclass
@@ -382,6 +399,7 @@ SCHEMAS: list[tuple[str | None, str, Any]] = [
     ("schema/data", "file", FileDataConfig),
     ("schema/model", "mlp", MLPConfig),
     ("schema/model", "cnn", CNNConfig),
+    ("schema/model", "resnet", ResNetConfig),
     ("schema/model", "custom", custom_model_schema()),
     ("schema/trainer", "default", TrainerConfig),
     ("schema/logger", "csv", CSVLoggerConfig),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from forgeml.data.sources import IMAGE_SUFFIXES
+from forgeml.data.transform import decode_image
 from forgeml.errors import ForgeError
 
 # an integer target with at most this many distinct values is taken as class labels
@@ -51,7 +53,7 @@ def check_table(
     for name, kind in features.items():
         # numerics as floats (NaN missing), categoricals as strings (NA missing): one type each
         column = frame[name]
-        frame[name] = _as_numeric(column, name) if kind == "numeric" else column.astype("string")
+        frame[name] = _as_type(column, name, kind)
     task = _infer_task(frame[target]) if task == "auto" else task
     if task == "classification" and frame[target].nunique() < 2:
         raise ForgeError(
@@ -85,10 +87,38 @@ def _infer_type(column: pd.Series, name: str) -> str:
     if pd.api.types.is_numeric_dtype(column):
         return "numeric"
     present = column.dropna()
+    if len(present) and all(isinstance(value, bytes | bytearray) for value in present):
+        return "image"
     parsed = pd.to_numeric(present, errors="coerce")
     if len(present) and parsed.notna().mean() >= NUMERIC_SHARE_FOR_TYPO:
         return "numeric"  # mostly numbers: _as_numeric names the row that is not
     return "categorical"
+
+
+def _as_type(column: pd.Series, name: str, kind: str) -> pd.Series:
+    if kind == "numeric":
+        return _as_numeric(column, name)
+    if kind == "image":
+        return _as_images(column, name)
+    return column.astype("string")
+
+
+def _as_images(column: pd.Series, name: str) -> pd.Series:
+    """Image bytes (None missing), each decodable: an image column read from a CSV holds the
+    files' bytes by now (sources.with_image_files)."""
+    for row, value in enumerate(column.to_numpy(dtype=object)):
+        if value is None or value != value:
+            continue
+        if not isinstance(value, bytes | bytearray):
+            raise ForgeError(
+                f"column '{name}' holds images but row {row + 1} holds {str(value)[:80]!r}; an image "
+                f"is a file path ending in {', '.join(IMAGE_SUFFIXES)} (relative to the CSV) or bytes"
+            )
+        try:
+            decode_image(value)
+        except ValueError as error:
+            raise ForgeError(f"column '{name}', row {row + 1}: {error}") from None
+    return column.astype(object).where(column.notna(), None)
 
 
 def _as_numeric(column: pd.Series, name: str) -> pd.Series:

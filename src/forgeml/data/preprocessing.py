@@ -6,23 +6,27 @@ handler (through transform.py), and a person can read it.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from forgeml.data.checks import TableSchema
-from forgeml.data.transform import category_column, feature_width
+from forgeml.data.transform import category_column, decode_image, feature_width, image_pixels
 
 FORMAT = "forgeml.preprocessor/1"
+# Pillow modes of single-channel images: a data set of them only is encoded in one channel
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
-def fit_preprocessor(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
-    """Medians, means, standard deviations, ranges, categories and labels from `train`."""
-    features = {
-        name: _fit_numeric(train[name]) if kind == "numeric" else _fit_categorical(train[name])
-        for name, kind in schema.features.items()
-    }
+def fit_preprocessor(
+    train: pd.DataFrame, schema: TableSchema, image_size: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Medians, means, standard deviations, ranges, categories, image statistics and labels from
+    `train`. `image_size`: (height, width) images are resized to; None: their most common size."""
+    features = {name: _fit(train[name], kind, image_size) for name, kind in schema.features.items()}
     if schema.task == "classification":
         return make_spec(schema, features, {"labels": sorted_labels(train[schema.target])})
     target = train[schema.target].to_numpy(dtype=np.float64)
@@ -74,6 +78,33 @@ def feature_columns(frame: pd.DataFrame, spec: dict[str, Any]) -> dict[str, np.n
 
 def output_dim(spec: dict[str, Any]) -> int:
     return len(spec["labels"]) if spec["task"] == "classification" else 1
+
+
+def _fit(column: pd.Series, kind: str, image_size: Sequence[int] | None) -> dict[str, Any]:
+    if kind == "numeric":
+        return _fit_numeric(column)
+    if kind == "image":
+        return _fit_image(column, image_size)
+    return _fit_categorical(column)
+
+
+def _fit_image(column: pd.Series, size: Sequence[int] | None) -> dict[str, Any]:
+    """Size, channels (1 when every image is grey, else 3) and per-channel pixel mean and std,
+    summed image by image so that the decoded split is never held whole."""
+    images = [decode_image(value) for value in column.dropna()]
+    if size is None:
+        size = Counter((image.height, image.width) for image in images).most_common(1)[0][0]
+    channels = 1 if all(image.mode in GREY_MODES for image in images) else 3
+    entry = {"type": "image", "size": [int(size[0]), int(size[1])], "channels": channels}
+    total, squares = np.zeros(channels), np.zeros(channels)
+    for image in images:
+        pixels = image_pixels(entry, image).astype(np.float64)
+        total += pixels.mean(axis=(1, 2))
+        squares += (pixels**2).mean(axis=(1, 2))
+    mean = total / len(images)
+    std = np.sqrt(np.maximum(squares / len(images) - mean**2, 0.0))
+    # a blank channel keeps std 1, as a constant numeric column does
+    return {**entry, "mean": mean.tolist(), "std": [float(s) or 1.0 for s in std]}
 
 
 def _fit_numeric(column: pd.Series) -> dict[str, Any]:

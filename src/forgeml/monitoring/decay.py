@@ -17,7 +17,7 @@ window decides the verdict:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,6 +66,8 @@ class Baseline:
     calibration: dict[str, Any] | None = None
     evaluation: dict[str, float] | None = None
     model: dict[str, Any] | None = None
+    # features tested through derived signals (reference profile's `signals`; monitoring/signals.py)
+    signals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

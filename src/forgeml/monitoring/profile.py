@@ -14,6 +14,7 @@ import pandas as pd
 
 from forgeml.data.checks import TableSchema
 from forgeml.data.transform import category_column
+from forgeml.monitoring.signals import SIGNALS, derived_columns
 
 FORMAT = "forgeml.reference_profile/1"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -21,9 +22,19 @@ BINS = 10
 
 
 def build_profile(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
-    features = {
-        name: _numeric_sketch(train[name]) if kind == "numeric" else _categorical_sketch(train[name])
-        for name, kind in schema.features.items()
+    """Sketches of each feature; a feature of a type in signals.SIGNALS (an image) is sketched
+    through its numeric signals, listed under `signals` (feature -> type and columns)."""
+    typed = {name: {"type": kind} for name, kind in schema.features.items() if kind in SIGNALS}
+    derived = derived_columns(train[list(schema.features)], typed)
+    features = {  # a signal is numeric
+        name: _numeric_sketch(column)
+        if schema.features.get(name, "numeric") == "numeric"
+        else _categorical_sketch(column)
+        for name, column in derived.items()
+    }
+    signals = {
+        name: {**feature, "columns": [c for c in derived.columns if c.startswith(f"{name}.")]}
+        for name, feature in typed.items()
     }
     target = train[schema.target]
     target_sketch = (
@@ -34,6 +45,7 @@ def build_profile(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
         "rows": len(train),
         "task": schema.task,
         "features": features,
+        "signals": signals,
         "target": {"name": schema.target, **target_sketch},
     }
 

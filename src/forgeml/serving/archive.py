@@ -52,6 +52,12 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
         entry = {"name": feature["name"], "type": feature["type"]}
         if feature["type"] == "numeric":
             entry |= {"min": feature["min"], "max": feature["max"], "missing": "training median"}
+        elif feature["type"] == "image":
+            entry |= {
+                "encoding": "PNG or JPEG as base64",
+                "size": feature["size"],
+                "channels": feature["channels"],
+            }
         else:
             entry |= {"categories": feature["categories"], "unknown": "unknown bucket (all zeros)"}
         features.append(entry)

@@ -74,6 +74,7 @@ from forgeml.monitoring.report import (
     render_monitoring_html,
     windows_table,
 )
+from forgeml.monitoring.signals import derived_columns
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings, decay = drift_settings(monitor), decay_settings(monitor)
     baseline, train = load_baseline(cfg, settings)
     current, source = load_current(monitor)
-    current = with_predictions(current, cfg.paths.models_dir)
+    current = derived_columns(with_predictions(current, cfg.paths.models_dir), baseline.signals)
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
     monitoring, report = assess(baseline, windows, settings, decay, labels, source)
@@ -183,7 +184,10 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, p
         profile = private_profile(
             profile, list(cfg.monitor.redact), list(cfg.monitor.hash), cfg.serve.runtime_dir
         )
-    train = pd.read_parquet(split_file(processed, "train"), columns=list(profile["features"]))
+    signals = profile.get("signals", {})
+    derived = {column for feature in signals.values() for column in feature["columns"]}
+    sources = [name for name in profile["features"] if name not in derived] + list(signals)
+    train = derived_columns(pd.read_parquet(split_file(processed, "train"), columns=sources), signals)
     references = feature_references(profile, train, settings)
     check_columns(settings, references)
     manifest = model_manifest(cfg.paths.models_dir)
@@ -193,6 +197,7 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, p
     baseline = Baseline(
         features=references,
         rows=len(train),
+        signals=signals,
         task=profile.get("task"),
         predictions=reference_predictions(reports / REFERENCE_PREDICTIONS, model_hash),
         calibration=calibration,

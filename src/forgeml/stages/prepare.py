@@ -48,7 +48,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for name, split in splits.items():
         with atomic_path(split_file(out, name)) as tmp:
             split.to_parquet(tmp, index=False)
-    write_json(out / PREPROCESSOR, fit_preprocessor(splits["train"], schema))
+    size = data.image.size
+    write_json(out / PREPROCESSOR, fit_preprocessor(splits["train"], schema, size and list(size)))
     write_json(out / REFERENCE_PROFILE, build_profile(splits["train"], schema))
     return _summary(data.name, schema, {name: len(split) for name, split in splits.items()}, out)
 

@@ -82,7 +82,9 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         limit_train_batches=cfg.trainer.limit_train_batches,
     )
     spec = datamodule.spec
-    net = instantiate(cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec))
+    net = instantiate(
+        cfg.model, input_dim=spec["input_dim"], output_dim=output_dim(spec), **image_shape(cfg.model, spec)
+    )
     check_exportable(net, spec["input_dim"])
     scale = {k: spec[k] for k in ("target_mean", "target_std") if k in spec}
     scheduler, interval = scheduler_and_interval(cfg.scheduler)
@@ -111,6 +113,15 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         default_root_dir=output_dir,
     )
     return datamodule, model, trainer
+
+
+def image_shape(model: DictConfig, spec: dict[str, Any]) -> dict[str, list[int]]:
+    """A net taking `image_shape` (cnn, resnet) gets the data's: (channels, height, width) of its
+    one image feature; without one (pixel columns, as data=digits) the config's stays."""
+    images = [f for f in spec["features"] if f["type"] == "image"]
+    if "image_shape" not in model or len(images) != 1:
+        return {}
+    return {"image_shape": [images[0]["channels"], *images[0]["size"]]}
 
 
 def export_best(
