@@ -135,7 +135,7 @@ def log_text(project: Path) -> str:
 def monitor(project: Path) -> dict[str, Any]:
     result = run(["forgeml", "monitor", "--json"], project, check=False)
     assert result.returncode in (0, 3), result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return json.loads(result.stdout[result.stdout.index("{") :])["monitor"]
 
 
 def post(project: Path, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
