@@ -39,6 +39,7 @@ class FeatureType(str, Enum):
     categorical = "categorical"
     datetime = "datetime"
     text = "text"
+    image = "image"
 
 
 class TextEncoder(str, Enum):
@@ -100,6 +101,12 @@ class TextConfig:
 
 
 @dataclass
+class ImageConfig:
+    # [height, width] every image is resized to; null: the most common size in the train split
+    size: list[int] | None = None
+
+
+@dataclass
 class DataConfig:
     """A tabular source: `source` is a `_target_` call returning a DataFrame."""
 
@@ -122,6 +129,7 @@ class DataConfig:
     date_format: str | None = None
     datetime_share: float = 0.9
     text: TextConfig = field(default_factory=TextConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
 
 
 @dataclass
@@ -158,6 +166,15 @@ class CNNConfig:
     hidden: int = 64
     dropout: float = 0.1
     activation: Activation = Activation.relu
+
+
+@dataclass
+class ResNetConfig:
+    _target_: str = "forgeml.models.nets.ResNet"
+    # taken from the data's image feature when it has one (see stages/train.py)
+    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    depth: int = 18
+    width: int = 64
 
 
 @dataclass
@@ -409,6 +426,7 @@ SCHEMAS: list[tuple[str | None, str, Any]] = [
     ("schema/data", "file", FileDataConfig),
     ("schema/model", "mlp", MLPConfig),
     ("schema/model", "cnn", CNNConfig),
+    ("schema/model", "resnet", ResNetConfig),
     ("schema/model", "custom", custom_model_schema()),
     ("schema/trainer", "default", TrainerConfig),
     ("schema/logger", "csv", CSVLoggerConfig),

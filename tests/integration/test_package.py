@@ -28,8 +28,9 @@ from tests.conftest import package_config_env
 
 pytestmark = pytest.mark.slow
 
-# what a stock TorchServe worker has: the standard library, torch, numpy, PyYAML and ts
-WORKER_MODULES = {*sys.stdlib_module_names, "torch", "numpy", "yaml", "ts"}
+# what a stock TorchServe worker has: the standard library, torch, numpy, PyYAML and ts, plus
+# Pillow (PIL), which transform.py imports only when it decodes an image feature
+WORKER_MODULES = {*sys.stdlib_module_names, "torch", "numpy", "yaml", "ts", "PIL"}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from forgeml import __version__
 from forgeml import conf as package_conf
-from forgeml.config import BASE_CONFIG, SCHEMAS
+from forgeml.config import BASE_CONFIG, SCHEMAS, FeatureType
 from tests.conftest import PACKAGE_MODULE, PROJECT_CONF, PROJECT_ROOT, config_sources
 
 
@@ -113,7 +113,8 @@ def test_features_mapping_is_settable_as_typed(make_config):
 def test_features_mapping_refuses_an_unknown_type(make_config):
     with pytest.raises(ConfigCompositionException) as error:
         make_config("data.features={age:numric}")
-    assert "expected one of [numeric, categorical, datetime, text]" in str(error.value.__cause__)
+    choices = ", ".join(kind.value for kind in FeatureType)
+    assert f"expected one of [{choices}]" in str(error.value.__cause__)
 
 
 def test_activation_is_checked(make_config):

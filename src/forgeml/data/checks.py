@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from forgeml.data.transform import parse_datetime, parses_as_datetime, tokenize
+from forgeml.data.sources import IMAGE_SUFFIXES
+from forgeml.data.transform import decode_image, parse_datetime, parses_as_datetime, tokenize
 from forgeml.errors import ForgeError
 
 # an integer target with at most this many distinct values is taken as class labels
@@ -25,8 +26,8 @@ INFERENCE_SAMPLE = 1000
 
 @dataclass(frozen=True)
 class TypeRules:
-    """How datetime and text columns are recognised, read and fitted (`data.date_format`,
-    `data.datetime_share`, `data.text.*`): the defaults are DataConfig's."""
+    """How datetime, text and image columns are recognised, read and fitted (`data.date_format`,
+    `data.datetime_share`, `data.text.*`, `data.image.size`): the defaults are DataConfig's."""
 
     date_format: str | None = None
     datetime_share: float = 0.9
@@ -34,6 +35,8 @@ class TypeRules:
     unique_share: float = 0.5
     vocab_size: int = 5000
     max_tokens: int = 64
+    # (height, width) images are resized to; None: the train split's most common size
+    image_size: tuple[int, int] | None = None
 
 
 DEFAULT_RULES = TypeRules()
@@ -74,12 +77,7 @@ def check_table(
     for name, kind in features.items():
         # numerics as floats (NaN missing), the others as strings (NA missing): one type each
         column = frame[name]
-        if kind == "numeric":
-            frame[name] = _as_numeric(column, name)
-        elif kind == "datetime":
-            frame[name] = _as_datetime_text(column, name, rules.date_format)
-        else:
-            frame[name] = column.astype("string")
+        frame[name] = _as_type(column, name, kind, rules)
     task = _infer_task(frame[target]) if task == "auto" else task
     if task == "classification" and frame[target].nunique() < 2:
         raise ForgeError(
@@ -115,6 +113,8 @@ def _infer_type(column: pd.Series, name: str, rules: TypeRules = DEFAULT_RULES) 
     if pd.api.types.is_numeric_dtype(column):
         return "numeric"
     present = column.dropna()
+    if len(present) and all(isinstance(value, bytes | bytearray) for value in present):
+        return "image"
     parsed = pd.to_numeric(present, errors="coerce")
     if len(present) and parsed.notna().mean() >= NUMERIC_SHARE_FOR_TYPO:
         return "numeric"  # mostly numbers: _as_numeric names the row that is not
@@ -150,6 +150,34 @@ def _as_datetime_text(column: pd.Series, name: str, date_format: str | None) -> 
                 f"value, set 'data.date_format', or declare it with 'data.features={{{name}:categorical}}'"
             ) from None
     return text
+
+
+def _as_type(column: pd.Series, name: str, kind: str, rules: TypeRules) -> pd.Series:
+    if kind == "numeric":
+        return _as_numeric(column, name)
+    if kind == "datetime":
+        return _as_datetime_text(column, name, rules.date_format)
+    if kind == "image":
+        return _as_images(column, name)
+    return column.astype("string")
+
+
+def _as_images(column: pd.Series, name: str) -> pd.Series:
+    """Image bytes (None missing), each decodable: an image column read from a CSV holds the
+    files' bytes by now (sources.with_image_files)."""
+    for row, value in enumerate(column.to_numpy(dtype=object)):
+        if value is None or value != value:
+            continue
+        if not isinstance(value, bytes | bytearray):
+            raise ForgeError(
+                f"column '{name}' holds images but row {row + 1} holds {str(value)[:80]!r}; an image "
+                f"is a file path ending in {', '.join(IMAGE_SUFFIXES)} (relative to the CSV) or bytes"
+            )
+        try:
+            decode_image(value)
+        except ValueError as error:
+            raise ForgeError(f"column '{name}', row {row + 1}: {error}") from None
+    return column.astype(object).where(column.notna(), None)
 
 
 def _as_numeric(column: pd.Series, name: str) -> pd.Series:

@@ -110,6 +110,27 @@ class IndexBatches(Sampler):
         return (list(batches[start : start + self.block]) for start in range(0, len(batches), self.block))
 
 
+class DecodingTable(TensorTable):
+    """Rows kept raw (image bytes) and encoded a batch at a time when fetched: with
+    `data.num_workers` > 0 the DataLoader's worker processes decode, the costly part, while the
+    main process trains; holding every split decoded would also take C*H*W floats per image."""
+
+    def __init__(self, spec: dict[str, Any], columns: dict[str, np.ndarray], targets: torch.Tensor) -> None:
+        self.spec, self.columns, self.targets = spec, columns, targets
+        self.rows_served = 0
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: torch.Tensor | list[torch.Tensor]) -> Batch | list[Batch]:
+        if isinstance(index, list):
+            return [self[batch] for batch in index]
+        self.rows_served += len(index)
+        rows = index.numpy()
+        inputs = encode_features(self.spec, {name: column[rows] for name, column in self.columns.items()})
+        return torch.from_numpy(inputs), self.targets[index]
+
+
 def keep_batch(batch: Batch | list[Batch]) -> Batch | list[Batch]:
     """The collate step: a batch sliced by TensorTable is already stacked."""
     return batch
@@ -117,12 +138,23 @@ def keep_batch(batch: Batch | list[Batch]) -> Batch | list[Batch]:
 
 def encode_split(frame: pd.DataFrame, spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs and training targets (class indices, or the standardised value)."""
-    inputs = torch.from_numpy(encode_features(spec, feature_columns(frame, spec)))
+    return torch.from_numpy(encode_features(spec, feature_columns(frame, spec))), encode_targets(frame, spec)
+
+
+def split_table(frame: pd.DataFrame, spec: dict[str, Any]) -> TensorTable:
+    """A split encoded once, or, with an image feature, decoded batch by batch (DecodingTable)."""
+    if any(feature["type"] == "image" for feature in spec["features"]):
+        return DecodingTable(spec, feature_columns(frame, spec), encode_targets(frame, spec))
+    return TensorTable(*encode_split(frame, spec))
+
+
+def encode_targets(frame: pd.DataFrame, spec: dict[str, Any]) -> torch.Tensor:
+    """Class indices, or the standardised value."""
     target = frame[spec["target"]]
     if spec["task"] == "classification":
-        return inputs, torch.from_numpy(encode_labels(spec, target.to_numpy()))
+        return torch.from_numpy(encode_labels(spec, target.to_numpy()))
     value = (target.to_numpy(np.float64) - spec["target_mean"]) / spec["target_std"]
-    return inputs, torch.from_numpy(value.astype(np.float32))
+    return torch.from_numpy(value.astype(np.float32))
 
 
 class TableDataModule(pl.LightningDataModule):
@@ -151,7 +183,7 @@ class TableDataModule(pl.LightningDataModule):
         for split in SPLITS:
             if split not in self.tables:
                 frame = pd.read_parquet(split_file(self.processed_dir, split))
-                self.tables[split] = TensorTable(*encode_split(frame, self.spec))
+                self.tables[split] = split_table(frame, self.spec)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         trainer = self.trainer

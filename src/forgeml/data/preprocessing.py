@@ -13,16 +13,25 @@ import numpy as np
 import pandas as pd
 
 from forgeml.data.checks import DEFAULT_RULES, TableSchema, TypeRules
-from forgeml.data.transform import category_column, feature_width, parse_datetime, tokenize
+from forgeml.data.transform import (
+    category_column,
+    decode_image,
+    feature_width,
+    image_pixels,
+    parse_datetime,
+    tokenize,
+)
 
 FORMAT = "forgeml.preprocessor/1"
+# Pillow modes of single-channel images: a data set of them only is encoded in one channel
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
 def fit_preprocessor(
     train: pd.DataFrame, schema: TableSchema, rules: TypeRules = DEFAULT_RULES
 ) -> dict[str, Any]:
-    """Medians, means, standard deviations, ranges, categories, year scales, vocabularies and
-    labels from `train`."""
+    """Medians, means, standard deviations, ranges, categories, year scales, vocabularies, image
+    statistics and labels from `train`."""
     features = {name: FITTERS[kind](train[name], rules) for name, kind in schema.features.items()}
     if schema.task == "classification":
         return make_spec(schema, features, {"labels": sorted_labels(train[schema.target])})
@@ -78,6 +87,27 @@ def output_dim(spec: dict[str, Any]) -> int:
     return len(spec["labels"]) if spec["task"] == "classification" else 1
 
 
+def _fit_image(column: pd.Series, rules: TypeRules) -> dict[str, Any]:
+    """Size (`rules.image_size`, or the most common one), channels (1 when every image is grey,
+    else 3) and per-channel pixel mean and std, summed image by image so that the decoded split
+    is never held whole."""
+    images = [decode_image(value) for value in column.dropna()]
+    size = rules.image_size
+    if size is None:
+        size = Counter((image.height, image.width) for image in images).most_common(1)[0][0]
+    channels = 1 if all(image.mode in GREY_MODES for image in images) else 3
+    entry = {"type": "image", "size": [int(size[0]), int(size[1])], "channels": channels}
+    total, squares = np.zeros(channels), np.zeros(channels)
+    for image in images:
+        pixels = image_pixels(entry, image).astype(np.float64)
+        total += pixels.mean(axis=(1, 2))
+        squares += (pixels**2).mean(axis=(1, 2))
+    mean = total / len(images)
+    std = np.sqrt(np.maximum(squares / len(images) - mean**2, 0.0))
+    # a blank channel keeps std 1, as a constant numeric column does
+    return {**entry, "mean": mean.tolist(), "std": [float(s) or 1.0 for s in std]}
+
+
 def _fit_numeric(column: pd.Series, rules: TypeRules | None = None) -> dict[str, Any]:
     values = column.to_numpy(dtype=np.float64)
     present = values[~np.isnan(values)]
@@ -115,6 +145,7 @@ FITTERS = {
     "categorical": _fit_categorical,
     "datetime": _fit_datetime,
     "text": _fit_text,
+    "image": _fit_image,
 }
 
 

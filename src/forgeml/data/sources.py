@@ -12,6 +12,8 @@ import pandas as pd
 from forgeml.errors import ForgeError
 
 BUNDLED = ("breast_cancer", "wine", "diabetes", "digits")
+# what an image file's name ends with: a text column of such names is an image column
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def bundled(dataset: str) -> pd.DataFrame:
@@ -50,16 +52,79 @@ def streaming_enabled(data: Mapping[str, Any], path: str | Path | None) -> bool:
 
 
 def read_table(path: str) -> pd.DataFrame:
-    """A CSV or Parquet file, chosen by extension."""
+    """A CSV or Parquet file, chosen by extension; image paths in it become the images' bytes."""
     file = checked_data_file(path)
     if file.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(file)
+        return with_image_files(pd.read_parquet(file), file.parent)
     try:
-        return pd.read_csv(file)
+        return with_image_files(pd.read_csv(file), file.parent)
     except pd.errors.EmptyDataError as error:
         raise ForgeError(f"data file {file} is empty") from error
     except pd.errors.ParserError as error:
         raise ForgeError(f"cannot parse {file} as CSV: {error}") from error
+
+
+def is_image_path_column(column: pd.Series) -> bool:
+    """Whether every present value of `column` is text naming a PNG or JPEG file."""
+    present = column.dropna()
+    return bool(len(present)) and all(
+        isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES) for value in present
+    )
+
+
+def with_image_files(frame: pd.DataFrame, base: Path) -> pd.DataFrame:
+    """`frame` with each image-path column (paths relative to `base`, the table's folder)
+    holding the files' bytes instead, so that the splits carry the images themselves."""
+    for name in frame.columns:
+        if is_image_path_column(frame[name]):
+            frame[name] = [
+                None if value is None or value != value else read_image_file(base / value)
+                for value in frame[name]
+            ]
+    return frame
+
+
+def read_image_file(path: Path) -> bytes:
+    """The bytes of an image file, refused with its name when missing or not decodable."""
+    from forgeml.data.transform import decode_image
+
+    try:
+        content = path.read_bytes()
+        decode_image(content)
+    except (OSError, ValueError) as error:
+        raise ForgeError(f"image file {path}: {error}") from None
+    return content
+
+
+def image_folder(path: str, target: str = "label", column: str = "image") -> pd.DataFrame:
+    """A folder per class, each holding PNG or JPEG files: one row per file, the image's bytes
+    in `column` and its folder's name in `target`."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ForgeError(f"image folder not found: {root} (set data.path=<a folder per class>)")
+    files = sorted(f for f in root.glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ForgeError(f"{root} holds no class folder with {', '.join(IMAGE_SUFFIXES)} files")
+    return pd.DataFrame(
+        {column: [read_image_file(file) for file in files], target: [file.parent.name for file in files]}
+    )
+
+
+def write_digits_images(directory: str | Path) -> Path:
+    """scikit-learn's bundled digits (1797 8x8 grey images) written as PNG files in a folder per
+    class, `<directory>/<digit>/<index>.png`: image data for examples and tests, no download."""
+    import sklearn.datasets
+    from PIL import Image
+
+    root = Path(directory)
+    digits = sklearn.datasets.load_digits()
+    # the data's grey levels run from 0 to 16
+    pixels = (digits.images * (255 / 16)).round().astype("uint8")
+    for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:04d}.png")
+    return root
 
 
 def synthetic(n_samples: int, n_features: int, n_classes: int, seed: int | None) -> pd.DataFrame:

@@ -7,8 +7,11 @@ exactly the same arithmetic. The spec it reads is `preprocessor.json` (see prepr
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import io
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -90,6 +93,7 @@ WIDTHS = {
     # standardised year, four sine/cosine pairs, the missing flag
     "datetime": lambda feature: 10,
     "text": lambda feature: feature["max_tokens"],
+    "image": lambda feature: feature["channels"] * feature["size"][0] * feature["size"][1],
 }
 
 # formats tried after ISO 8601 (datetime.fromisoformat) when `data.date_format` forces none
@@ -217,12 +221,76 @@ def encode_categorical(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
     return one_hot
 
 
+def image_bytes(value: Any) -> bytes:
+    """An image's encoded bytes: bytes as they are, text as base64 (how JSON carries them)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as error:
+            raise ValueError(f"not base64 text: {error}") from None
+    raise ValueError(f"expected an image (bytes, or base64 text), got {type(value).__name__}")
+
+
+def decode_image(value: Any) -> Any:
+    """The decoded PIL image of a PNG or JPEG (bytes or base64 text); ValueError when it is
+    none. Pillow is imported here, not at the top: the module serves tables without it."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(image_bytes(value)))
+        image.load()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"not a decodable image ({error})") from None
+    return image
+
+
+def image_pixels(feature: Mapping[str, Any], image: Any) -> np.ndarray:
+    """`image` in the feature's channels (1: grey, 3: RGB) and size, as float (C, H, W) in [0, 1]."""
+    from PIL import Image
+
+    height, width = feature["size"]
+    mode = "L" if feature["channels"] == 1 else "RGB"
+    resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    return pixels.reshape(height, width, feature["channels"]).transpose(2, 0, 1)
+
+
+def image_signals(value: Any) -> dict[str, float]:
+    """What the inference log keeps of an image instead of its bytes, and what drift is tested
+    on: mean brightness and contrast (standard deviation) of its grey levels in [0, 1], and its
+    width and height as received."""
+    image = decode_image(value)
+    grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return {
+        "brightness": float(grey.mean()),
+        "contrast": float(grey.std()),
+        "width": float(image.width),
+        "height": float(image.height),
+    }
+
+
+def encode_image(feature: Mapping[str, Any], raw: Any) -> np.ndarray:
+    """Decoded, resized pixels normalised by the train split's per-channel mean and std,
+    flattened (C, H, W); a missing image (None) is the mean image, all zeros."""
+    channels = feature["channels"]
+    mean = np.asarray(feature["mean"], dtype=np.float32).reshape(channels, 1, 1)
+    std = np.asarray(feature["std"], dtype=np.float32).reshape(channels, 1, 1)
+    block = np.zeros((len(raw), feature_width(feature)), dtype=np.float32)
+    for row, value in enumerate(raw):
+        if value is not None:
+            block[row] = ((image_pixels(feature, decode_image(value)) - mean) / std).ravel()
+    return block
+
+
 # feature type -> its encoder: (feature spec, raw column) -> (rows, feature_width) block
 ENCODERS = {
     "numeric": encode_numeric,
     "categorical": encode_categorical,
     "datetime": encode_datetime,
     "text": encode_text,
+    "image": encode_image,
 }
 
 

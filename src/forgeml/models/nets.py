@@ -151,3 +151,87 @@ class MixedInputNet(nn.Module):
         for (start, width), encoder in zip(self.spans, self.encoders, strict=True):
             parts.append(encoder(x[:, start : start + width]))
         return self.body(torch.cat(parts, dim=1))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (a 1x1 projection where the shape changes)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+# blocks per stage of the BasicBlock ResNets
+RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+# images smaller than this (either side) keep their resolution through the stem
+SMALL_IMAGE = 64
+
+
+class ResNet(nn.Module):
+    """ResNet-18/34 (He et al. 2015) trained from scratch, on images given as flat pixel rows
+    reshaped to `image_shape` (C, H, W); `width` is the first stage's channels (64 as published).
+
+    Written here in torchvision's layout (conv1/bn1, layer1-4 of BasicBlocks, fc) rather than
+    imported from torchvision: torchvision's wheels are built against one torch release each and
+    fail to load beside another (its compiled operators do not register), while this net needs
+    nothing but torch. For small images (below SMALL_IMAGE pixels a side) the 7x7 stride-2 stem
+    and its max-pool would shrink a 32x32 image to 8x8 before the first block, so the stem is a
+    3x3 stride-1 convolution without pooling instead, as for CIFAR."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        image_shape: Sequence[int] = (3, 32, 32),
+        depth: int = 18,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        if math.prod(self.image_shape) != input_dim:
+            raise ForgeError(
+                f"model=resnet expects images of shape {list(image_shape)} ({math.prod(image_shape)} "
+                f"pixel columns) but the data has {input_dim} input columns; set model.image_shape"
+            )
+        if depth not in RESNET_STAGES:
+            raise ForgeError(f"model.depth={depth}: choose one of {', '.join(map(str, RESNET_STAGES))}")
+        channels, height, image_width = self.image_shape
+        if min(height, image_width) < SMALL_IMAGE:
+            self.conv1 = nn.Conv2d(channels, width, 3, 1, 1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(channels, width, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        stages, in_channels = [], width
+        for index, blocks in enumerate(RESNET_STAGES[depth]):
+            out_channels = width * 2**index
+            stride = 1 if index == 0 else 2
+            stage = [BasicBlock(in_channels, out_channels, stride)]
+            stage += [BasicBlock(out_channels, out_channels, 1) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+            in_channels = out_channels
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x.reshape(-1, *self.image_shape)))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

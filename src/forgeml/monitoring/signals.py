@@ -7,6 +7,10 @@ compare, derived from a datetime or text feature's raw values.
               <name>:unknown_share  numeric, share of the tokens outside the vocabulary
               <name>:tokens         tokens: each row's vocabulary tokens (UNKNOWN_TOKEN for the
                                     others); the distribution of all of them (Jensen-Shannon)
+    image     <name>:brightness     numeric, mean grey level in [0, 1]
+              <name>:contrast       numeric, standard deviation of the grey levels
+              <name>:width, :height numeric, the size as received
+                                    (the inference log holds these, never the image's bytes)
 
 `prepare` profiles them on the train split and `forgeml monitor` derives them again from the
 train split and from the current data, with this one module. SIGNALS maps a feature type to
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgeml.data.transform import MISSING_CATEGORY, is_missing, parse_datetime, tokenize
+from forgeml.data.transform import MISSING_CATEGORY, image_signals, is_missing, parse_datetime, tokenize
 
 # stands for every token outside the vocabulary; "<" is a token of its own, so no text holds it
 UNKNOWN_TOKEN = "<unknown>"
@@ -61,9 +65,30 @@ def text_signals(feature: Mapping[str, Any], raw: Any) -> Signals:
     }
 
 
+IMAGE_SIGNALS = ("brightness", "contrast", "width", "height")
+
+
+def image_feature_signals(feature: Mapping[str, Any], raw: Any) -> Signals:
+    """Brightness, contrast, width and height of each image (transform.image_signals): from its
+    bytes (the train split) or as the handler logged them in its place (a dict); NaN where
+    missing."""
+    rows = [
+        value if isinstance(value, Mapping) else {} if is_missing(value) else image_signals(value)
+        for value in raw
+    ]
+    return {
+        f"{feature['name']}:{signal}": (
+            "numeric",
+            np.array([row.get(signal, np.nan) for row in rows], dtype=np.float64),
+        )
+        for signal in IMAGE_SIGNALS
+    }
+
+
 SIGNALS: dict[str, Callable[[Mapping[str, Any], Any], Signals]] = {
     "datetime": datetime_signals,
     "text": text_signals,
+    "image": image_feature_signals,
 }
 
 

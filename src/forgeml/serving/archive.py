@@ -54,6 +54,12 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
             entry |= {"min": feature["min"], "max": feature["max"], "missing": "training median"}
         elif feature["type"] == "categorical":
             entry |= {"categories": feature["categories"], "unknown": "unknown bucket (all zeros)"}
+        elif feature["type"] == "image":
+            entry |= {
+                "encoding": "PNG or JPEG as base64",
+                "size": feature["size"],
+                "channels": feature["channels"],
+            }
         elif feature["type"] == "datetime":
             entry |= {"format": feature["format"] or "ISO 8601, YYYY/MM/DD, ...", "missing": "missing flag"}
         elif feature["type"] == "text":

@@ -5,7 +5,9 @@ is encoded by transform.py (the arithmetic training and the serving handler use)
 the exported program in one call. A row that cannot be scored gets no prediction and is
 reported by its row number (1-based, header excluded), never dropped: a numeric feature that is
 not a number, or too extreme for the model (transform.overflowing_features), or a CSV row with
-fewer fields than the header (its missing cells are not imputed).
+fewer fields than the header (its missing cells are not imputed), an image file that is
+missing or does not decode. An image column holds paths relative to the input file (or, in
+Parquet, the images' bytes).
 
 The output's column types come from the model, not from each chunk: numeric features float64,
 categorical ones text, `prediction` the labels' type, probabilities float32 (other columns keep
@@ -27,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from forgeml.data.transform import encode_features, overflowing_features, parses_as_datetime
+from forgeml.data.sources import read_image_file
+from forgeml.data.transform import decode_image, encode_features, overflowing_features, parses_as_datetime
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
@@ -68,7 +71,7 @@ def predict_file(
     with atomic_path(target) as tmp, TableWriter(tmp, output_types(artifact.spec)) as writer:
         for chunk, short in read_chunks(source, chunk_rows):
             check_columns(chunk, artifact.spec, source)
-            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short))
+            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short, source.parent))
             rows += len(chunk)
     return {
         "input": str(source),
@@ -85,15 +88,17 @@ def predict_chunk(
     first_row: int,
     bad: BadRows,
     short: dict[int, str] | None = None,
+    base: Path = Path(),
 ) -> pd.DataFrame:
     """The chunk (features in the model's types) plus its prediction columns; rows numbered
-    from `first_row`; `short`: {row: first missing column} of CSV rows lacking fields."""
+    from `first_row`; `short`: {row: first missing column} of CSV rows lacking fields; `base`:
+    the folder image paths are relative to."""
     spec = artifact.spec
     valid = np.ones(len(chunk), dtype=bool)
     for row, column in (short or {}).items():
         bad.add(np.array([row]), column, ["the row has fewer fields than the header"])
         valid[row - first_row] = False
-    columns = feature_columns(chunk, spec, first_row, bad, valid)
+    columns = feature_columns(chunk, spec, first_row, bad, valid, base)
     scores = np.full((len(chunk), *output_shape(artifact)), np.nan, dtype=np.float32)
     if valid.any():
         rows = np.flatnonzero(valid)
@@ -112,7 +117,12 @@ def predict_chunk(
 
 
 def feature_columns(
-    chunk: pd.DataFrame, spec: dict[str, Any], first_row: int, bad: BadRows, valid: np.ndarray
+    chunk: pd.DataFrame,
+    spec: dict[str, Any],
+    first_row: int,
+    bad: BadRows,
+    valid: np.ndarray,
+    base: Path = Path(),
 ) -> dict[str, np.ndarray]:
     """The columns encode_features expects; rows that cannot be scored are reported and
     cleared in `valid`."""
@@ -126,6 +136,8 @@ def feature_columns(
             report(bad, wrong & valid, first_row, feature["name"], raw, "not a number")
             valid &= ~wrong
             columns[feature["name"]] = numbers
+        elif feature["type"] == "image":
+            columns[feature["name"]] = image_column(raw, base, first_row, bad, valid, feature["name"])
         else:
             columns[feature["name"]] = raw.astype(object).to_numpy(dtype=object, na_value=None)
         if feature["type"] == "datetime":
@@ -135,6 +147,26 @@ def feature_columns(
             report(bad, wrong & valid, first_row, feature["name"], raw, "not a date")
             valid &= ~wrong
     return columns
+
+
+def image_column(
+    raw: pd.Series, base: Path, first_row: int, bad: BadRows, valid: np.ndarray, name: str
+) -> np.ndarray:
+    """The images' bytes, read from the paths in `raw` (relative to `base`); a file that is
+    missing or does not decode is a bad row."""
+    images = np.full(len(raw), None, dtype=object)
+    for row, value in enumerate(raw.to_numpy(dtype=object)):
+        if value is None or value != value or not valid[row]:
+            continue
+        try:
+            if isinstance(value, bytes):
+                images[row] = value if decode_image(value) else None
+            else:
+                images[row] = read_image_file(base / str(value))
+        except (ForgeError, ValueError) as error:
+            bad.add(np.array([first_row + row]), name, [str(error)])
+            valid[row] = False
+    return images
 
 
 def report_incomputable(

@@ -9,7 +9,10 @@ Runs inside a stock TorchServe worker, so it imports torch, numpy, the standard 
     input_schema.json    the request contract: features, types, categories, ranges, limits,
                          and the inference log's sample rate and rotation (`monitoring`)
 
-Request:  {"instances": [{feature: value, ...}, ...]} or a single record {feature: value, ...}
+Request:  {"instances": [{feature: value, ...}, ...]} or a single record {feature: value, ...};
+          an image feature's value is its PNG or JPEG file as base64 text. A model whose one
+          feature is an image also takes the image itself as the body (TorchServe's raw bytes:
+          `Content-Type: image/png`, or any body that is not JSON).
 Response: {"predictions": [...]}, each {"id": ..., "label": ..., "probabilities": {class: p}}
           (classification) or {"id": ..., "value": x} (regression).
 
@@ -21,10 +24,10 @@ model. Without one, the handler makes one (uuid4, hex).
 A feature that is absent, of the wrong type, or infinite; a finite value the model cannot
 compute (standardised, it overflows float32; or the model's output is not finite); malformed
 JSON, or JSON Python cannot decode (an integer beyond its digit limit, nesting beyond its
-recursion limit); an empty or too long `instances` list: HTTP 400 "Bad Request" with
-{"error", "field", "instance"} in the body (an offending value quoted in at most MAX_QUOTED
-characters). `null` (and NaN, which Python's JSON accepts) is a missing value, imputed as in
-training; an unknown category is the unknown bucket, as in training.
+recursion limit); an image that does not decode; an empty or too long `instances` list:
+HTTP 400 "Bad Request" with {"error", "field", "instance"} in the body (an offending value
+quoted in at most MAX_QUOTED characters). `null` (and NaN, which Python's JSON accepts) is a
+missing value, imputed as in training; an unknown category is the unknown bucket, as in training.
 Inside a dynamic batch a bad request fails alone: the others are answered normally.
 
 Monitoring, once per batch; a failure in it is counted or logged, never passed on to a request:
@@ -42,6 +45,8 @@ Monitoring, once per batch; a failure in it is counted or logged, never passed o
   `monitor.log_dir`); at `log_max_bytes` the file becomes worker-<pid>.1.jsonl (the older ones
   move up, `log_backups` are kept). NaN inputs are logged as null. Without that variable there
   is no log: a worker's working directory is the unpacked archive, a temporary directory.
+  An image is never logged: its signals are, under its feature's name (transform.image_signals:
+  {"brightness", "contrast", "width", "height"}), which `forgeml monitor` tests for drift.
   A directory deleted or replaced under a running worker is recreated by the next batch.
   Columns in `monitoring.redact` are left out; those in `monitoring.hash` are written as
   HMAC-SHA256 digests keyed by the file named in $FORGEML_INFERENCE_LOG_KEY (without a key they
@@ -278,6 +283,9 @@ class ForgemlHandler(BaseHandler):
         self.numeric = [f["name"] for f in numeric]
         self.categorical = [f["name"] for f in features if f["type"] != "numeric"]
         self.dates = [f for f in self.preprocessor["features"] if f["type"] == "datetime"]
+        self.images = [f["name"] for f in features if f["type"] == "image"]
+        # the feature a raw-bytes body is, for a model whose one feature is an image
+        self.raw_image = self.images[0] if len(features) == 1 and self.images else None
         # JSON object keys are strings, whatever type the labels have
         self.class_keys = [str(label) for label in self.schema["labels"] or []]
         program_file = context.manifest["model"]["serializedFile"]
@@ -444,6 +452,8 @@ class ForgemlHandler(BaseHandler):
         }
         key = self.prediction_key
         inputs = [record for _, record, _ in sampled]
+        if self.images:
+            inputs = self.image_signals(inputs)
         if self.redacted or self.hashed:
             inputs = self.private(inputs)
         text = "".join(
@@ -459,6 +469,18 @@ class ForgemlHandler(BaseHandler):
                 log.warning("inference log %s: %s", self.inference_log.directory, error)
             return len(sampled)
         return 0
+
+    def image_signals(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of `records` for the log with each image replaced by its signals: the bytes
+        would fill the log, and drift is tested on the signals."""
+        return [
+            record
+            | {
+                name: None if record[name] is None else self.transform.image_signals(record[name])
+                for name in self.images
+            }
+            for record in records
+        ]
 
     def private(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Copies of `records` for the log: `redact` columns left out, `hash` columns keyed
@@ -529,14 +551,37 @@ class ForgemlHandler(BaseHandler):
     def parse_request(self, body: Any) -> list[dict[str, Any]] | RequestError:
         """The request's records, each checked against the input schema; never raises."""
         try:
-            records = instances(decode_json(body), self.schema["max_instances"])
+            records = instances(self.decode_body(body), self.schema["max_instances"])
             for index, record in enumerate(records):
                 if not self.well_formed(record):
                     check_record(record, self.schema["features"], index)
                 self.check_dates(record, index)
+                if self.images:
+                    self.check_images(record, index)
             return records
         except RequestError as error:
             return error
+
+    def decode_body(self, body: Any) -> Any:
+        """The JSON payload; or, for a model whose one feature is an image, a body that is not
+        JSON is that image (a PNG or JPEG is not even UTF-8)."""
+        if self.raw_image is None or not isinstance(body, bytes | bytearray):
+            return decode_json(body)
+        try:
+            return decode_json(body)
+        except RequestError:
+            return {self.raw_image: bytes(body)}
+
+    def check_images(self, record: dict[str, Any], index: int) -> None:
+        """Each image of `record` decodes (null is missing: the mean image, as in training)."""
+        for name in self.images:
+            if record[name] is not None:
+                try:
+                    self.transform.decode_image(record[name])
+                except ValueError as error:
+                    raise RequestError(
+                        "wrong_type", f"feature '{name}' is an image: {error}", field=name, instance=index
+                    ) from None
 
 
 # TorchServe takes a handler module's only class, or else its `handle` function: this module
@@ -640,7 +685,7 @@ def check_record(record: Any, features: list[dict[str, Any]], index: int) -> Non
         value = record[name]
         if feature["type"] == "numeric":
             check_number(value, name, index)
-        elif isinstance(value, dict | list):
+        elif feature["type"] != "image" and isinstance(value, dict | list):  # check_images: images
             raise RequestError(
                 "wrong_type",
                 f"feature '{name}' is {feature['type']}: expected a string or number, "

@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def type_rules(data: DictConfig) -> TypeRules:
-    """How datetime and text columns are recognised and fitted, from `data`."""
+    """How datetime, text and image columns are recognised and fitted, from `data`."""
     text = data.text
     return TypeRules(
         date_format=data.date_format,
@@ -68,6 +68,7 @@ def type_rules(data: DictConfig) -> TypeRules:
         unique_share=text.unique_share,
         vocab_size=text.vocab_size,
         max_tokens=text.max_tokens,
+        image_size=tuple(data.image.size) if data.image.size else None,
     )
 
 

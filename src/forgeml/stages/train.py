@@ -130,7 +130,10 @@ def build_net(model: DictConfig, spec: dict[str, Any]) -> torch.nn.Module:
     ]
     if not texts:
         return instantiate(
-            without(model, TEXT_KEYS), input_dim=spec["input_dim"], output_dim=output_dim(spec)
+            without(model, TEXT_KEYS),
+            input_dim=spec["input_dim"],
+            output_dim=output_dim(spec),
+            **image_shape(model, spec),
         )
     dense = [
         column
@@ -143,6 +146,15 @@ def build_net(model: DictConfig, spec: dict[str, Any]) -> torch.nn.Module:
         without(model, TEXT_KEYS), input_dim=len(dense) + dim * len(texts), output_dim=output_dim(spec)
     )
     return MixedInputNet(body, dense, texts, dim, model.get("text_encoder", "mean"))
+
+
+def image_shape(model: DictConfig, spec: dict[str, Any]) -> dict[str, list[int]]:
+    """A net taking `image_shape` (cnn, resnet) gets the data's: (channels, height, width) of its
+    one image feature; without one (pixel columns, as data=digits) the config's stays."""
+    images = [f for f in spec["features"] if f["type"] == "image"]
+    if "image_shape" not in model or len(images) != 1:
+        return {}
+    return {"image_shape": [images[0]["channels"], *images[0]["size"]]}
 
 
 def export_best(
