@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from forgeml.data.checks import check_table
+from forgeml.data.checks import TypeRules, check_table
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.sources import image_folder, read_table, write_digits_images
 from forgeml.data.transform import encode_features, feature_width, image_signals
@@ -40,7 +40,7 @@ def fitted(images: list[bytes], size: list[int] | None = None) -> dict:
     frame, schema = check_table(
         pd.DataFrame({"image": images, "label": ["a", "b"] * (len(images) // 2)}), "label"
     )
-    return fit_preprocessor(frame, schema, size)
+    return fit_preprocessor(frame, schema, TypeRules(image_size=size and tuple(size)))
 
 
 def test_image_column_is_inferred_and_encoded_as_normalised_pixels_of_the_train_split():
