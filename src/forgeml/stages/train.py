@@ -10,6 +10,7 @@ Features and the flags that control them:
 - resume: `ckpt_path=models/checkpoints/last.ckpt` reproduces the uninterrupted run (same config)
 - several machines: `trainer=ddp trainer.num_nodes=N` with MASTER_ADDR/MASTER_PORT/NODE_RANK set;
   sweeps on SLURM with `hydra/launcher=slurm`
+- rare classes: `train.class_weights=balanced` or `{class: weight}` weights the loss
 - logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
 - sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
   each job writes its model under its own output directory instead of models/
@@ -37,8 +38,10 @@ from forgeml.config import resolved_config
 from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.errors import ForgeError
+from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
+from forgeml.models.rare_classes import class_weights
 
 log = logging.getLogger(__name__)
 # trainer keys the module or the data module apply (Lightning's Trainer refuses the first three under
@@ -100,6 +103,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
             scheduler_interval=interval,
         ),
         seed=cfg.seed,
+        class_weights=loss_weights(cfg, spec),
         **scale,
     )
     output_dir = run_output_dir(cfg)
@@ -111,6 +115,12 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         default_root_dir=output_dir,
     )
     return datamodule, model, trainer
+
+
+def loss_weights(cfg: DictConfig, spec: dict[str, Any]) -> torch.Tensor | None:
+    """`train.class_weights` as the loss's per-class weights (None: unweighted)."""
+    weights = class_weights(cfg.train.class_weights, spec, split_file(cfg.paths.processed_dir, "train"))
+    return None if weights is None else torch.from_numpy(weights)
 
 
 def export_best(
