@@ -1,0 +1,58 @@
+"""The rare-class case end to end on CPU: a generated task with 1 % `fraud` rows, trained once
+unweighted and once with `train.class_weights=balanced` plus a decision threshold picked on the
+validation split. Accuracy hides the difference; the fraud class's recall shows it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from forgeml.io import read_json
+from forgeml.layout import DECISION_THRESHOLD, METRICS
+from forgeml.stages import evaluate, package, prepare, train
+from tests.conftest import compose_config
+
+RARE = ("data=rare_events", "data.source.n_samples=10000", "trainer.max_epochs=3")
+
+
+@pytest.fixture(scope="module")
+def rare_project(tmp_path_factory):
+    """The generated task, prepared once; each test trains into its own directories."""
+    cfg = compose_config(tmp_path_factory.mktemp("rare"), *RARE)
+    prepare.run(cfg)
+    return cfg
+
+
+def trained(rare_project, tmp_path, *overrides: str):
+    cfg = compose_config(tmp_path, *RARE, *overrides)
+    cfg.paths.processed_dir = rare_project.paths.processed_dir
+    train.run(cfg)
+    return cfg, evaluate.run(cfg)
+
+
+def test_balanced_weights_and_a_threshold_raise_the_rare_class_recall(rare_project, tmp_path):
+    plain_cfg, plain = trained(rare_project, tmp_path / "plain")
+    weighted_cfg, weighted = trained(
+        rare_project, tmp_path / "weighted", "train.class_weights=balanced", "evaluate.threshold_for=f1"
+    )
+    assert plain["test/accuracy"] > 0.97  # predicting `legit` for everything is nearly all right
+    assert weighted["test/recall/fraud"] >= plain["test/recall/fraud"] + 0.3, (plain, weighted)
+    assert weighted["test/average_precision/fraud"] > 0.3
+    decision = read_json(f"{weighted_cfg.paths.reports_dir}/{DECISION_THRESHOLD}")
+    assert (decision["positive_class"], decision["target"]) == ("fraud", "f1")
+    assert weighted["decision/threshold"] == decision["threshold"]
+    metrics = read_json(f"{weighted_cfg.paths.reports_dir}/{METRICS}")
+    assert "decision/threshold" not in metrics  # not a score for the gate to compare
+    assert {"test/precision/legit", "test/recall/legit", "test/average_precision"} <= set(metrics)
+    assert read_json(f"{plain_cfg.paths.reports_dir}/{DECISION_THRESHOLD}")["threshold"] is None
+
+
+def test_a_new_threshold_is_a_new_archive_version(rare_project, tmp_path):
+    cfg, _ = trained(rare_project, tmp_path, "evaluate.threshold_for=f1")
+    with_threshold = package.run(cfg)["version"]
+    without = copy.deepcopy(cfg)
+    without.evaluate.threshold_for = None
+    evaluate.run(without)
+    assert package.run(without)["version"] == read_json(f"{cfg.paths.models_dir}/model.json")["model_hash"]
+    assert with_threshold != package.run(without)["version"]
