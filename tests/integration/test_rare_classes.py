@@ -5,9 +5,12 @@ validation split. Accuracy hides the difference; the fraud class's recall shows 
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 
+from forgeml.errors import ForgeError
 from forgeml.io import read_json
 from forgeml.layout import DECISION_THRESHOLD, METRICS
 from forgeml.stages import evaluate, package, prepare, train
@@ -65,3 +68,21 @@ def test_a_new_threshold_is_a_new_archive_version(weighted):
     without = package.run(cfg)["version"]
     assert without == read_json(f"{cfg.paths.models_dir}/model.json")["model_hash"]
     assert with_threshold != without
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.class_weights=balancd", "choose one of none, balanced, {class: weight}"),
+        ("train.class_weights={frud:5}", "'frud' is not a class; the classes: fraud, legit"),
+        ("evaluate.threshold_for=f2", "choose one of null, f1, recall@precision:<0..1>"),
+    ],
+)
+def test_a_typo_in_the_rare_class_settings_is_refused_before_training(
+    rare_project, tmp_path, override, message
+):
+    cfg = compose_config(tmp_path, *RARE, override)
+    cfg.paths.processed_dir = rare_project.paths.processed_dir
+    with pytest.raises(ForgeError, match=re.escape(message)):
+        train.build(cfg)
+    assert not Path(cfg.paths.models_dir).exists()

@@ -104,7 +104,7 @@ def pick_decision(artifact: ModelArtifact, cfg: DictConfig, rows: int | None) ->
         decision = decision_threshold(
             artifact.predict(val), targets, artifact.spec, cfg.evaluate.threshold_for
         )
-    return {**decision, "model_hash": artifact.manifest["model_hash"]}
+    return {**decision, "model_hash": artifact.manifest.get("model_hash")}
 
 
 def write_reports(

@@ -41,7 +41,7 @@ from forgeml.errors import ForgeError
 from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
-from forgeml.models.rare_classes import class_weights
+from forgeml.models.rare_classes import class_weights, threshold_target
 
 log = logging.getLogger(__name__)
 # trainer keys the module or the data module apply (Lightning's Trainer refuses the first three under
@@ -77,6 +77,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
     """The data, the module and the trainer that `run` fits, wired from the config (seeded first)."""
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    threshold_target(cfg.evaluate.threshold_for)  # a typo there is refused before training
     datamodule = build_datamodule(
         cfg.paths.processed_dir,
         cfg.data,
