@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
 from forgeml.models.rare_classes import class_weights, decision_threshold, pick_threshold, threshold_target
-from forgeml.serving.gate import promotion_gate
+from forgeml.serving.gate import judge, promotion_gate
+from forgeml.serving.registry import Registry
 
 SPEC = {"task": "classification", "target": "y", "labels": ["fraud", "legit"]}
 
@@ -141,3 +142,13 @@ def test_gate_refuses_a_class_below_its_recall_naming_it():
 def test_gate_regression_compares_summary_metrics_not_each_class():
     deployed = {"test/accuracy": 0.95, "test/recall/fraud": 0.9}
     assert promotion_gate({"test/accuracy": 0.95, "test/recall/fraud": 0.8}, deployed, {}, 0.02).passed
+
+
+def test_the_gate_config_holds_class_recall_for_deploy_and_forgeml_gate(make_config, tmp_path):
+    registry = Registry(tmp_path)
+    registry.record("m", {"version": "v1", "metrics": {"test/accuracy": 0.99, "test/recall/fraud": 0.4}})
+    cfg = make_config("gate.min_class_recall={fraud:0.8}")
+    judgement = judge(registry, "m", "v1", cfg.gate)
+    assert not judgement.decision.passed
+    assert "class 'fraud': test recall 0.4000" in judgement.decision.summary()
+    assert judge(registry, "m", "v1", make_config().gate).decision.passed
