@@ -390,6 +390,26 @@ class GateConfig:
     max_regression: float = 0.02
     # deploy even when the gate refuses (`forgeml deploy --force`); logged loudly and recorded
     force: bool = False
+    # the least recall of each class on the test split: one number for every class, or
+    # {class: minimum}; null: none
+    min_class_recall: Any = None
+
+
+@dataclass
+class TrainConfig:
+    """What the training loss is made of (the trainer's mechanics live in `trainer`)."""
+
+    # none | balanced (n_samples / (n_classes * count), from the train split) | {class: weight}
+    class_weights: Any = "none"
+
+
+@dataclass
+class EvaluateConfig:
+    """What `evaluate` decides beside measuring: a binary model's decision threshold."""
+
+    # null (the most probable class) | f1 | recall@precision=0.9 | precision@recall=0.8,
+    # picked on the validation split for the rarer class; stored with the model
+    threshold_for: str | None = None
 
 
 @dataclass
@@ -410,6 +430,8 @@ class ForgeConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     gate: GateConfig = field(default_factory=GateConfig)

@@ -3,7 +3,8 @@
     prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json
     train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json (+ checkpoints/)
     evaluate -> <paths.reports_dir>/metrics.json, evaluation.json, plots/, figures/,
-                reference_predictions.parquet, calibration.json (what monitor compares with)
+                reference_predictions.parquet, calibration.json (what monitor compares with),
+                decision_threshold.json (a binary model's threshold; packaged into the archive)
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
     monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html, monitoring/
 
@@ -29,6 +30,9 @@ DRIFT_REPORT = "drift.json"
 DRIFT_PAGE = "drift.html"
 REFERENCE_PREDICTIONS = "reference_predictions.parquet"
 CALIBRATION = "calibration.json"
+# evaluate.threshold_for's pick, stamped with the model's hash; the archive carries it (handler.py
+# names the same file) and `forgeml predict` applies it
+DECISION_THRESHOLD = "decision_threshold.json"
 MONITORING_REPORT = "monitoring.json"
 MONITORING_PAGE = "monitoring.html"
 # per-window tables for `dvc plots`
@@ -54,6 +58,7 @@ def stage_outputs(cfg: Any) -> dict[str, list[Path]]:
             reports / EVALUATION,
             reports / REFERENCE_PREDICTIONS,
             reports / CALIBRATION,
+            reports / DECISION_THRESHOLD,
             reports / PLOTS,
             reports / FIGURES,
         ],

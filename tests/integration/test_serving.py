@@ -12,6 +12,7 @@ import copy
 import http.client
 import json
 import re
+import shutil
 import threading
 import time
 import urllib.parse
@@ -28,6 +29,8 @@ import pytest
 from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
+from forgeml.io import read_json, write_json
+from forgeml.layout import DECISION_THRESHOLD
 from forgeml.serving.management import http_request
 from forgeml.serving.processes import free_ports
 from forgeml.serving.registry import Registry
@@ -260,6 +263,43 @@ def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
     assert set(rolled_back["versions"]) == {v1, "v2"}
     with pytest.raises(ForgeError, match="nothing to roll back to"):
         rollback.run(served)
+
+
+def test_a_decision_threshold_is_served_as_forgeml_predict_applies_it(served, test_rows, tmp_path):
+    """A threshold on the positive class between the rows' probabilities flips some of their
+    labels away from the most probable class; the served answer follows it, as predict does."""
+    cfg = copy.deepcopy(served)
+    cfg.paths.reports_dir = str(tmp_path / "reports")
+    shutil.copytree(served.paths.reports_dir, cfg.paths.reports_dir)
+    _, answer = ask(served, {"instances": records(test_rows)})
+    labels, probabilities = labels_and_probabilities(answer)
+    threshold = float(np.quantile(np.array(probabilities)[:, 0], 0.25))
+    model_hash = read_json(Path(cfg.paths.models_dir) / "model.json")["model_hash"]
+    decision = {"target": "f1", "positive_class": labels_of(answer)[0], "positive_index": 0}
+    write_json(
+        Path(cfg.paths.reports_dir) / DECISION_THRESHOLD,
+        {**decision, "threshold": threshold, "model_hash": model_hash},
+    )
+    package.run(cfg)
+    deploy.run(cfg)
+    try:
+        status, thresholded = ask(served, {"instances": records(test_rows)})
+        test_rows.to_csv(tmp_path / "rows.csv", index=False)
+        cfg.input, cfg.output = str(tmp_path / "rows.csv"), str(tmp_path / "scored.csv")
+        predict.run(cfg)
+    finally:
+        rollback.run(served)
+    served_labels, _ = labels_and_probabilities(thresholded)
+    assert status == 200
+    assert served_labels == pd.read_csv(tmp_path / "scored.csv")["prediction"].tolist()
+    assert served_labels != labels
+    expected = [labels_of(answer)[0] if p[0] >= threshold else labels_of(answer)[1] for p in probabilities]
+    assert served_labels == expected
+
+
+def labels_of(answer: dict[str, Any]) -> list[str]:
+    """The model's classes, in the order of each answer's probabilities."""
+    return list(answer["predictions"][0]["probabilities"])
 
 
 def test_second_server_with_the_model_api_off_deploys_by_restarting(served, tmp_path):

@@ -45,7 +45,9 @@ def streaming_overrides(source: Path) -> list[str]:
 
 def test_streamed_pipeline_trains_evaluates_and_packages_a_working_model(tmp_path):
     source = learnable_csv(tmp_path / "people.csv")
-    cfg = compose_config(tmp_path, *streaming_overrides(source), "trainer.max_epochs=4")
+    # class weights and a decision threshold work on streamed splits too
+    rare = ("train.class_weights=balanced", "evaluate.threshold_for=f1")
+    cfg = compose_config(tmp_path, *streaming_overrides(source), "trainer.max_epochs=4", *rare)
     summary = prepare.run(cfg)
     processed = Path(cfg.paths.processed_dir)
     # the splits are Parquet row groups, and prepare said how many rows each holds
@@ -56,6 +58,7 @@ def test_streamed_pipeline_trains_evaluates_and_packages_a_working_model(tmp_pat
     assert metrics["fit/samples_per_second"] > 0
     test_metrics = evaluate.run(cfg)
     assert test_metrics["test/accuracy"] > 0.85 and test_metrics["test/auroc"] > 0.9
+    assert test_metrics["test/recall/yes"] > 0.8 and test_metrics["test/average_precision/yes"] > 0.9
     report = read_json(Path(cfg.paths.reports_dir) / "evaluation.json")
     assert report["rows"] == summary["rows/test"]
     assert np.sum(report["confusion_matrix"]) == summary["rows/test"]
@@ -64,6 +67,9 @@ def test_streamed_pipeline_trains_evaluates_and_packages_a_working_model(tmp_pat
     archive = Path(package.run(cfg)["archive"])
     with zipfile.ZipFile(archive) as mar:
         assert json.loads(mar.read("preprocessor.json")) == read_json(processed / "preprocessor.json")
+        assert (
+            json.loads(mar.read("decision_threshold.json"))["threshold"] == test_metrics["decision/threshold"]
+        )
     scored = predict_file(ModelArtifact.load(cfg.paths.models_dir), source, tmp_path / "scored.csv")
     assert scored["rows"] == ROWS and scored["bad_rows"] == 0
     predictions = pd.read_csv(tmp_path / "scored.csv")

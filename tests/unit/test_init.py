@@ -91,7 +91,12 @@ def test_init_with_data_writes_a_project_of_its_own(tmp_path, table):
     # the pipeline depends on the project's files only, never on forgeml's source
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     deps = {dep for stage in stages.values() for dep in stage["deps"]}
-    evaluated = {"reports/metrics.json", "reports/reference_predictions.parquet", "reports/calibration.json"}
+    evaluated = {
+        "reports/metrics.json",
+        "reports/reference_predictions.parquet",
+        "reports/calibration.json",
+        "reports/decision_threshold.json",
+    }
     assert deps == {"data/raw", "src", "data/processed", "models", "serve/inference-log", *evaluated}
     assert all("forgeml_version" in stage["params"] for stage in stages.values())
     dockerfile = (project / "serve/Dockerfile").read_text()

@@ -201,3 +201,27 @@ def _note(rng: np.random.Generator, label: int) -> str:
     words = rng.choice(CLASS_WORDS[label], rng.integers(1, 4)).tolist()
     words += rng.choice(FILLER_WORDS, rng.integers(3, 9)).tolist()
     return " ".join(rng.permutation(words).tolist())
+
+
+def rare_events(
+    n_samples: int, n_features: int, positive_share: float, class_sep: float, seed: int | None
+) -> pd.DataFrame:
+    """A binary task where `positive_share` of the rows (e.g. 1 %) are `fraud`, the rest `legit`:
+    the rare-class case (class weights, per-class recall, a decision threshold), generated;
+    `class_sep` sets how far apart the classes lie (make_classification's)."""
+    from sklearn.datasets import make_classification
+
+    if not 0 < positive_share < 0.5:
+        raise ForgeError(f"positive_share={positive_share} must lie between 0 and 0.5 (the rarer class)")
+    features, target = make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=max(2, n_features // 2),
+        weights=[1 - positive_share],
+        flip_y=0.0,
+        class_sep=class_sep,
+        random_state=seed,
+    )
+    frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(n_features)])
+    frame["target"] = pd.Series(target).map({0: "legit", 1: "fraud"})
+    return frame

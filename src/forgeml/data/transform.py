@@ -314,3 +314,13 @@ def label_names(spec: Mapping[str, Any], indices: np.ndarray) -> list[Any]:
     """Back from class indices to the original label values."""
     labels = spec["labels"]
     return [labels[i] for i in indices.tolist()]
+
+
+def predicted_classes(probabilities: np.ndarray, decision: Mapping[str, Any] | None) -> np.ndarray:
+    """Each row's class index: the most probable class, or, with a decision threshold (a binary
+    model's `decision_threshold.json`), its positive class wherever that one's probability
+    reaches the threshold. Evaluation, batch prediction and the serving handler all decide here."""
+    if not decision or decision.get("threshold") is None:
+        return probabilities.argmax(axis=1)
+    positive = decision["positive_index"]
+    return np.where(probabilities[:, positive] >= decision["threshold"], positive, 1 - positive)

@@ -50,7 +50,8 @@ class StepSettings:
 
 
 class ForgeModule(pl.LightningModule):
-    """Cross-entropy for classes, MSE on the standardised target for regression.
+    """Cross-entropy for classes (weighted by `class_weights`, if given), MSE on the standardised
+    target for regression.
 
     Optimisation is manual: each `training_step` receives a block of data batches (see
     `TableDataModule`) and takes the optimizer steps for all of them, so Lightning's per-call
@@ -70,6 +71,7 @@ class ForgeModule(pl.LightningModule):
         target_std: float = 1.0,
         steps: StepSettings | None = None,
         seed: int | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -86,13 +88,15 @@ class ForgeModule(pl.LightningModule):
         # a buffer, so it follows the module to the GPU; summed on device, read once an epoch
         self.register_buffer("epoch_loss_sum", torch.zeros(()), persistent=False)
         self.epoch_batches = 0
+        # train.class_weights (rare_classes.class_weights): a buffer, so it follows the module
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def _loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":
-            return F.cross_entropy(outputs, targets)
+            return F.cross_entropy(outputs, targets, weight=self.class_weights)
         return F.mse_loss(outputs.squeeze(-1), targets)
 
     def on_train_batch_start(self, _: Any, batch_idx: int) -> None:

@@ -1,8 +1,9 @@
 """Test metrics of a model over a test split read in batches: for splits larger than memory.
 
 The same metrics and report files as evaluate's in-memory path, accumulated over Parquet batches
-(torchmetrics for accuracy, F1, the confusion matrix and the regression metrics), so memory stays
-bounded whatever the split's size. AUROC (one-vs-rest, macro) and the ROC curve come from
+(torchmetrics for accuracy, F1, the confusion matrix and the regression metrics; per-class
+precision and recall from the confusion matrix), so memory stays bounded whatever the split's
+size. AUROC (one-vs-rest, macro), average precision and the ROC curve come from
 histograms of the class probabilities on ROC_BINS equal bins: exact up to ties within a bin
 (the in-memory path is exact). The per-row pairs for `dvc plots` are appended to their CSV batch
 by batch; the scatter picture of a regression shows the first SCATTER_ROWS rows.
@@ -21,7 +22,7 @@ from torchmetrics import classification as C
 from torchmetrics import regression as R
 
 from forgeml.data.streaming import open_parquet
-from forgeml.data.transform import encode_labels
+from forgeml.data.transform import encode_labels, predicted_classes
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
 
@@ -31,10 +32,21 @@ SCATTER_ROWS = 10_000
 
 
 def streamed_report(
-    artifact: ModelArtifact, test_path: Path, reports: Path, chunk_rows: int = CHUNK_ROWS
+    artifact: ModelArtifact,
+    test_path: Path,
+    reports: Path,
+    decision: dict[str, Any] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[int, dict[str, float], dict[str, Any]]:
-    """(rows, metrics, details) as evaluate's classification/regression reports give them."""
-    from forgeml.stages.evaluate import plot_confusion, plot_curve, plot_scatter, save_figures
+    """(rows, metrics, details) as evaluate's classification/regression reports give them;
+    `decision`: a binary model's decision threshold (transform.predicted_classes)."""
+    from forgeml.stages.evaluate import (
+        per_class_metrics,
+        plot_confusion,
+        plot_curve,
+        plot_scatter,
+        save_figures,
+    )
 
     spec = artifact.spec
     classes = len(spec["labels"]) if spec["task"] == "classification" else 0
@@ -48,9 +60,10 @@ def streamed_report(
             target = frame[spec["target"]].to_numpy()
             if classes:
                 targets = torch.from_numpy(encode_labels(spec, target))
-                _update(metrics, curves, outputs, targets)
+                predictions = torch.from_numpy(predicted_classes(outputs.numpy(), decision))
+                _update(metrics, curves, outputs, predictions, targets)
                 names = np.asarray([str(label) for label in spec["labels"]], dtype=object)
-                pairs = pd.DataFrame({"actual": names[targets], "predicted": names[outputs.argmax(-1)]})
+                pairs = pd.DataFrame({"actual": names[targets], "predicted": names[predictions]})
             else:
                 targets = torch.from_numpy(target.astype(np.float32))
                 metrics.update(outputs, targets)
@@ -66,6 +79,8 @@ def streamed_report(
         return rows, results, {}
     confusion = curves["confusion"].compute()
     names = [str(label) for label in spec["labels"]]
+    ap = np.array([curves["roc"].average_precision(label) for label in range(classes)])
+    results |= per_class_metrics(confusion.numpy(), names, ap)
     figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
     if classes == 2:
         fpr, tpr = curves["roc"].curve(1)
@@ -101,6 +116,14 @@ class BinnedROC:
         )
         return fpr, tpr
 
+    def average_precision(self, label: int) -> float:
+        """The area under the class's precision-recall curve, a step at each bin threshold."""
+        true = np.cumsum(self.positives[label][::-1])
+        predicted = true + np.cumsum(self.negatives[label][::-1])
+        precision = true / np.maximum(predicted, 1)
+        recall_steps = np.diff(np.concatenate([[0], true])) / max(true[-1], 1)
+        return float(np.sum(recall_steps * precision))
+
     def auroc(self) -> float:
         """Binary: the positive class's; more classes: the macro average over classes."""
         labels = [1] if self.positives.shape[0] == 2 else range(self.positives.shape[0])
@@ -133,9 +156,9 @@ def _update(
     metrics: torchmetrics.MetricCollection,
     curves: dict[str, Any],
     probabilities: torch.Tensor,
+    predictions: torch.Tensor,
     targets: torch.Tensor,
 ) -> None:
-    predictions = probabilities.argmax(-1)
     metrics.update(predictions, targets)
     curves["confusion"].update(predictions, targets)
     curves["roc"].update(probabilities.numpy(), targets.numpy())

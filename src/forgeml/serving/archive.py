@@ -8,6 +8,7 @@
                          and the inference log's settings from the `monitor` config
                          (sample rate, rotation, columns redacted and hashed)
     model-config.yaml    workers, batching and timeouts from the `serve` config
+    decision_threshold.json  a binary model's decision threshold, when `evaluate` picked one
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
 """
@@ -31,6 +32,7 @@ from forgeml.config import check_ranges
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.io import write_json, write_text
+from forgeml.layout import DECISION_THRESHOLD
 
 # TorchServe's rule for model names and versions (they become URL path segments)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -42,6 +44,7 @@ SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE = (
     "preprocessor.json",
     "transform.py",
 )
+DECISION_FILE = DECISION_THRESHOLD
 
 
 def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any = None) -> dict[str, Any]:
@@ -132,11 +135,12 @@ def build_archive(
     serve: Any,
     handler: Path = HANDLER,
     monitor: Any = None,
+    decision: dict[str, Any] | None = None,
 ) -> Path:
     """Build `<work_dir>/<name>.mar` and return its path; nothing of a failed build remains.
     Give each build its own `work_dir`: the archive is hashed and copied from there, where no
     parallel build can replace it. `handler` is for baselines; `monitor` (the `monitor` config)
-    sets the inference log, None: no inference log."""
+    sets the inference log, None: no inference log; `decision`: the decision threshold to carry."""
     for what, value in (("serve.model_name", name), ("serve.version", version)):
         if not NAME_PATTERN.match(value):
             raise ForgeError(
@@ -153,6 +157,9 @@ def build_archive(
         shutil.copyfile(transform.__file__, staging / TRANSFORM_FILE)
         shutil.copyfile(handler, staging / "handler.py")
         extra = [SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE]
+        if decision is not None:
+            write_json(staging / DECISION_FILE, decision)
+            extra.append(DECISION_FILE)
         command = [
             *archiver_command(),
             *("--model-name", name, "--version", version),

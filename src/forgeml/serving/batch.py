@@ -30,7 +30,13 @@ import pyarrow.parquet as pq
 import torch
 
 from forgeml.data.sources import read_image_file
-from forgeml.data.transform import decode_image, encode_features, overflowing_features, parses_as_datetime
+from forgeml.data.transform import (
+    decode_image,
+    encode_features,
+    overflowing_features,
+    parses_as_datetime,
+    predicted_classes,
+)
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
@@ -58,9 +64,14 @@ class BadRows:
 
 
 def predict_file(
-    artifact: ModelArtifact, source: str | Path, target: str | Path, chunk_rows: int = CHUNK_ROWS
+    artifact: ModelArtifact,
+    source: str | Path,
+    target: str | Path,
+    chunk_rows: int = CHUNK_ROWS,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score every row of `source` into `target` (written atomically); returns a summary."""
+    """Score every row of `source` into `target` (written atomically); returns a summary.
+    `decision`: a binary model's decision threshold, which the predicted class follows."""
     source, target = Path(source), Path(target)
     for path in (source, target):
         if path.suffix.lower() not in TABLE_SUFFIXES:
@@ -71,7 +82,7 @@ def predict_file(
     with atomic_path(target) as tmp, TableWriter(tmp, output_types(artifact.spec)) as writer:
         for chunk, short in read_chunks(source, chunk_rows):
             check_columns(chunk, artifact.spec, source)
-            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short, source.parent))
+            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short, decision, source.parent))
             rows += len(chunk)
     return {
         "input": str(source),
@@ -88,6 +99,7 @@ def predict_chunk(
     first_row: int,
     bad: BadRows,
     short: dict[int, str] | None = None,
+    decision: dict[str, Any] | None = None,
     base: Path = Path(),
 ) -> pd.DataFrame:
     """The chunk (features in the model's types) plus its prediction columns; rows numbered
@@ -113,7 +125,7 @@ def predict_chunk(
         scores[~valid] = np.nan
     typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
     typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
-    return chunk.assign(**typed, **prediction_columns(spec, scores, valid))
+    return chunk.assign(**typed, **prediction_columns(spec, scores, valid, decision))
 
 
 def feature_columns(
@@ -217,11 +229,14 @@ def output_shape(artifact: ModelArtifact) -> tuple[int, ...]:
     return (len(spec["labels"]),) if spec["task"] == "classification" else ()
 
 
-def prediction_columns(spec: dict[str, Any], scores: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+def prediction_columns(
+    spec: dict[str, Any], scores: np.ndarray, valid: np.ndarray, decision: dict[str, Any] | None = None
+) -> dict[str, Any]:
     if spec["task"] == "regression":
         return {"prediction": scores}
     labels = np.asarray(spec["labels"], dtype=object)
-    predicted = np.where(valid, labels[scores.argmax(axis=1)], None)
+    decided = predicted_classes(np.nan_to_num(scores), decision)
+    predicted = np.where(valid, labels[decided], None)
     probabilities = {f"probability_{label}": scores[:, i] for i, label in enumerate(spec["labels"])}
     return {"prediction": predicted, **probabilities}
 

@@ -3,8 +3,13 @@
 A candidate is refused when it has no test metrics at all (it was never evaluated), when a
 test metric misses its absolute threshold (`gate.thresholds`:
 a minimum, or a maximum for error metrics such as test/rmse), or when it is worse than the
-deployed version by more than `gate.max_regression` (relative: 0.02 = 2 % worse). Every refusal
-quotes the numbers.
+deployed version by more than `gate.max_regression` (relative: 0.02 = 2 % worse), or when a
+class's test recall is below `gate.min_class_recall` (one number for every class, or
+{class: minimum}). Every refusal quotes the numbers and names the class.
+
+The regression check compares the summary metrics (`test/accuracy`, not the per-class
+`test/recall/<class>`): a rare class's scores move by a whole row, so they are held by
+`min_class_recall` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 
 # metrics where smaller is better; everything else (accuracy, f1, auroc, r2) is larger-is-better
 ERROR_METRICS = ("loss", "mae", "mse", "rmse")
+# per-class recall, as evaluate names it: test/recall/<class>
+RECALL = "test/recall/"
 NOT_EVALUATED = (
     "the candidate has no test metrics: it was never evaluated; run `forgeml evaluate`, "
     "then `forgeml package`"
@@ -39,14 +46,17 @@ def promotion_gate(
     deployed: Mapping[str, float] | None,
     thresholds: Mapping[str, float],
     max_regression: float,
+    min_class_recall: float | Mapping[str, float] | None = None,
 ) -> GateDecision:
     if not candidate:
         return GateDecision(passed=False, reasons=[NOT_EVALUATED])
     reasons = [_threshold_miss(candidate, metric, bound) for metric, bound in thresholds.items()]
+    reasons += _class_recall_misses(candidate, min_class_recall)
     if deployed:
         reasons += [
             _regression(metric, candidate[metric], deployed[metric], max_regression)
             for metric in sorted(set(candidate) & set(deployed))
+            if metric.count("/") == 1
         ]
     reasons = [reason for reason in reasons if reason]
     return GateDecision(passed=not reasons, reasons=reasons)
@@ -68,7 +78,9 @@ def judge(registry: Any, model: str, version: str, gate: Any) -> Judgement:
     candidate = registry.version(model, version)["metrics"]
     serving = registry.serving(model)
     baseline = registry.version(model, serving)["metrics"] if serving and serving != version else None
-    decision = promotion_gate(candidate, baseline, gate.thresholds, gate.max_regression)
+    decision = promotion_gate(
+        candidate, baseline, gate.thresholds, gate.max_regression, gate.get("min_class_recall")
+    )
     return Judgement(decision, candidate, serving, baseline)
 
 
@@ -81,6 +93,28 @@ def _threshold_miss(candidate: Mapping[str, float], metric: str, bound: float) -
     if not lower_is_better(metric) and value < bound:
         return f"{metric} {value:.4f} is below the required minimum {bound:.4f}"
     return None
+
+
+def _class_recall_misses(
+    candidate: Mapping[str, float], minimum: float | Mapping[str, float] | None
+) -> list[str]:
+    """A refusal for each class whose test recall is below its minimum (or was not measured)."""
+    if minimum is None:
+        return []
+    measured = {key.removeprefix(RECALL): value for key, value in candidate.items() if key.startswith(RECALL)}
+    if not isinstance(minimum, Mapping):
+        minimum = dict.fromkeys(measured or ["every class"], minimum)
+    reasons = []
+    for name, bound in minimum.items():
+        if str(name) not in measured:
+            classes = ", ".join(measured) or "none (re-run `forgeml evaluate`)"
+            reasons.append(f"class {name!r}: no test recall was measured (classes measured: {classes})")
+        elif measured[str(name)] < bound:
+            recall = measured[str(name)]
+            reasons.append(
+                f"class {name!r}: test recall {recall:.4f} is below the required minimum {bound:.4f}"
+            )
+    return reasons
 
 
 def _regression(metric: str, value: float, deployed: float, max_regression: float) -> str | None:

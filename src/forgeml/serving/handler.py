@@ -8,6 +8,8 @@ Runs inside a stock TorchServe worker, so it imports torch, numpy, the standard 
     transform.py         the very module training uses to apply it, loaded here by path
     input_schema.json    the request contract: features, types, categories, ranges, limits,
                          and the inference log's sample rate and rotation (`monitoring`)
+    decision_threshold.json  a binary model's decision threshold (`evaluate.threshold_for`),
+                         if one was picked: the label follows it, not the most probable class
 
 Request:  {"instances": [{feature: value, ...}, ...]} or a single record {feature: value, ...};
           an image feature's value is its PNG or JPEG file as base64 text. A model whose one
@@ -88,10 +90,11 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE = (
+SCHEMA_FILE, PREPROCESSOR_FILE, TRANSFORM_FILE, DECISION_FILE = (
     "input_schema.json",
     "preprocessor.json",
     "transform.py",
+    "decision_threshold.json",
 )
 BAD_REQUEST, BAD_REQUEST_PHRASE = 400, "Bad Request"
 # how many characters of an offending value a 400's message quotes
@@ -278,6 +281,8 @@ class ForgemlHandler(BaseHandler):
         self.transform = load_module(os.path.join(model_dir, TRANSFORM_FILE))
         self.preprocessor = read_json(os.path.join(model_dir, PREPROCESSOR_FILE))
         self.schema = read_json(os.path.join(model_dir, SCHEMA_FILE))
+        decision = os.path.join(model_dir, DECISION_FILE)
+        self.decision = read_json(decision) if os.path.isfile(decision) else None
         features = self.schema["features"]
         numeric = [f for f in features if f["type"] == "numeric"]
         self.numeric = [f["name"] for f in numeric]
@@ -412,9 +417,10 @@ class ForgemlHandler(BaseHandler):
         if self.schema["task"] == "regression":
             return [{"value": value} for value in outputs.tolist()]
         labels = self.schema["labels"]
+        decided = self.transform.predicted_classes(outputs, self.decision).tolist()
         return [
             {"label": labels[best], "probabilities": dict(zip(self.class_keys, row, strict=True))}
-            for best, row in zip(outputs.argmax(axis=1).tolist(), outputs.tolist(), strict=True)
+            for best, row in zip(decided, outputs.tolist(), strict=True)
         ]
 
     def monitor(self, batch: Batch, received: float, latency_ms: float) -> None:
@@ -502,7 +508,8 @@ class ForgemlHandler(BaseHandler):
         version = self.version_dimension
         if batch.outputs is not None:
             if self.prediction_key == "label":
-                counts = np.bincount(batch.outputs.argmax(axis=1), minlength=len(self.class_keys))
+                decided = self.transform.predicted_classes(batch.outputs, self.decision)
+                counts = np.bincount(decided, minlength=len(self.class_keys))
                 for label, count in zip(self.class_dimensions, counts.tolist(), strict=True):
                     if count:
                         self.metrics.count(PREDICTIONS, count, Class=label, ModelVersion=version)

@@ -10,7 +10,15 @@ model's predictions on the train split, the reference of prediction drift) and, 
 classification, reports/calibration.json (isotonic curves fitted on the test split, for the
 label-free accuracy estimate; without curves for regression), both stamped with the model's hash.
 
-Classification: test/accuracy, test/f1_macro, test/auroc (+ confusion matrix; ROC for binary).
+Classification: test/accuracy, test/f1_macro, test/auroc, test/average_precision (PR-AUC, macro)
+and per class test/precision/<class>, test/recall/<class>, test/average_precision/<class>
+(+ confusion matrix; ROC for binary).
+
+Rare classes: `evaluate.threshold_for` (f1, recall@precision=0.9, precision@recall=0.8) picks a
+binary model's decision threshold on the validation split, for its rarer class; the test
+metrics then measure the decisions that threshold makes, as the endpoint and `forgeml predict`
+make them. reports/decision_threshold.json holds it (threshold null without one), stamped with
+the model's hash; `forgeml package` puts it into the archive.
 Regression: test/mae, test/rmse, test/r2 (+ predicted vs actual).
 """
 
@@ -29,10 +37,12 @@ from omegaconf import DictConfig
 from torchmetrics import functional as M
 
 from forgeml.data.sources import streaming_enabled
-from forgeml.data.transform import encode_labels
+from forgeml.data.transform import encode_labels, predicted_classes
+from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, write_json
 from forgeml.layout import (
     CALIBRATION,
+    DECISION_THRESHOLD,
     EVALUATION,
     FIGURES,
     METRICS,
@@ -41,6 +51,7 @@ from forgeml.layout import (
     split_file,
 )
 from forgeml.models.artifact import ModelArtifact
+from forgeml.models.rare_classes import decision_threshold
 from forgeml.models.streamed_evaluation import streamed_report
 from forgeml.monitoring.performance import CALIBRATION_FORMAT, fit_calibration
 
@@ -53,29 +64,59 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     artifact = ModelArtifact.load(cfg.paths.models_dir)
     test_path = split_file(cfg.paths.processed_dir, "test")
     reports = Path(cfg.paths.reports_dir)
-    if streaming_enabled(cfg.data, test_path):  # larger than memory: metrics over batches
-        rows, metrics, details = streamed_report(artifact, test_path, reports)
-        # monitor's reference from the leading rows (the streamed splits are in hashed order)
+    streaming = streaming_enabled(cfg.data, test_path)
+    # on the leading rows of a streamed split (in hashed order), like monitor's reference
+    decision = pick_decision(artifact, cfg, MONITORING_SAMPLE_ROWS if streaming else None)
+    if streaming:  # larger than memory: metrics over batches
+        rows, metrics, details = streamed_report(artifact, test_path, reports, decision)
         sample = leading_rows(test_path, MONITORING_SAMPLE_ROWS)
         processed = Path(cfg.paths.processed_dir)
         outputs = artifact.predict(sample)
-        write_monitoring_reference(artifact, outputs, sample, processed, reports, MONITORING_SAMPLE_ROWS)
-        return write_reports(artifact, reports, rows, metrics, details)
+        write_monitoring_reference(
+            artifact, outputs, sample, processed, reports, MONITORING_SAMPLE_ROWS, decision
+        )
+        return write_reports(artifact, reports, rows, metrics, details, decision)
     test = pd.read_parquet(test_path)
     outputs = torch.from_numpy(artifact.predict(test))
     if artifact.spec["task"] == "classification":
         targets = torch.from_numpy(encode_labels(artifact.spec, test[artifact.spec["target"]].to_numpy()))
-        metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports)
+        metrics, details = classification_report(outputs, targets, artifact.spec["labels"], reports, decision)
     else:
         targets = torch.from_numpy(test[artifact.spec["target"]].to_numpy(np.float32))
         metrics, details = regression_report(outputs, targets, reports)
-    write_monitoring_reference(artifact, outputs.numpy(), test, Path(cfg.paths.processed_dir), reports)
-    return write_reports(artifact, reports, len(test), metrics, details)
+    write_monitoring_reference(
+        artifact, outputs.numpy(), test, Path(cfg.paths.processed_dir), reports, decision=decision
+    )
+    return write_reports(artifact, reports, len(test), metrics, details, decision)
+
+
+def pick_decision(artifact: ModelArtifact, cfg: DictConfig, rows: int | None) -> dict[str, Any]:
+    """`evaluate.threshold_for`'s threshold, from the model's probabilities on the validation
+    split (its first `rows` rows; None: all), stamped with the model's hash."""
+    decision: dict[str, Any] = {"target": None, "threshold": None}
+    if cfg.evaluate.threshold_for is not None:
+        if artifact.spec["task"] != "classification":
+            raise ForgeError(
+                "evaluate.threshold_for picks a classifier's threshold; this model is a regression"
+            )
+        val = leading_rows(split_file(cfg.paths.processed_dir, "val"), rows)
+        targets = encode_labels(artifact.spec, val[artifact.spec["target"]].to_numpy())
+        decision = decision_threshold(
+            artifact.predict(val), targets, artifact.spec, cfg.evaluate.threshold_for
+        )
+    return {**decision, "model_hash": artifact.manifest.get("model_hash")}
 
 
 def write_reports(
-    artifact: ModelArtifact, reports: Path, rows: int, metrics: dict[str, float], details: dict[str, Any]
-) -> dict[str, float]:
+    artifact: ModelArtifact,
+    reports: Path,
+    rows: int,
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """The report files; returns the metrics, and the decision threshold when one was picked."""
+    write_json(reports / DECISION_THRESHOLD, decision)
     write_json(reports / METRICS, metrics)
     write_json(
         reports / EVALUATION,
@@ -87,14 +128,24 @@ def write_reports(
         },
     )
     log.info("test metrics: %s", metrics)
-    return metrics
+    if decision["threshold"] is None:
+        return metrics
+    return {
+        **metrics,
+        "decision/threshold": decision["threshold"],
+        "decision/positive_class": decision["positive_class"],
+    }
 
 
 def classification_report(
-    probabilities: torch.Tensor, targets: torch.Tensor, labels: list[Any], reports: Path
+    probabilities: torch.Tensor,
+    targets: torch.Tensor,
+    labels: list[Any],
+    reports: Path,
+    decision: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     classes = len(labels)
-    predictions = probabilities.argmax(-1)
+    predictions = torch.from_numpy(predicted_classes(probabilities.numpy(), decision))
     common = {"task": "multiclass", "num_classes": classes}
     if classes == 2:
         auroc = M.auroc(probabilities[:, 1], targets, task="binary")
@@ -107,6 +158,8 @@ def classification_report(
     }
     confusion = M.confusion_matrix(predictions, targets, **common)
     names = [str(label) for label in labels]
+    precision = M.average_precision(probabilities, targets, average=None, **common)
+    metrics |= per_class_metrics(confusion.numpy(), names, precision.numpy())
     pairs = pd.DataFrame(
         {"actual": [names[i] for i in targets], "predicted": [names[i] for i in predictions]}
     )
@@ -118,6 +171,26 @@ def classification_report(
         figures["roc"] = plot_curve(fpr.numpy(), tpr.numpy(), "false positive rate", "true positive rate")
     save_figures(figures, reports / FIGURES)
     return metrics, {"labels": labels, "confusion_matrix": confusion.tolist()}
+
+
+def per_class_metrics(
+    confusion: np.ndarray, names: list[str], average_precision: np.ndarray
+) -> dict[str, float]:
+    """Precision and recall of each class from the confusion matrix (rows: actual), its average
+    precision (the area under its precision-recall curve), and their macro mean: what a rare
+    class needs, which accuracy hides. A class never predicted (or absent) scores 0."""
+    true = np.diag(confusion).astype(np.float64)
+    precision = true / np.maximum(confusion.sum(axis=0), 1)
+    recall = true / np.maximum(confusion.sum(axis=1), 1)
+    ap = np.nan_to_num(average_precision.astype(np.float64))
+    metrics = {"test/average_precision": float(ap.mean())}
+    for name, p, r, a in zip(names, precision, recall, ap, strict=True):
+        metrics |= {
+            f"test/precision/{name}": p,
+            f"test/recall/{name}": r,
+            f"test/average_precision/{name}": a,
+        }
+    return {key: float(value) for key, value in metrics.items()}
 
 
 def regression_report(
@@ -141,6 +214,7 @@ def write_monitoring_reference(
     processed: Path,
     reports: Path,
     train_rows: int | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> None:
     """What `monitor` compares with, computed once here: reference predictions (on the train
     split, or its first `train_rows` rows) and calibration."""
@@ -148,7 +222,7 @@ def write_monitoring_reference(
     outputs = artifact.predict(leading_rows(split_file(processed, "train"), train_rows))
     if spec["task"] == "classification":
         labels = np.asarray([str(label) for label in spec["labels"]])
-        predictions = pa.array(labels[outputs.argmax(axis=-1)])
+        predictions = pa.array(labels[predicted_classes(outputs, decision)])
         targets = encode_labels(spec, test[spec["target"]].to_numpy())
         calibration = fit_calibration(test_outputs, targets, spec["labels"])
     else:

@@ -4,7 +4,9 @@ The archive is self-contained (handler, exported program, preprocessing, input s
 model-config.yaml with `serve.workers`, `serve.batch_size`, `serve.max_batch_delay`,
 `serve.response_timeout`): a stock TorchServe with torch, numpy and PyYAML serves it.
 Its version is `serve.version`, or else the model's hash (weights + preprocessing), so a model
-retrained on new data is a new version and an identical one is not.
+retrained on new data is a new version and an identical one is not. A decision threshold that
+`evaluate` picked for this model (reports/decision_threshold.json) goes into the archive, and
+into the version: the same weights with another threshold answer differently.
 
 Every package is recorded in the model registry beside the archives (version, config hash, data
 hash, test metrics from reports/metrics.json, archive sha256), with a copy of the archive. The
@@ -15,6 +17,8 @@ cannot be read stops the stage before anything is written.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -27,6 +31,7 @@ from omegaconf import DictConfig
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, read_json
 from forgeml.layout import EVALUATION, MANIFEST, METRICS
+from forgeml.models.rare_classes import read_decision
 from forgeml.serving.archive import build_archive
 from forgeml.serving.registry import Registry, data_hash, sha256_of
 
@@ -39,13 +44,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ForgeError(f"no trained model in {cfg.paths.models_dir}/ (run `forgeml train` first)")
     manifest = read_json(manifest_path)
     name = cfg.serve.model_name
-    version = cfg.serve.version or manifest.get("model_hash") or manifest["config_hash"]
+    decision = read_decision(cfg.paths.reports_dir, manifest.get("model_hash"))
+    version = cfg.serve.version or archive_version(manifest, decision)
     store = Path(cfg.serve.model_store)
     registry = Registry(store)
     registry.load()  # a damaged registry stops here, before the archive is touched
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build.", dir=store) as work:
-        built = build_archive(cfg.paths.models_dir, work, name, version, cfg.serve, monitor=cfg.monitor)
+        built = build_archive(
+            cfg.paths.models_dir, work, name, version, cfg.serve, monitor=cfg.monitor, decision=decision
+        )
         with atomic_path(registry.archive_copy(name, version)) as tmp:
             shutil.copyfile(built, tmp)
         entry = registry.record(
@@ -61,6 +69,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         os.replace(built, store / f"{name}.mar")
     return {"archive": str(store / f"{name}.mar"), "model": name, **entry}
+
+
+def archive_version(manifest: dict[str, Any], decision: dict[str, Any] | None) -> str:
+    """The model's hash, or with a decision threshold a hash of both."""
+    model = manifest.get("model_hash") or manifest["config_hash"]
+    if decision is None:
+        return model
+    chosen = json.dumps([model, decision["positive_index"], decision["threshold"]])
+    return hashlib.sha256(chosen.encode()).hexdigest()[:16]
 
 
 def test_metrics(reports: Path, config_hash: str) -> dict[str, float]:

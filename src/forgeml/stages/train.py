@@ -10,6 +10,7 @@ Features and the flags that control them:
 - resume: `ckpt_path=models/checkpoints/last.ckpt` reproduces the uninterrupted run (same config)
 - several machines: `trainer=ddp trainer.num_nodes=N` with MASTER_ADDR/MASTER_PORT/NODE_RANK set;
   sweeps on SLURM with `hydra/launcher=slurm`
+- rare classes: `train.class_weights=balanced` or `{class: weight}` weights the loss
 - logging: `logger=csv|tensorboard|wandb|none`, into the run's output directory
 - sweeps: `-m` and `hparams_search=optuna`; the return value carries `optimized_metric`, and
   each job writes its model under its own output directory instead of models/
@@ -39,9 +40,11 @@ from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.data.transform import feature_width
 from forgeml.errors import ForgeError
+from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
 from forgeml.models.nets import MixedInputNet
+from forgeml.models.rare_classes import class_weights, threshold_target
 
 log = logging.getLogger(__name__)
 # trainer keys the module or the data module apply (Lightning's Trainer refuses the first three under
@@ -79,6 +82,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
     """The data, the module and the trainer that `run` fits, wired from the config (seeded first)."""
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    threshold_target(cfg.evaluate.threshold_for)  # a typo there is refused before training
     datamodule = build_datamodule(
         cfg.paths.processed_dir,
         cfg.data,
@@ -105,6 +109,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
             scheduler_interval=interval,
         ),
         seed=cfg.seed,
+        class_weights=loss_weights(cfg, spec),
         **scale,
     )
     output_dir = run_output_dir(cfg)
@@ -155,6 +160,12 @@ def image_shape(model: DictConfig, spec: dict[str, Any]) -> dict[str, list[int]]
     if "image_shape" not in model or len(images) != 1:
         return {}
     return {"image_shape": [images[0]["channels"], *images[0]["size"]]}
+
+
+def loss_weights(cfg: DictConfig, spec: dict[str, Any]) -> torch.Tensor | None:
+    """`train.class_weights` as the loss's per-class weights (None: unweighted)."""
+    weights = class_weights(cfg.train.class_weights, spec, split_file(cfg.paths.processed_dir, "train"))
+    return None if weights is None else torch.from_numpy(weights)
 
 
 def export_best(
