@@ -21,6 +21,7 @@ from forgeml.monitoring.drift import (
     NumericReference,
     SortedSample,
     chi2_test,
+    count_categories,
     dataset_drift,
     feature_drift,
     feature_references,
@@ -310,3 +311,10 @@ def test_two_sample_chi2_keeps_its_nominal_false_alarm_rate_where_goodness_of_fi
         goodness_of_fit.append(stats.chisquare(current, expected).pvalue < 0.05)
     assert np.mean(ours) < 0.05 + 3 * 0.0126
     assert np.mean(goodness_of_fit) > 0.15
+
+
+def test_a_text_column_counts_as_its_values_do_missing_included():
+    values = pd.Series(["yes", None, "no", "yes", "1"], dtype="str")
+    counts = count_categories(values)
+    assert counts.to_dict() == {MISSING_CATEGORY: 1, "1": 1, "no": 1, "yes": 2}
+    assert counts.equals(count_categories(values.to_numpy(dtype=object)))

@@ -134,7 +134,9 @@ class SortedSample:
     @classmethod
     def of(cls, values: Any) -> SortedSample:
         present = sorted_present(numeric_values(values))
-        return cls(present, np.concatenate(([0.0], np.cumsum(present))))
+        prefix_sums = np.zeros(len(present) + 1)
+        np.cumsum(present, out=prefix_sums[1:])
+        return cls(present, prefix_sums)
 
     @property
     def rows(self) -> int:
@@ -288,7 +290,9 @@ def binned_counts(sorted_values: np.ndarray, inner_edges: np.ndarray) -> np.ndar
 
 def count_categories(values: Any) -> pd.Series:
     """Counts per category as strings, missing values as their own category (as in training)."""
-    counts = pd.Series(values, dtype=object).value_counts(dropna=False)
+    # a text column is counted by pandas' string engine, without a Python object per row
+    text = isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype)
+    counts = (values if text else pd.Series(values, dtype=object)).value_counts(dropna=False)
     names = [MISSING_CATEGORY if pd.isna(key) else str(key) for key in counts.index]
     return pd.Series(counts.to_numpy(), index=names).groupby(level=0).sum()
 
