@@ -126,7 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def side_process() -> Executor:
     """Where monitoring.html is drawn while this process draws drift.html: both pages are
-    single-threaded matplotlib work, so a forked process halves their wall time on two cores.
+    single-threaded matplotlib work, which a forked process runs on the second core.
     Fork only on Linux (macOS' system libraries are not safe to fork); elsewhere a thread,
     which is the same code without the speed-up."""
     if sys.platform == "linux":
