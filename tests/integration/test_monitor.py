@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgeml.cli import main
 from forgeml.models.artifact import ModelArtifact
+from forgeml.monitoring.report import render_monitoring_html
 from forgeml.stages import monitor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -198,6 +199,9 @@ def test_labels_join_by_id_and_each_window_measures_as_a_direct_computation(proj
         assert low <= estimated["accuracy"] <= high and 0.8 < estimated["accuracy"] <= 1.0
     table = pd.read_csv(Path(project.paths.reports_dir) / "monitoring" / "windows.csv")
     assert table["rows"].tolist() == [w["rows"]["current"] for w in report["windows"]]
+    # the page is drawn in a forked process: it is the page of the report beside it
+    page = (Path(project.paths.reports_dir) / "monitoring.html").read_text()
+    assert page == render_monitoring_html(report)
     assert table["measured_accuracy"].tolist() == pytest.approx(
         [w["measured"]["metrics"]["accuracy"] for w in report["windows"]]
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 from hydra.errors import ConfigCompositionException
-from scipy import stats
+from scipy import spatial, stats
 
 from forgeml.cli import describe_config_error
 from forgeml.data.transform import MISSING_CATEGORY
@@ -18,9 +21,11 @@ from forgeml.monitoring.drift import (
     NumericReference,
     SortedSample,
     chi2_test,
+    count_categories,
     dataset_drift,
     feature_drift,
     feature_references,
+    jensen_shannon,
     ks_test,
     wasserstein_distance,
 )
@@ -128,6 +133,33 @@ def test_wasserstein_matches_scipy(reference_rows, tolerance):
     for current in (rng.normal(0.1, 1.3, 2000), rng.normal(5.0, 0.2, 50), np.round(rng.normal(size=999))):
         ours = wasserstein_distance(NumericReference.from_values(reference), SortedSample.of(current))
         assert ours == pytest.approx(stats.wasserstein_distance(reference, current), rel=tolerance)
+
+
+def test_jensen_shannon_equals_scipy_with_empty_categories_on_either_side():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        reference, current = rng.integers(0, 50, 8), rng.integers(0, 5000, 8)
+        reference[rng.integers(0, 8)] = 0
+        current[rng.integers(0, 8)] = 0
+        expected = spatial.distance.jensenshannon(reference, current)
+        assert jensen_shannon(reference, current) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_distance_tests_without_missing_values_import_no_scipy():
+    """scipy.stats costs a monitor run a second of imports: only KS and a chi-squared on two or
+    more categories (missing values included) load it."""
+    code = (
+        "import sys, numpy as np, pandas as pd;"
+        "from forgeml.monitoring.drift import *;"
+        "rng = np.random.default_rng(0);"
+        "refs = {'x': NumericReference.from_values(rng.normal(size=5000)),"
+        " 'c': CategoricalReference.from_values(rng.choice(list('abc'), 5000))};"
+        "current = pd.DataFrame({'x': rng.normal(size=2000), 'c': rng.choice(list('abd'), 2000)});"
+        "drift = dataset_drift(refs, current, DriftSettings());"
+        "print(sorted(e['test'] for e in drift['features'].values()), 'scipy' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["['jensenshannon',", "'wasserstein']", "False"]
 
 
 def test_a_new_category_is_drift():
@@ -279,3 +311,10 @@ def test_two_sample_chi2_keeps_its_nominal_false_alarm_rate_where_goodness_of_fi
         goodness_of_fit.append(stats.chisquare(current, expected).pvalue < 0.05)
     assert np.mean(ours) < 0.05 + 3 * 0.0126
     assert np.mean(goodness_of_fit) > 0.15
+
+
+def test_a_text_column_counts_as_its_values_do_missing_included():
+    values = pd.Series(["yes", None, "no", "yes", "1"], dtype="str")
+    counts = count_categories(values)
+    assert counts.to_dict() == {MISSING_CATEGORY: 1, "1": 1, "no": 1, "yes": 2}
+    assert counts.equals(count_categories(values.to_numpy(dtype=object)))

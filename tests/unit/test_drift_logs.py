@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from forgeml.errors import ForgeError
+from forgeml.monitoring import logs
 from forgeml.monitoring.decay import time_windows
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
 
@@ -57,6 +58,35 @@ def test_mixed_value_types_and_a_corrupt_line_cost_only_that_line(tmp_path):
     frame = read_inference_log(tmp_path)
     assert len(frame) == 4
     assert pd.to_numeric(frame["x"]).tolist() == [1.0, 2.5, 3.0, 4.0]
+
+
+def test_fields_typed_otherwise_after_the_first_lines_are_read_as_a_whole_file_infers_them(
+    tmp_path, monkeypatch
+):
+    """The types come from the first lines (here: the first one); later lines that disagree
+    (an integer label, then text; a field first null, then a number; a new field) lose nothing."""
+    monkeypatch.setattr(logs, "SCHEMA_SAMPLE_BYTES", 10)
+    first = {**record(1, x=1.0), "prediction": 1, "rejected": None}
+    later = [
+        {**record(2, x=2.0), "prediction": "benign", "rejected": "bad x"},
+        {**record(3, x=3.0, colour="red"), "prediction": 0},
+    ]
+    write_lines(tmp_path / "worker-1.jsonl", [first, *later])
+    frame = read_inference_log(tmp_path)
+    assert frame["x"].tolist() == [1.0, 2.0, 3.0]
+    assert frame["prediction"].astype(str).tolist() == ["1", "benign", "0"]
+    assert frame["rejected"].tolist()[1] == "bad x" and frame["colour"].tolist()[2] == "red"
+    assert frame["ts"].dt.second.tolist() == [1, 2, 3] and str(frame["ts"].dt.tz) == "UTC"
+
+
+def test_times_parsed_by_the_reader_equal_pandas_iso_8601_parse(tmp_path):
+    stamps = ["2025-06-01T12:00:01.123456Z", "2025-06-01T12:00:00Z", "2025-06-01T14:00:02.5+02:00"]
+    write_lines(
+        tmp_path / "worker-1.jsonl", [{**record(0, x=float(i)), "ts": t} for i, t in enumerate(stamps)]
+    )
+    frame = read_inference_log(tmp_path)
+    expected = pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601").sort_values(ignore_index=True)
+    assert frame["ts"].tolist() == expected.tolist() and frame["x"].tolist() == [1.0, 0.0, 2.0]
 
 
 def test_no_log_directory_yet_reads_as_no_rows(tmp_path):

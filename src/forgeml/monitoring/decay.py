@@ -152,7 +152,8 @@ def window_report(
     """The drift report of one window (REPORT_FORMAT) with its performance."""
     frame = window.records
     rejected = frame["rejected"].notna() if "rejected" in frame.columns else pd.Series(False, frame.index)
-    records = frame[~rejected.to_numpy()]
+    # a mask that keeps every row would still copy the whole window
+    records = frame[~rejected.to_numpy()] if rejected.any() else frame
     rows = len(records)
     enough = rows >= settings.min_samples
     drift = dataset_drift(reference.features, records, settings) if enough else no_test(settings)
@@ -199,7 +200,7 @@ def prediction_drift(
     """The served predictions against the model's on the train split, tested like a feature."""
     if reference.predictions is None or "prediction" not in records.columns:
         return None
-    current = records["prediction"].dropna().to_numpy()
+    current = records["prediction"].dropna()
     if not len(current):
         return None
     if reference.task == "classification":

@@ -106,9 +106,11 @@ def plot_histograms(axes: Any, reference: np.ndarray, current: np.ndarray) -> No
     low_reference, high_reference = np.quantile(reference, [0.005, 0.995])
     low_current, high_current = np.quantile(current, [0.005, 0.995])
     low, high = min(low_reference, low_current), max(high_reference, high_current)
-    edges = np.linspace(low, high, 41) if high > low else np.linspace(low - 0.5, low + 0.5, 11)
+    # bins given as a count and a range: numpy's equal-width path counts by arithmetic, where
+    # explicit edges would sort the values (the same edges and counts either way)
+    bins, span = (40, (low, high)) if high > low else (10, (low - 0.5, low + 0.5))
     for values, label in ((reference, "reference"), (current, "current")):
-        density, _ = np.histogram(values, bins=edges, density=True)
+        density, edges = np.histogram(values, bins=bins, range=span, density=True)
         axes.stairs(density, edges, fill=True, alpha=0.5, label=label)
     axes.set_ylabel("density")
 
