@@ -116,7 +116,8 @@ CYCLES = (
     (7.0, lambda t: t.weekday()),
     (24.0, lambda t: t.hour + t.minute / 60),
 )
-PADDING_ID, UNKNOWN_ID = 0, 1
+# token ids: 0 pads, 1 stands for any token outside the vocabulary, whose tokens follow from 2
+PADDING_ID, UNKNOWN_ID, FIRST_TOKEN_ID = 0, 1, 2
 # word pieces: runs of letters/digits, or single punctuation marks
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 
@@ -196,7 +197,7 @@ def token_ids(feature: Mapping[str, Any], tokens: list[str], ids: Mapping[str, i
 
 def vocabulary_ids(feature: Mapping[str, Any]) -> dict[str, int]:
     """Token -> id: the vocabulary follows the padding and unknown ids."""
-    return {token: index + 2 for index, token in enumerate(feature["vocabulary"])}
+    return {token: index + FIRST_TOKEN_ID for index, token in enumerate(feature["vocabulary"])}
 
 
 def encode_text(feature: Mapping[str, Any], raw: Any) -> np.ndarray:

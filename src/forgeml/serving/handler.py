@@ -23,8 +23,9 @@ joined to it (`forgeml monitor monitor.labels=...`). A record's own `id` field (
 integer) is taken as is; it is not a feature, so it is neither checked as one nor passed to the
 model. Without one, the handler makes one (uuid4, hex).
 
-A feature that is absent, of the wrong type, or infinite; a finite value the model cannot
-compute (standardised, it overflows float32; or the model's output is not finite); malformed
+A feature that is absent, of the wrong type (a datetime that does not parse), or infinite; a
+finite value the model cannot compute (standardised, it overflows float32; or the model's
+output is not finite); malformed
 JSON, or JSON Python cannot decode (an integer beyond its digit limit, nesting beyond its
 recursion limit); an image that does not decode; an empty or too long `instances` list:
 HTTP 400 "Bad Request" with {"error", "field", "instance"} in the body (an offending value

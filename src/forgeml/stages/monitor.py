@@ -198,13 +198,10 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, p
     processed, reports = Path(cfg.paths.processed_dir), Path(cfg.paths.reports_dir)
     profile, spec = read_json(processed / REFERENCE_PROFILE), read_json(processed / PREPROCESSOR)
     if not cfg.monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
+        # a redacted datetime or text feature takes its drift signals out with it
         redacted = {"features": [f for f in spec["features"] if f["name"] in cfg.monitor.redact]}
-        profile = private_profile(
-            profile,
-            list(with_signals(pd.DataFrame(), redacted)[1]),
-            list(cfg.monitor.hash),
-            cfg.serve.runtime_dir,
-        )
+        signals = list(with_signals(pd.DataFrame(), redacted)[1])
+        profile = private_profile(profile, signals, list(cfg.monitor.hash), cfg.serve.runtime_dir)
     train = pd.read_parquet(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
     train = with_signals(train, spec)[0][list(profile["features"])]
     references = feature_references(profile, train, settings)

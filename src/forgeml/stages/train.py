@@ -35,10 +35,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from forgeml.config import resolved_config
+from forgeml.config import MLPConfig, resolved_config
 from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
-from forgeml.data.transform import feature_width
+from forgeml.data.transform import FIRST_TOKEN_ID, feature_width
 from forgeml.errors import ForgeError
 from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
@@ -129,7 +129,7 @@ def build_net(model: DictConfig, spec: dict[str, Any]) -> torch.nn.Module:
     and wrapped in MixedInputNet, which makes those vectors from the token-id columns."""
     starts = np.cumsum([0] + [feature_width(f) for f in spec["features"]])
     texts = [
-        (int(start), f["max_tokens"], len(f["vocabulary"]) + 2)  # + padding and unknown ids
+        (int(start), f["max_tokens"], len(f["vocabulary"]) + FIRST_TOKEN_ID)
         for f, start in zip(spec["features"], starts, strict=False)
         if f["type"] == "text"
     ]
@@ -146,11 +146,12 @@ def build_net(model: DictConfig, spec: dict[str, Any]) -> torch.nn.Module:
         if f["type"] != "text"
         for column in range(int(start), int(start) + feature_width(f))
     ]
-    dim = model.get("text_embedding_dim", 32)
+    # a net of the project's own (open schema) may leave the keys out: MLPConfig's defaults
+    dim = model.get("text_embedding_dim", MLPConfig.text_embedding_dim)
     body = instantiate(
         without(model, TEXT_KEYS), input_dim=len(dense) + dim * len(texts), output_dim=output_dim(spec)
     )
-    return MixedInputNet(body, dense, texts, dim, model.get("text_encoder", "mean"))
+    return MixedInputNet(body, dense, texts, dim, model.get("text_encoder", MLPConfig.text_encoder))
 
 
 def image_shape(model: DictConfig, spec: dict[str, Any]) -> dict[str, list[int]]:

@@ -62,6 +62,23 @@ def test_monitor_flags_a_shifted_text_and_date_feature_and_not_unshifted_ones(ma
     assert not verdicts["fresh"] & signals  # a plain feature may raise its 5% false alarm
     assert {"note:tokens", "note:unknown_share", "opened:timestamp"} <= verdicts["shifted"]
 
+    # an inference log without the redacted text: its signals leave the report, not "all missing"
+    log_dir = Path(cfg.monitor.log_dir)
+    log_dir.mkdir(parents=True)
+    head = {"ts": "2026-01-01T00:00:00Z", "model": "mixed", "version": "1"}
+    lines = [json.dumps({**head, "id": str(i), "input": row}) for i, row in enumerate(inputs(fresh))]
+    (log_dir / "worker-1.jsonl").write_text("\n".join(lines) + "\n")
+    cfg.monitor.current, cfg.monitor.redact = None, ["note"]
+    monitor.run(cfg)
+    report = json.loads(Path(cfg.paths.reports_dir, "drift.json").read_text())
+    assert set(report["features"]) == {"amount", "channel", "opened:timestamp"}
+    assert not report["missing_drifted_features"]
+
+
+def inputs(frame: pd.DataFrame) -> list[dict]:
+    """Records as the handler logs them with `monitor.redact=[note]`."""
+    return json.loads(frame.drop(columns=["note"]).to_json(orient="records"))
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
