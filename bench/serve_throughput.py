@@ -1,23 +1,26 @@
-"""Serving throughput on loopback: the forgeml handler vs a minimal handler, and batching gain.
+"""Serving latency and throughput on loopback: the forgeml handler vs a minimal handler.
 
-One real TorchServe (one worker per model) serves three archives of the same exported model:
-  forgeml      the forgeml handler (validation, transform.py preprocessing, metrics, and the
-               inference log at the default `monitor` settings: sample_rate 0.1), batch_size 16
-  minimal      a bare handler: JSON records -> standardised matrix -> program, no validation,
-               same batching (batch_size 16, same max_batch_delay); like forgeml's, it answers
-               with compact JSON text, so the two differ only in validation, preprocessing and
-               monitoring
-  forgeml_b1   the forgeml handler with batch_size 1
-Clients: `--concurrency` threads on keep-alive connections, each sending one record per
-request for `--seconds`. Runs alternate between models over `--rounds`; the best round counts.
-The model is breast_cancer (30 numeric features), prepared and trained quickly in a temporary
-workspace: the benchmark never reads the repository's data/ or models/.
+One real TorchServe, as `forgeml serve start` configures it, serves two archives of the same
+exported model, both with forgeml's default `serve` settings (batching, worker threads) unless
+flags override them:
+  forgeml   the forgeml handler (validation, transform.py preprocessing, metrics, and the
+            inference log at the default `monitor` settings: sample_rate 0.1)
+  minimal   a bare handler: JSON records -> standardised matrix -> program, no validation;
+            like forgeml's, it answers with compact JSON text, so the two differ only in
+            validation, preprocessing and monitoring
+Clients: closed loop, at each concurrency in `--concurrency` (default 1, 16 and 64) threads on
+keep-alive connections, each sending one record per request for `--seconds`. Runs alternate
+between the models over `--rounds`; the best round counts. The model is breast_cancer (30
+numeric features), prepared and trained quickly in a temporary workspace: the benchmark never
+reads the repository's data/ or models/.
 
-    python bench/serve_throughput.py [--seconds 8] [--rounds 3]
+    python bench/serve_throughput.py [--seconds 5] [--rounds 2] [--concurrency 1,16,64]
+                                     [--batch-size N] [--max-batch-delay MS]
+                                     [--torch-threads N] [--workers N]
 
-Prints requests/s and p50/p99 latency per model, then `handler_vs_minimal ratio: <x>`
-(forgeml / minimal requests/s, target >= 0.9), `batching gain: <x>` (batch 16 / batch 1
-requests/s, target >= 4) and how many records the inference log holds.
+Prints requests/s and p50/p99 latency per model and concurrency, then per concurrency
+`handler_vs_minimal ratio at <c>: <x>` (forgeml / minimal requests/s, target >= 0.9) and how
+many records the inference log holds.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 from omegaconf import OmegaConf
 
 from forgeml.config import MonitorConfig, ServeConfig
 from forgeml.io import read_json
 from forgeml.serving.archive import build_archive
 from forgeml.serving.processes import free_ports
-from forgeml.serving.server import TorchServe
+from forgeml.serving.server import PORT_KEYS, TorchServe
 
 MINIMAL_HANDLER = """
 import json, os
@@ -52,6 +56,9 @@ program, names, mean, std = None, None, None, None
 def handle(data, context):
     global program, names, mean, std
     if program is None:
+        threads = (context.model_yaml_config.get("handler") or {}).get("torch_threads")
+        if threads:
+            torch.set_num_threads(threads)
         model_dir = context.system_properties["model_dir"]
         program = torch.export.load(os.path.join(model_dir, "model.pt2")).module()
         with open(os.path.join(model_dir, "preprocessor.json")) as file:
@@ -73,34 +80,33 @@ def handle(data, context):
         start += len(body["instances"])
     return answers
 """
-MODELS = {"forgeml": 16, "minimal": 16, "forgeml_b1": 1}
+MODELS = ("forgeml", "minimal")
+# the `serve` settings a flag may override; unset, forgeml's defaults are measured
+SERVE_FLAGS = ("batch_size", "max_batch_delay", "torch_threads", "workers")
 
 
-def serve_config(workdir: Path, batch_delay: int) -> Any:
+def serve_config(workdir: Path, overrides: dict[str, Any]) -> Any:
+    """forgeml's default `serve` config (ServeConfig), on free ports in `workdir`, with the
+    batching flags that were given."""
     ports = free_ports(5)
     return OmegaConf.merge(
         OmegaConf.structured(ServeConfig),
         {
             "model_name": "bench",
-            "inference_port": ports[0],
-            "management_port": ports[1],
-            "metrics_port": ports[2],
-            "grpc_inference_port": ports[3],
-            "grpc_management_port": ports[4],
-            "max_batch_delay": batch_delay,
+            **dict(zip(PORT_KEYS, ports, strict=True)),
             "model_store": str(workdir / "store"),
             "runtime_dir": str(workdir / "runtime"),
         },
+        overrides,
     )
 
 
 def build_archives(models_dir: Path, serve: Any, workdir: Path) -> None:
     minimal = workdir / "minimal_handler.py"
     minimal.write_text(MINIMAL_HANDLER)
-    for name, batch_size in MODELS.items():
-        settings = OmegaConf.merge(serve, {"batch_size": batch_size})
+    for name in MODELS:
         handler = {"handler": minimal} if name == "minimal" else {"monitor": MonitorConfig()}
-        build_archive(models_dir, serve.model_store, name, "1", settings, **handler)
+        build_archive(models_dir, serve.model_store, name, "1", serve, **handler)
 
 
 def trained_model(workdir: Path) -> tuple[Path, Path]:
@@ -190,55 +196,70 @@ def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: flo
         connection.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    cpu_before = server_cpu(server)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    cpu = server_cpu(server) - cpu_before
     samples = sorted(x for per_client in latencies for x in per_client)
     return {
         "rps": len(samples) / elapsed,
         "p50_ms": 1000 * statistics.median(samples),
         "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))],
+        "cpu_ms": 1000 * cpu / len(samples),
         "failures": sum(failures),
     }
 
 
+def server_cpu(server: TorchServe) -> float:
+    """CPU seconds used so far by the frontend and its workers: per request, a cost that the
+    load of a shared machine inflates far less than it does wall-clock latency."""
+    frontend = psutil.Process(server.pid())
+    return sum(sum(process.cpu_times()[:2]) for process in [frontend, *frontend.children(recursive=True)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-delay", type=int, default=10, help="max_batch_delay, ms")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated client counts")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    for flag in SERVE_FLAGS:
+        name = f"--{flag.replace('_', '-')}"
+        parser.add_argument(name, type=int, help=f"serve.{flag} (default: forgeml's)")
     args = parser.parse_args()
+    overrides = {flag: getattr(args, flag) for flag in SERVE_FLAGS if getattr(args, flag) is not None}
+    levels = [int(level) for level in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as work:
         workdir = Path(work)
         models_dir, test_split = trained_model(workdir)
-        serve = serve_config(workdir, args.batch_delay)
+        serve = serve_config(workdir, overrides)
         build_archives(models_dir, serve, workdir)
         body = request_body(models_dir, test_split)
         server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
         server.start({name: f"{name}.mar" for name in MODELS})
         try:
-            best = run_rounds(server, body, args)
+            best = {level: run_rounds(server, body, level, args) for level in levels}
         finally:
             server.stop()
         logged = sum(
             len(path.read_bytes().splitlines()) for path in (workdir / "inference-log").glob("*.jsonl")
         )
-    report(best, args)
+    report(best, serve, args)
     print(f"inference log: {logged} records at sample_rate {MonitorConfig.sample_rate}")
 
 
-def run_rounds(server: TorchServe, body: bytes, args: argparse.Namespace) -> dict[str, dict]:
+def run_rounds(server: TorchServe, body: bytes, clients: int, args: argparse.Namespace) -> dict[str, dict]:
+    """Each model's best round (by requests/s) at `clients` concurrent clients."""
     best: dict[str, dict] = {}
     for model in MODELS:
-        load(server, model, body, args.concurrency, 3.0)  # warm-up, the JVM's JIT included
+        load(server, model, body, clients, 2.0)  # warm-up, the JVM's JIT included
     for round_number in range(args.rounds):
         # alternate the order, so neither side always runs on a warmer server
-        for model in list(MODELS)[:: 1 if round_number % 2 == 0 else -1]:
-            result = load(server, model, body, args.concurrency, args.seconds)
+        for model in MODELS[:: 1 if round_number % 2 == 0 else -1]:
+            result = load(server, model, body, clients, args.seconds)
             if result["failures"]:
                 raise SystemExit(f"{model}: {result['failures']} requests failed")
             if model not in best or result["rps"] > best[model]["rps"]:
@@ -246,19 +267,19 @@ def run_rounds(server: TorchServe, body: bytes, args: argparse.Namespace) -> dic
     return best
 
 
-def report(best: dict[str, dict], args: argparse.Namespace) -> None:
-    print(
-        f"concurrency {args.concurrency}, {args.seconds:.0f}s x {args.rounds} rounds per model, "
-        f"max_batch_delay {args.batch_delay} ms, 1 worker per model, loopback"
-    )
-    print(f"{'model':<12} {'batch':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for model, result in best.items():
-        print(
-            f"{model:<12} {MODELS[model]:>5} {result['rps']:>9.1f} {result['p50_ms']:>8.2f} "
-            f"{result['p99_ms']:>8.2f}"
-        )
-    print(f"handler_vs_minimal ratio: {best['forgeml']['rps'] / best['minimal']['rps']:.3f}")
-    print(f"batching gain: {best['forgeml']['rps'] / best['forgeml_b1']['rps']:.2f}")
+def report(best: dict[int, dict[str, dict]], serve: Any, args: argparse.Namespace) -> None:
+    settings = ", ".join(f"{flag} {serve[flag]}" for flag in SERVE_FLAGS)
+    print(f"{args.seconds:.0f}s x {args.rounds} rounds per model and concurrency, {settings}, loopback")
+    print(f"{'model':<8} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
+    for level, results in best.items():
+        for model, result in results.items():
+            print(
+                f"{model:<8} {level:>7} {result['rps']:>9.1f} {result['p50_ms']:>8.2f} "
+                f"{result['p99_ms']:>8.2f} {result['cpu_ms']:>10.3f}"
+            )
+    for level, results in best.items():
+        ratio = results["forgeml"]["rps"] / results["minimal"]["rps"]
+        print(f"handler_vs_minimal ratio at {level}: {ratio:.3f}")
 
 
 if __name__ == "__main__":

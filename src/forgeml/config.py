@@ -334,6 +334,17 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "windows": POSITIVE,
         "categorical_max_distinct": NON_NEGATIVE,
     },
+    "serve": {
+        "workers": POSITIVE,
+        "batch_size": POSITIVE,
+        # TorchServe 0.12 reads an archive's maxBatchDelay 0 as unset: its default, 100 ms
+        "max_batch_delay": (
+            lambda value: value >= 1,
+            "must be at least 1 (TorchServe takes 0 for its default, 100 ms); "
+            "serve.batch_size=1 is what never waits",
+        ),
+        "torch_threads": NON_NEGATIVE,
+    },
 }
 
 
@@ -363,8 +374,11 @@ class ServeConfig:
     # register/unregister at runtime; off except while deploying (`serve.model_api=true`)
     model_api: bool = False
     workers: int = 1
-    batch_size: int = 8
-    max_batch_delay: int = 5  # ms a batch waits to fill up
+    # dynamic batching: 1 answers a lone request at once (see conf/serve/default.yaml)
+    batch_size: int = 1
+    max_batch_delay: int = 1  # ms a batch waits to fill up (at least 1)
+    # torch threads per worker (torch.set_num_threads); 0: torch's default, one per core
+    torch_threads: int = 1
     response_timeout: int = 30  # s
     startup_timeout: int = 120  # s for every worker to be READY
     max_request_size: int = 1048576  # bytes

@@ -71,6 +71,7 @@ def test_archive_holds_handler_program_preprocessing_schema_and_model_config(pac
         "maxBatchDelay": 20,
         "responseTimeout": 17,
         "startupTimeout": 45,
+        "handler": {"torch_threads": 1},
     }
     assert archive.read("transform.py") == Path(transform.__file__).read_bytes()
 

@@ -242,3 +242,12 @@ def test_a_params_file_composed_by_another_forgeml_is_refused_naming_both_versio
     result = forgeml("evaluate", "--params", "params.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert f"composed by forgeml 0.0.9, this is forgeml {__version__}: run `forgeml compose`" in result.stderr
+
+
+def test_a_batch_delay_torchserve_would_read_as_100_ms_is_refused_before_packaging(make_config):
+    from forgeml.errors import ForgeError
+    from forgeml.serving.archive import model_config
+
+    with pytest.raises(ForgeError, match=r"serve.max_batch_delay=0 must be at least 1 .*100 ms"):
+        model_config(make_config("serve.batch_size=8", "serve.max_batch_delay=0").serve)
+    assert model_config(make_config().serve)["maxBatchDelay"] >= 1

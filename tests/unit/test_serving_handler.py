@@ -593,3 +593,16 @@ def test_archive_carries_the_private_columns():
 def test_sample_rate_outside_zero_to_one_is_refused_at_package_time():
     with pytest.raises(ForgeError, match=r"monitor.sample_rate=1.5"):
         input_schema(SPEC, MAX_INSTANCES, MonitorConfig(sample_rate=1.5))
+
+
+@pytest.mark.parametrize(
+    ("model_yaml_config", "calls"),
+    [({"handler": {"torch_threads": 1}}, [1]), ({"handler": {"torch_threads": 0}}, []), (None, [])],
+)
+def test_worker_sets_the_torch_threads_its_archive_names(model_dir, monkeypatch, model_yaml_config, calls):
+    made = []
+    monkeypatch.setattr(torch, "set_num_threads", made.append)
+    context = make_context(model_dir, requests=0)
+    context.model_yaml_config = model_yaml_config
+    handler_module.ForgemlHandler().initialize(context)
+    assert made == calls

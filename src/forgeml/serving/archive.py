@@ -7,7 +7,7 @@
     input_schema.json    the request contract: features, types, categories, ranges, limits,
                          and the inference log's settings from the `monitor` config
                          (sample rate, rotation, columns redacted and hashed)
-    model-config.yaml    workers, batching and timeouts from the `serve` config
+    model-config.yaml    workers, batching, timeouts and torch threads from the `serve` config
     decision_threshold.json  a binary model's decision threshold, when `evaluate` picked one
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
@@ -117,6 +117,7 @@ def private_columns(monitor: Any, features: list[dict[str, Any]]) -> dict[str, l
 
 def model_config(serve: Any) -> dict[str, Any]:
     """TorchServe's per-model settings (model-config.yaml), from the `serve` config."""
+    check_ranges("serve", serve)
     return {
         "minWorkers": serve.workers,
         "maxWorkers": serve.workers,
@@ -124,6 +125,8 @@ def model_config(serve: Any) -> dict[str, Any]:
         "maxBatchDelay": serve.max_batch_delay,
         "responseTimeout": serve.response_timeout,
         "startupTimeout": serve.startup_timeout,
+        # read by the handler (context.model_yaml_config), so the setting travels with the archive
+        "handler": {"torch_threads": serve.torch_threads},
     }
 
 

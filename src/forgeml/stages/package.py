@@ -2,7 +2,8 @@
 
 The archive is self-contained (handler, exported program, preprocessing, input schema and
 model-config.yaml with `serve.workers`, `serve.batch_size`, `serve.max_batch_delay`,
-`serve.response_timeout`): a stock TorchServe with torch, numpy and PyYAML serves it.
+`serve.torch_threads`, `serve.response_timeout`): a stock TorchServe with torch, numpy and
+PyYAML serves it.
 Its version is `serve.version`, or else the model's hash (weights + preprocessing), so a model
 retrained on new data is a new version and an identical one is not. A decision threshold that
 `evaluate` picked for this model (reports/decision_threshold.json) goes into the archive, and
