@@ -131,7 +131,7 @@ class ForgeModule(pl.LightningModule):
                 break
             loss = self._loss(self(inputs), targets)
             self._backward(loss / accumulate if accumulate > 1 else loss)
-            self.epoch_loss_sum += loss.detach()
+            self.epoch_loss_sum.add_(loss.detach())  # in place: no nn.Module.__setattr__ per batch
             self.epoch_batches += 1
             # the epoch's last batch steps with what it has, as Lightning's automatic loop does
             if self.epoch_batches % accumulate and not (last_block and position == len(block) - 1):
