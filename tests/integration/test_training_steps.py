@@ -201,3 +201,30 @@ def test_resume_from_last_checkpoint_after_a_kill_reproduces_the_uninterrupted_r
         for cfg in (whole, interrupted)
     ]
     assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
+
+
+class BackwardCounter(pl.Callback):
+    """Listens to Lightning's backward hooks, so the module must call them."""
+
+    def __init__(self) -> None:
+        self.before = self.after = 0
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.before += 1
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.after += 1
+
+
+def test_backward_hooks_reach_a_listening_callback_once_per_batch(workspace):
+    counter = BackwardCounter()
+    _, model = fit(config(workspace, "hooks", "trainer.max_epochs=1"), counter)
+    assert not model.plain_backward
+    assert counter.before == counter.after == BATCHES_PER_EPOCH
+
+
+def test_plain_backward_trains_exactly_as_lightnings_manual_backward(workspace):
+    _, plain = fit(config(workspace, "plain", "trainer.max_epochs=1"))
+    _, hooked = fit(config(workspace, "hooked", "trainer.max_epochs=1"), BackwardCounter())
+    assert plain.plain_backward and not hooked.plain_backward
+    assert torch.equal(weights(plain), weights(hooked))

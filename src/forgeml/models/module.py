@@ -9,10 +9,26 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 from torch.nn import functional as F
 
 from forgeml.data.datamodule import epoch_seed
+
+BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
+
+
+def plain_backward(trainer: pl.Trainer) -> bool:
+    """Whether `loss.backward()` does all that Lightning's `manual_backward` would: one process,
+    full precision, and no callback or module listening to the backward hooks. Lightning calls
+    each callback's hooks on every backward, listening or not, which costs more than a small
+    net's step; a trainer that needs the hooks (DDP, mixed precision, a listener) keeps them."""
+    listeners = [*trainer.callbacks, trainer.lightning_module]
+    return (
+        type(trainer.strategy) is pl.strategies.SingleDeviceStrategy
+        and type(trainer.precision_plugin) is pl.plugins.precision.Precision
+        and not any(is_overridden(hook, listener) for hook in BACKWARD_HOOKS for listener in listeners)
+    )
 
 
 def validation_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
@@ -90,6 +106,7 @@ class ForgeModule(pl.LightningModule):
         self.epoch_batches = 0
         # train.class_weights (rare_classes.class_weights): a buffer, so it follows the module
         self.register_buffer("class_weights", class_weights, persistent=False)
+        self.plain_backward = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -98,6 +115,9 @@ class ForgeModule(pl.LightningModule):
         if self.task == "classification":
             return F.cross_entropy(outputs, targets, weight=self.class_weights)
         return F.mse_loss(outputs.squeeze(-1), targets)
+
+    def on_train_start(self) -> None:
+        self.plain_backward = plain_backward(self.trainer)
 
     def on_train_batch_start(self, _: Any, batch_idx: int) -> None:
         """Reseed from (seed, epoch) as an epoch's training begins: dropout then draws the same
@@ -114,8 +134,8 @@ class ForgeModule(pl.LightningModule):
             if self._max_steps_reached():
                 break
             loss = self._loss(self(inputs), targets)
-            self.manual_backward(loss / accumulate if accumulate > 1 else loss)
-            self.epoch_loss_sum += loss.detach()
+            self._backward(loss / accumulate if accumulate > 1 else loss)
+            self.epoch_loss_sum.add_(loss.detach())  # in place: no nn.Module.__setattr__ per batch
             self.epoch_batches += 1
             # the epoch's last batch steps with what it has, as Lightning's automatic loop does
             if self.epoch_batches % accumulate and not (last_block and position == len(block) - 1):
@@ -126,6 +146,12 @@ class ForgeModule(pl.LightningModule):
         if last_block and self.steps.scheduler_interval == "epoch":
             # before validation and the checkpoint, where Lightning's automatic loop steps it too
             self._scheduler_step()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
 
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """Straight to the loggers, at this step: Lightning flushes `self.log` once a block."""
