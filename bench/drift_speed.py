@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from forgeml.data.checks import TableSchema
+from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.io import write_json
 from forgeml.monitoring.drift import DriftSettings, NumericReference, dataset_drift
 from forgeml.monitoring.performance import fit_calibration
@@ -112,6 +113,7 @@ def write_project(root: Path, reference: pd.DataFrame, current: pd.DataFrame) ->
     processed.mkdir(parents=True)
     train.to_parquet(processed / "train.parquet")
     schema = TableSchema({name: "numeric" for name in reference}, "target", "classification")
+    write_json(processed / "preprocessor.json", fit_preprocessor(train, schema))
     write_json(processed / "reference_profile.json", build_profile(train, schema))
     write_json(root / "models" / "model.json", {"config_hash": "bench", "model_hash": "bench"})
     reports.mkdir()
