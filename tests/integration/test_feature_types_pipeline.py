@@ -18,11 +18,10 @@ import pytest
 import yaml
 
 from forgeml.data.sources import mixed
-from forgeml.serving.processes import free_ports
 from forgeml.stages import evaluate, monitor, prepare, train
 from tests.integration.test_dvc import commit_all, run
 from tests.integration.test_package import WORKER_MODULES
-from tests.integration.test_project import PORT_KEYS
+from tests.integration.test_project import free_serve_ports
 
 pytestmark = pytest.mark.slow
 
@@ -87,9 +86,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mixed(800, seed=0).to_csv(root / "orders.csv", index=False)
     run(["forgeml", "init", "orders", "--data", "orders.csv", "--target", "target"], root)
     project = root / "orders"
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
     with (project / "conf/config.yaml").open("a") as config:
-        config.write("serve:\n" + "".join(f"  {key}_port: {port}\n" for key, port in ports.items()))
+        config.write(free_serve_ports())
         config.write("monitor:\n  sample_rate: 1.0\n")
     run(["forgeml", "compose", *FAST], project)
     commit_all(project)

@@ -66,6 +66,12 @@ FAST = ["model=resmlp", "trainer.max_epochs=4", "trainer.enable_progress_bar=fal
 PORT_KEYS = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
 
 
+def free_serve_ports() -> str:
+    """A `serve:` block for a project's conf/config.yaml putting every port on a free one."""
+    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
+    return "serve:\n" + "".join(f"  {key}_port: {port}\n" for key, port in ports.items())
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`forgeml init` with a CSV, a ResMLP in src/mynets.py chosen in conf/, `dvc repro`."""
@@ -78,9 +84,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "src/mynets.py").write_text(RESMLP)
     (project / "conf/model/resmlp.yaml").parent.mkdir(parents=True)
     (project / "conf/model/resmlp.yaml").write_text(RESMLP_CONFIG)
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
     with (project / "conf/config.yaml").open("a") as config:
-        config.write("serve:\n" + "".join(f"  {key}_port: {port}\n" for key, port in ports.items()))
+        config.write(free_serve_ports())
     run(["forgeml", "compose", *FAST], project)
     commit_all(project)
     run(["dvc", "repro"], project)

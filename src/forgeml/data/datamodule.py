@@ -55,12 +55,15 @@ class TensorTable(Dataset):
         self.rows_served = 0
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.targets)
 
     def __getitem__(self, index: torch.Tensor | list[torch.Tensor]) -> Batch | list[Batch]:
         if isinstance(index, list):
             return [self[batch] for batch in index]
         self.rows_served += len(index)
+        return self.rows(index)
+
+    def rows(self, index: torch.Tensor) -> Batch:
         return self.inputs[index], self.targets[index]
 
 
@@ -119,13 +122,7 @@ class DecodingTable(TensorTable):
         self.spec, self.columns, self.targets = spec, columns, targets
         self.rows_served = 0
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: torch.Tensor | list[torch.Tensor]) -> Batch | list[Batch]:
-        if isinstance(index, list):
-            return [self[batch] for batch in index]
-        self.rows_served += len(index)
+    def rows(self, index: torch.Tensor) -> Batch:
         rows = index.numpy()
         inputs = encode_features(self.spec, {name: column[rows] for name, column in self.columns.items()})
         return torch.from_numpy(inputs), self.targets[index]

@@ -26,6 +26,17 @@ def layer_widths(hidden: int | Sequence[int], depth: int) -> list[int]:
     return widths
 
 
+def checked_image_shape(model: str, image_shape: Sequence[int], input_dim: int, fix: str) -> tuple[int, ...]:
+    """`image_shape` as a tuple, refused unless its pixels are the data's input columns; `fix`
+    starts the advice before "model.image_shape"."""
+    if math.prod(image_shape) != input_dim:
+        raise ForgeError(
+            f"model={model} expects images of shape {list(image_shape)} ({math.prod(image_shape)} "
+            f"pixel columns) but the data has {input_dim} input columns; {fix} model.image_shape"
+        )
+    return tuple(image_shape)
+
+
 class MLP(nn.Module):
     def __init__(
         self,
@@ -63,13 +74,7 @@ class CNN(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        if math.prod(self.image_shape) != input_dim:
-            raise ForgeError(
-                f"model=cnn expects images of shape {list(image_shape)} ({math.prod(image_shape)} "
-                f"pixel columns) but the data has {input_dim} input columns; use data=digits or set "
-                "model.image_shape"
-            )
+        self.image_shape = checked_image_shape("cnn", image_shape, input_dim, "use data=digits or set")
         blocks: list[nn.Module] = []
         in_channels = self.image_shape[0]
         for out_channels in channels:
@@ -202,12 +207,7 @@ class ResNet(nn.Module):
         width: int = 64,
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
-        if math.prod(self.image_shape) != input_dim:
-            raise ForgeError(
-                f"model=resnet expects images of shape {list(image_shape)} ({math.prod(image_shape)} "
-                f"pixel columns) but the data has {input_dim} input columns; set model.image_shape"
-            )
+        self.image_shape = checked_image_shape("resnet", image_shape, input_dim, "set")
         if depth not in RESNET_STAGES:
             raise ForgeError(f"model.depth={depth}: choose one of {', '.join(map(str, RESNET_STAGES))}")
         channels, height, image_width = self.image_shape
