@@ -204,6 +204,10 @@ class TrainerConfig:
     # data batches per `training_step` call, each with its own optimizer step (ForgeModule)
     batches_per_training_step: int = 8
     check_val_every_n_epoch: int = 1
+    # Lightning's sanity check runs validation batches before training; forgeml's validation_step
+    # is its own and the net's eval-mode forward is traced before training (check_exportable),
+    # so by default it is skipped: on small data it costs as much as several training steps
+    num_sanity_val_steps: int = 0
     log_every_n_steps: int = 10
     limit_train_batches: Any = None
     limit_val_batches: Any = None

@@ -219,12 +219,34 @@ class BackwardCounter(pl.Callback):
 def test_backward_hooks_reach_a_listening_callback_once_per_batch(workspace):
     counter = BackwardCounter()
     _, model = fit(config(workspace, "hooks", "trainer.max_epochs=1"), counter)
-    assert not model.plain_backward
+    assert not model.plain_steps
     assert counter.before == counter.after == BATCHES_PER_EPOCH
 
 
-def test_plain_backward_trains_exactly_as_lightnings_manual_backward(workspace):
-    _, plain = fit(config(workspace, "plain", "trainer.max_epochs=1"))
-    _, hooked = fit(config(workspace, "hooked", "trainer.max_epochs=1"), BackwardCounter())
-    assert plain.plain_backward and not hooked.plain_backward
+@pytest.mark.parametrize("listener", [BackwardCounter, GradientNorms])
+def test_plain_steps_train_exactly_as_lightnings_hooked_steps(workspace, listener):
+    """Without listeners the module calls backward and the torch optimizer itself; with one
+    (backward or optimizer-step hooks) it goes through Lightning: same weights, same step count."""
+    clip = ("trainer.max_epochs=1", "trainer.gradient_clip_val=0.05")
+    plain_trainer, plain = fit(config(workspace, "plain", *clip))
+    hooked_trainer, hooked = fit(config(workspace, f"hooked_{listener.__name__}", *clip), listener())
+    assert plain.plain_steps and not hooked.plain_steps
+    assert plain_trainer.global_step == hooked_trainer.global_step == BATCHES_PER_EPOCH
     assert torch.equal(weights(plain), weights(hooked))
+
+
+class SanityBatches(pl.Callback):
+    """Validation batches Lightning runs as its sanity check, before training."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_validation_batch_end(self, trainer, *_) -> None:
+        self.batches += trainer.sanity_checking
+
+
+def test_sanity_check_is_off_by_default_and_trainer_key_turns_it_on(workspace):
+    default, asked = SanityBatches(), SanityBatches()
+    fit(config(workspace, "no_sanity", "trainer.max_epochs=1"), default)
+    fit(config(workspace, "sanity", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=1"), asked)
+    assert (default.batches, asked.batches) == (0, 1)

@@ -9,25 +9,27 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 from torch.nn import functional as F
 
 from forgeml.data.datamodule import epoch_seed
 
-BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
-def plain_backward(trainer: pl.Trainer) -> bool:
-    """Whether `loss.backward()` does all that Lightning's `manual_backward` would: one process,
-    full precision, and no callback or module listening to the backward hooks. Lightning calls
-    each callback's hooks on every backward, listening or not, which costs more than a small
-    net's step; a trainer that needs the hooks (DDP, mixed precision, a listener) keeps them."""
+def plain_steps(trainer: pl.Trainer) -> bool:
+    """Whether `loss.backward()` and the torch optimizer's own `step()` do all that Lightning's
+    `manual_backward` and `LightningOptimizer.step` would: one process, full precision, and no
+    callback or module listening to the backward or optimizer-step hooks. Lightning calls every
+    callback's hooks on each backward and step, listening or not, which costs more than a small
+    net's step; a trainer that needs them (DDP, mixed precision, a listener) keeps them."""
     listeners = [*trainer.callbacks, trainer.lightning_module]
     return (
         type(trainer.strategy) is pl.strategies.SingleDeviceStrategy
         and type(trainer.precision_plugin) is pl.plugins.precision.Precision
-        and not any(is_overridden(hook, listener) for hook in BACKWARD_HOOKS for listener in listeners)
+        and not any(is_overridden(hook, listener) for hook in STEP_HOOKS for listener in listeners)
     )
 
 
@@ -106,7 +108,7 @@ class ForgeModule(pl.LightningModule):
         self.epoch_batches = 0
         # train.class_weights (rare_classes.class_weights): a buffer, so it follows the module
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.plain_backward = False
+        self.plain_steps = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -117,7 +119,7 @@ class ForgeModule(pl.LightningModule):
         return F.mse_loss(outputs.squeeze(-1), targets)
 
     def on_train_start(self) -> None:
-        self.plain_backward = plain_backward(self.trainer)
+        self.plain_steps = plain_steps(self.trainer)
 
     def on_train_batch_start(self, _: Any, batch_idx: int) -> None:
         """Reseed from (seed, epoch) as an epoch's training begins: dropout then draws the same
@@ -148,10 +150,20 @@ class ForgeModule(pl.LightningModule):
             self._scheduler_step()
 
     def _backward(self, loss: torch.Tensor) -> None:
-        if self.plain_backward:
+        if self.plain_steps:
             loss.backward()
         else:
             self.manual_backward(loss)
+
+    def _step(self, optimizer: LightningOptimizer) -> None:
+        """The torch optimizer's step between the two callbacks that Lightning's manual loop hangs
+        on every `LightningOptimizer` to count it (`trainer.global_step`) and profile it."""
+        if self.plain_steps:
+            optimizer._on_before_step()
+            optimizer.optimizer.step()
+            optimizer._on_after_step()
+        else:
+            optimizer.step()
 
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """Straight to the loggers, at this step: Lightning flushes `self.log` once a block."""
@@ -160,14 +172,14 @@ class ForgeModule(pl.LightningModule):
             logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=self.global_step)
         self.log("train/loss_step", value, prog_bar=True, logger=False)
 
-    def _optimizer_step(self, optimizer: Any) -> None:
+    def _optimizer_step(self, optimizer: LightningOptimizer) -> None:
         if self.steps.gradient_clip_val:
             self.clip_gradients(
                 optimizer,
                 gradient_clip_val=self.steps.gradient_clip_val,
                 gradient_clip_algorithm=self.steps.gradient_clip_algorithm,
             )
-        optimizer.step()
+        self._step(optimizer)
         optimizer.zero_grad()
         if self.steps.scheduler_interval == "step":
             self._scheduler_step()
@@ -185,6 +197,13 @@ class ForgeModule(pl.LightningModule):
         self._log_at_global_step()
         self.epoch_loss_sum.zero_()
         self.epoch_batches = 0
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A batch is (inputs, targets), a training block a list of them: moved pair by pair, where
+        Lightning's generic walk over any nesting costs a tenth of a small net's step."""
+        if isinstance(batch[0], torch.Tensor):
+            return tuple(tensor.to(device, non_blocking=True) for tensor in batch)
+        return [self.transfer_batch_to_device(pair, device, dataloader_idx) for pair in batch]
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         inputs, targets = batch
