@@ -123,6 +123,9 @@ def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
         assert properties[f"{api}_address"].startswith("http://127.0.0.1:")
     assert properties["metrics_mode"] == "prometheus"
     assert properties["disable_token_authorization"] == "false"
+    # the frontend JVM runs with the flags forgeml gives it (server.jvm_options)
+    command = psutil.Process(TorchServe(served.serve).pid()).cmdline()
+    assert set(properties["vmargs"].split()) <= set(command)
     store = Path(served.serve.model_store).resolve()
     assert re.fullmatch(properties["allowed_urls"], f"file://{store}/{MODEL}.mar")
     for outside in (

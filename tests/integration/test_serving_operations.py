@@ -218,6 +218,10 @@ def test_no_runtime_file_grows_per_request_without_rotation(operated, trained_pr
         assert path.stat().st_size <= LOG_MAX_BYTES + 4096, path
     for name in rotated:
         assert len(list(logs.glob(f"{name}.*.log"))) <= LOG_BACKUPS
+    # the frontend's per-request INFO lines are left out, its other lines kept
+    ts_log = "".join(path.read_text() for path in logs.glob("ts_log*.log"))
+    assert "Backend response time" not in ts_log and "Sending response for jobId" not in ts_log
+    assert "Inference API bind to: " in ts_log
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -11,11 +12,13 @@ import pytest
 from forgeml.errors import ForgeError
 from forgeml.serving.runtime_files import (
     LOGGERS,
+    PER_REQUEST_LINES,
     allowed_urls,
     log4j_config,
     read_properties,
     render_properties,
 )
+from forgeml.serving.server import jvm_options
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,26 @@ def test_every_log_is_size_rotated_and_nothing_goes_to_the_console(tmp_path):
 def test_log_rotation_settings_are_checked():
     with pytest.raises(ForgeError, match=r"serve\.log_max_bytes=0"):
         log4j_config(Path("/tmp"), 0, 2)
+
+
+def test_the_frontends_per_request_info_lines_are_dropped_and_other_lines_kept(tmp_path):
+    root = ElementTree.fromstring(log4j_config(tmp_path, 1000, 2))
+    filters = {
+        logger.get("name"): logger.find("RegexFilter")
+        for logger in root.iter("Logger")
+        if logger.find("RegexFilter") is not None
+    }
+    assert set(filters) == set(PER_REQUEST_LINES)
+    for found in filters.values():
+        assert (found.get("useRawMsg"), found.get("onMatch")) == ("true", "DENY")
+    dropped = re.compile(filters["org.pytorch.serve"].get("regex"))
+    assert dropped.fullmatch("Backend response time: {}")
+    assert dropped.fullmatch("result={}, pattern={}")
+    assert not dropped.fullmatch("Backend worker process died.")
+
+
+@pytest.mark.parametrize(("cores", "parallelism"), [(1, 2), (2, 2), (16, 15)])
+def test_the_jvms_common_pool_gets_at_least_two_threads(monkeypatch, cores, parallelism):
+    # with fewer, TorchServe's frontend starts a thread for every batch (server.jvm_options)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert jvm_options() == f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={parallelism}"

@@ -69,6 +69,17 @@ PORT_KEYS = (
 )
 
 
+def jvm_options() -> str:
+    """The frontend JVM's flags. TorchServe 0.12 hands every batch to its worker through
+    `CompletableFuture.runAsync`, which starts a new thread per call when the JVM's common pool
+    has fewer than two threads, as it has by default (one less than the cores) on a 2-core
+    machine. A thread per batch there cost unbatched serving half its requests/s at 16 clients
+    and more than a millisecond of a lone request's latency (bench/serve_throughput.py). Larger
+    machines keep the JVM's default."""
+    parallelism = max(2, (os.cpu_count() or 1) - 1)
+    return f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={parallelism}"
+
+
 class TorchServe:
     """One TorchServe instance described by a `serve` config node."""
 
@@ -253,6 +264,7 @@ class TorchServe:
             "max_request_size": serve.max_request_size,
             "default_workers_per_model": serve.workers,
             "default_response_timeout": serve.response_timeout,
+            "vmargs": jvm_options(),
         }
         if archives:
             properties["load_models"] = ",".join(f"{model}={file}" for model, file in archives.items())
