@@ -193,3 +193,12 @@ def test_a_corrupt_copy_is_rebuilt_and_an_unwritable_cache_costs_only_speed(tmp_
     (tmp_path / logs.SEGMENT_CACHE).write_text("not a directory")
     assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 2.0]
     assert "cannot keep a copy" in caplog.text
+
+
+def test_files_whose_fields_are_typed_differently_are_read_as_one_table(tmp_path):
+    write_lines(tmp_path / "worker-1.jsonl", [{**record(1, x=1), "prediction": 1}, record(3, x=3.5)])
+    write_lines(tmp_path / "worker-2.jsonl", [{**record(2, x=2.0, colour="red"), "prediction": 0}])
+    write_lines(tmp_path / "worker-3.jsonl", [{**record(4, x=4.0), "prediction": 1}])
+    frame = read_inference_log(tmp_path)
+    assert frame["x"].tolist() == [1.0, 2.0, 3.5, 4.0] and frame["colour"].tolist()[1] == "red"
+    assert frame["prediction"].astype(str).tolist() == ["1", "0", "benign", "1"]

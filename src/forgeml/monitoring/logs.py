@@ -21,6 +21,7 @@ line falls back to parsing line by line, skipping only the bad lines.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -81,21 +82,34 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 def read_inference_log(log_dir: str | Path) -> pd.DataFrame:
     """Every *.jsonl file under `log_dir` (all workers, rotated files too); empty if none yet.
-    Closed segments come from their copies as Arrow tables (SegmentCache); live files are parsed."""
+    Closed segments come from their copies as Arrow tables (SegmentCache); live files are parsed.
+    The files' tables become one before pandas sees them (one conversion, not one per file),
+    unless their fields are typed differently (a label as a number here, as text there)."""
     cache = SegmentCache(Path(log_dir) / SEGMENT_CACHE)
-    frames = [
-        read_jsonl(path, cache if CLOSED_SEGMENT.search(path.name) else None)
+    parts = [
+        read_jsonl_table(path, cache if CLOSED_SEGMENT.search(path.name) else None)
         for path in sorted(Path(log_dir).rglob("*.jsonl"))
     ]
     cache.prune()
-    frames = [frame for frame in frames if len(frame)]
+    tables = [part for part in parts if isinstance(part, pa.Table) and part.num_rows]
+    # fields typed differently in two files stay apart: pandas unifies them (as objects)
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+        tables = [pa.concat_tables(tables, promote_options="permissive")] if len(tables) > 1 else tables
+    frames = [table_to_frame(table) for table in tables]
+    frames += [part for part in parts if isinstance(part, pd.DataFrame) and len(part)]
     if not frames:
         return pd.DataFrame(columns=list(RECORD_FIELDS))
-    return order_by_time(pd.concat(frames, ignore_index=True))
+    return order_by_time(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
 
 
-def read_jsonl(path: Path, cache: SegmentCache | None = None) -> pd.DataFrame:
-    """One JSONL file; with a cache, its table comes from there, or is put there once parsed."""
+def read_jsonl(path: Path) -> pd.DataFrame:
+    part = read_jsonl_table(path)
+    return table_to_frame(part) if isinstance(part, pa.Table) else part
+
+
+def read_jsonl_table(path: Path, cache: SegmentCache | None = None) -> pa.Table | pd.DataFrame:
+    """One JSONL file as pyarrow parsed it, or as a frame where some line needed the slow path;
+    with a cache, its table comes from there, or is put there once parsed."""
     with path.open("rb") as handle:
         key = cache.key(handle) if cache else ""
         table = cache.get(key) if cache else None
@@ -110,7 +124,7 @@ def read_jsonl(path: Path, cache: SegmentCache | None = None) -> pd.DataFrame:
                 return records_to_frame(parse_lines(complete, path))
             if cache:
                 cache.put(key, table)
-    return table_to_frame(table)
+    return table
 
 
 class SegmentCache:
@@ -222,18 +236,23 @@ def parse_lines(data: bytes, path: Path) -> list[dict[str, Any]]:
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
-    """Record fields as columns, the `input` struct flattened into one column per feature."""
-    columns: dict[str, Any] = {}
-    for name in RECORD_FIELDS:
-        if name in table.column_names:
-            columns[name] = plain_column(table.column(name).combine_chunks())
+    """Record fields as columns, the `input` struct flattened into one column per feature.
+    The flattened columns convert as one table, a block each (no copy into a 2-D block)."""
+    flattened: dict[str, pa.ChunkedArray] = {}
     for name, prefix in (("input", ""), ("probabilities", PROBABILITY_PREFIX)):
         if name in table.column_names:
-            struct = table.column(name).combine_chunks()
+            struct = table.column(name)
             if pa.types.is_struct(struct.type):
                 for field, child in zip(struct.type, struct.flatten(), strict=True):
-                    columns[prefix + field.name] = child.to_pandas()
-    return pd.DataFrame(columns)
+                    flattened[prefix + field.name] = child
+    # a feature named like a record field takes its place, as the later of two keys
+    fields = {
+        name: plain_column(table.column(name).combine_chunks())
+        for name in RECORD_FIELDS
+        if name in table.column_names and name not in flattened
+    }
+    values = pa.table(flattened).to_pandas(split_blocks=True) if flattened else pd.DataFrame()
+    return pd.concat([pd.DataFrame(fields, index=values.index if flattened else None), values], axis=1)
 
 
 def plain_column(array: pa.Array) -> pd.Series:
@@ -261,9 +280,12 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in time order (stable); a frame already in order is not copied row by row."""
     if "ts" not in frame.columns:
         return frame
     frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601"))
+    if frame["ts"].is_monotonic_increasing:
+        return frame.reset_index(drop=True)
     return frame.sort_values("ts", kind="stable", ignore_index=True)
 
 
