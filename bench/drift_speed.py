@@ -12,9 +12,13 @@ the largest difference between the two answers is printed as a check. Ends with 
 
 Then `forgeml monitor` end to end, as a user runs it (a new process: Python start-up, Hydra,
 reading, every test, CBPE, the reports; wandb off), on a project whose inference log holds the
-same rows as the handler writes them (JSON Lines: id, inputs, prediction, probabilities) and on
-the same rows as one Parquet table (`monitor.current=`); the reference is 50,000 train rows with
-the model's predictions and calibration as `evaluate` leaves them.
+same rows as the handler writes them (JSON Lines: id, inputs, prediction, probabilities; two
+workers, each file rotated at monitor.log_max_bytes, 10 MB) and on the same rows as one Parquet
+table (`monitor.current=`); the reference is 50,000 train rows with the model's predictions and
+calibration as `evaluate` leaves them. The log is monitored twice: the first run parses every
+segment and keeps the closed (rotated) ones as Arrow files in the log's .segment-cache/; the
+second, like every later run on a log that grew by less than a segment, parses only the two
+live files.
 
     python bench/drift_speed.py [--rows 1000000] [--features 32] [--no-cli]
 """
@@ -37,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
+from forgeml.config import MonitorConfig
 from forgeml.data.checks import TableSchema
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.io import write_json
@@ -150,10 +155,24 @@ def write_log(log_dir: Path, current: pd.DataFrame) -> None:
     log_dir.mkdir()
     half = len(current) // 2
     for worker, part in ((101, records.iloc[:half]), (202, records.iloc[half:])):
-        part.to_json(log_dir / f"worker-{worker}.jsonl", orient="records", lines=True, double_precision=15)
+        lines = part.to_json(orient="records", lines=True, double_precision=15).encode()
+        write_rotated(log_dir / f"worker-{worker}", lines)
     frame = current.assign(ts=stamp, model="bench", id=ids, prediction=labels)
     frame = frame.assign(**{"probabilities.no": 1 - probability, "probabilities.yes": probability})
     frame.to_parquet(log_dir.parent / "current.parquet")
+
+
+def write_rotated(stem: Path, lines: bytes, max_bytes: int = MonitorConfig.log_max_bytes) -> None:
+    """`lines` as the handler leaves them: files of at most `max_bytes` (whole lines), the
+    newest (live) one <stem>.jsonl, the older ones <stem>.1.jsonl (newest) ... <stem>.<n>.jsonl."""
+    segments, start = [], 0
+    while start < len(lines):
+        end = lines.rfind(b"\n", start, start + max_bytes) + 1 or len(lines)
+        segments.append(lines[start:end])
+        start = end
+    for generation, segment in enumerate(reversed(segments)):
+        name = f"{stem.name}.jsonl" if generation == 0 else f"{stem.name}.{generation}.jsonl"
+        (stem.parent / name).write_bytes(segment)
 
 
 def cli_seconds(root: Path, *overrides: str) -> tuple[float, float, int]:
@@ -189,8 +208,11 @@ def run_cli(reference: pd.DataFrame, current: pd.DataFrame) -> None:
         rows, features = current.shape
         print(f"forgeml monitor, end to end: {rows:,} logged rows x {features} features")
         print(f"  (project and log written in {time.perf_counter() - started:.0f} s)")
+        log = root / "log"
+        print(f"  (the log: {len(list(log.glob('*.jsonl')))} files, two of them live)")
         for label, source in (
-            ("inference log (JSONL)", f"monitor.log_dir={root / 'log'}"),
+            ("inference log, first run (parses all, keeps the closed files)", f"monitor.log_dir={log}"),
+            ("inference log, steady state (parses the 2 live files)", f"monitor.log_dir={log}"),
             ("Parquet table", f"monitor.current={root / 'current.parquet'}"),
         ):
             seconds, cpu, code = cli_seconds(root, source)

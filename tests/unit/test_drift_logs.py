@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.feather as feather
 import pytest
 
 from forgeml.errors import ForgeError
@@ -122,3 +125,80 @@ def test_integer_labels_stay_integers_next_to_rejected_request_lines(tmp_path):
     write_lines(tmp_path / "worker-1.jsonl", lines)
     frame = read_inference_log(tmp_path)
     assert frame["prediction"].dropna().astype(str).tolist() == ["1", "0"]
+
+
+def parses_counted(monkeypatch) -> list[int]:
+    """Calls of the JSON parse (their byte counts), so a test sees which files were parsed."""
+    parsed: list[int] = []
+    parse = logs.parse_table
+
+    def counted(data: bytes):
+        parsed.append(len(data))
+        return parse(data)
+
+    monkeypatch.setattr(logs, "parse_table", counted)
+    return parsed
+
+
+def cached_copies(log_dir: Path) -> list[Path]:
+    return sorted((log_dir / logs.SEGMENT_CACHE).glob("*.arrow"))
+
+
+def test_closed_segments_are_parsed_once_then_read_from_their_arrow_copy(tmp_path, monkeypatch):
+    write_lines(tmp_path / "worker-1.2.jsonl", [record(1, x=1.0, colour="red")])
+    write_lines(tmp_path / "worker-1.1.jsonl", [record(2, x=2.0)])
+    write_lines(tmp_path / "worker-1.jsonl", [record(3, x=3.0)])
+    parsed = parses_counted(monkeypatch)
+    first = read_inference_log(tmp_path)
+    assert len(parsed) == 3 and len(cached_copies(tmp_path)) == 2  # the live file: no copy
+    second = read_inference_log(tmp_path)
+    assert len(parsed) == 4  # only the live file again
+    pd.testing.assert_frame_equal(first, second)
+    assert second["x"].tolist() == [1.0, 2.0, 3.0] and second["colour"][0] == "red"
+
+
+def test_a_rotation_reuses_the_copies_and_drops_those_of_removed_segments(tmp_path, monkeypatch):
+    write_lines(tmp_path / "worker-1.2.jsonl", [record(1, x=1.0)])
+    write_lines(tmp_path / "worker-1.1.jsonl", [record(2, x=2.0)])
+    read_inference_log(tmp_path)
+    # the handler rotates: .2 is dropped, .1 moves up to .2, a new .1 (formerly live) appears
+    os.replace(tmp_path / "worker-1.1.jsonl", tmp_path / "worker-1.2.jsonl")
+    write_lines(tmp_path / "worker-1.1.jsonl", [record(3, x=3.0)])
+    parsed = parses_counted(monkeypatch)
+    assert read_inference_log(tmp_path)["x"].tolist() == [2.0, 3.0]
+    assert len(parsed) == 1 and len(cached_copies(tmp_path)) == 2
+
+
+def test_a_changed_segment_is_parsed_again_even_with_its_size_and_mtime_kept(tmp_path):
+    segment = tmp_path / "worker-1.1.jsonl"
+    write_lines(segment, [record(1, x=1.0), record(2, x=2.0)])
+    assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 2.0]
+    stat = segment.stat()
+    segment.write_text(segment.read_text().replace('"x": 2.0', '"x": 7.0'))
+    os.utime(segment, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert segment.stat().st_size == stat.st_size
+    assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 7.0]
+    assert len(cached_copies(tmp_path)) == 1  # the stale copy is gone
+
+
+def test_a_corrupt_copy_is_rebuilt_and_an_unwritable_cache_costs_only_speed(tmp_path, caplog):
+    write_lines(tmp_path / "worker-1.1.jsonl", [record(1, x=1.0), record(2, x=2.0)])
+    read_inference_log(tmp_path)
+    [copy] = cached_copies(tmp_path)
+    copy.write_bytes(copy.read_bytes()[:40])
+    assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 2.0]
+    assert "does not read back" in caplog.text
+    assert feather.read_table(copy).num_rows == 2
+    shutil.rmtree(tmp_path / logs.SEGMENT_CACHE)
+    (tmp_path / logs.SEGMENT_CACHE).write_text("not a directory")
+    assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 2.0]
+    assert "cannot keep a copy" in caplog.text
+
+
+def test_files_whose_fields_are_typed_differently_are_read_as_one_table(tmp_path):
+    write_lines(tmp_path / "worker-1.jsonl", [{**record(1, x=1), "prediction": 1}, record(3, x=3.5)])
+    write_lines(tmp_path / "worker-2.jsonl", [{**record(2, x=2.0, colour="red"), "prediction": 0}])
+    write_lines(tmp_path / "worker-3.jsonl", [{**record(4, x=4.0), "prediction": 1}])
+    frame = read_inference_log(tmp_path)
+    assert frame["x"].tolist() == [1.0, 2.0, 3.5, 4.0] and frame["colour"].tolist()[1] == "red"
+    assert frame["prediction"].astype(str).tolist() == ["1", "0", "benign", "1"]

@@ -13,6 +13,8 @@ import base64
 import html
 import io
 import os
+import threading
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,13 +82,16 @@ def distribution_png(name: str, kind: str, reference: Any, current: Any) -> byte
 
 
 def drifted_figures(
-    report: dict[str, Any], train: pd.DataFrame, current: pd.DataFrame, baseline: Baseline
+    report: dict[str, Any],
+    train: pd.DataFrame,
+    current: pd.DataFrame,
+    baseline: Baseline,
+    executor: Executor | None = None,
 ) -> dict[str, bytes]:
-    """One reference-vs-current plot per drifted feature (and for drifted predictions)."""
-    figures = {
-        name: distribution_png(
-            name, report["features"][name]["type"], train[name].to_numpy(), current[name].to_numpy()
-        )
+    """One reference-vs-current plot per drifted feature (and for drifted predictions), each
+    drawn by `executor` when given (the plots are independent: one per process and core)."""
+    plots = {
+        name: (report["features"][name]["type"], train[name].to_numpy(), current[name].to_numpy())
         for name in report["drifted_features"]
     }
     if report["prediction"] and report["prediction"]["drifted"]:
@@ -94,8 +99,26 @@ def drifted_figures(
         served = current["prediction"].dropna().to_numpy()
         if kind == "categorical":
             served = served.astype(str)
-        figures["prediction"] = distribution_png("prediction", kind, baseline.predictions, served)
-    return figures
+        plots["prediction"] = (kind, baseline.predictions, served)
+    if executor is None:
+        return {name: distribution_png(name, *plot) for name, plot in plots.items()}
+    drawn = {name: executor.submit(distribution_png, name, *plot) for name, plot in plots.items()}
+    return {name: future.result() for name, future in drawn.items()}
+
+
+def preload_matplotlib() -> threading.Thread:
+    """Import matplotlib's figure and Agg canvas (most of a second) in a thread, started before
+    the data is read and tested: pyarrow and numpy release the GIL, so the import mostly costs
+    no wall time; and processes forked to draw afterwards inherit it instead of importing it
+    each. Join the thread before forking (a fork must not copy a half-done import)."""
+
+    def load() -> None:
+        from matplotlib.backends import backend_agg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+    thread = threading.Thread(target=load, name="import-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def plot_histograms(axes: Any, reference: np.ndarray, current: np.ndarray) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -74,6 +75,7 @@ from forgeml.monitoring.report import (
     drifted_figures,
     feature_statistics_table,
     log_to_wandb,
+    preload_matplotlib,
     render_html,
     render_monitoring_html,
     windows_table,
@@ -88,6 +90,7 @@ COLUMN_KEYS = frozenset({"method", "threshold"})
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings, decay = drift_settings(monitor), decay_settings(monitor)
+    matplotlib_loaded = preload_matplotlib()
     baseline, train = load_baseline(cfg, settings)
     current, source = load_current(monitor)
     current = with_predictions(current, cfg.paths.models_dir)
@@ -96,9 +99,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
     monitoring, report = assess(baseline, windows, settings, decay, labels, source)
     reports = Path(cfg.paths.reports_dir)
-    with side_process() as side:
-        monitoring_page = side.submit(render_monitoring_html, monitoring)
-        figures = drifted_figures(report, train, windows[-1].records, baseline)
+    matplotlib_loaded.join()
+    # the monitoring page, a plot per drifted feature and perhaps one of the predictions
+    with drawing_processes(2 + len(report["drifted_features"])) as draw:
+        monitoring_page = draw.submit(render_monitoring_html, monitoring)
+        figures = drifted_figures(report, train, windows[-1].records, baseline, draw)
         write_json(reports / DRIFT_REPORT, report)
         write_text(reports / DRIFT_PAGE, render_html(report, figures))
         write_json(reports / MONITORING_REPORT, monitoring)
@@ -127,13 +132,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def side_process() -> Executor:
-    """Where monitoring.html is drawn while this process draws drift.html: both pages are
-    single-threaded matplotlib work, which a forked process runs on the second core.
-    Fork only on Linux (macOS' system libraries are not safe to fork); elsewhere a thread,
-    which is the same code without the speed-up."""
+def drawing_processes(jobs: int) -> Executor:
+    """Where monitoring.html and each plot of drift.html are drawn: single-threaded matplotlib
+    work, one process per core (at most one per job), forked once the tests are done (with
+    matplotlib already imported). Fork only on Linux (macOS' system libraries are not safe to
+    fork); elsewhere one thread draws them, which is the same code without the speed-up."""
     if sys.platform == "linux":
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        processes = min(len(os.sched_getaffinity(0)), jobs)
+        return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(1)
 
 
