@@ -15,13 +15,11 @@ Lightning, DVC, wandb) are imported inside the stage that needs them, so `--help
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +54,6 @@ QUIET_STAGES = {
     "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
-# stages that run once per command line unless it says -m: Hydra is told so instead of
-# composing the whole config a first time only to read `hydra.mode` (0.3 s of `forgeml monitor`)
-MODE_FROM_COMMAND_LINE = {"monitor"}
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}
 # the project's own code, importable by `_target_` in every stage (DVC's included)
@@ -208,30 +203,11 @@ def run_hydra_app(stage: str, args: list[str], as_json: bool = False) -> int:
     config_path, config_name = config_source()
     app = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task)
     try:
-        with run_mode_from_command_line(stage in MODE_FROM_COMMAND_LINE):
-            app()
+        app()
     finally:
         sys.argv = [script, stage, *args]
     # a multirun runs several jobs: the first that asked for a non-zero exit decides
     return next((code for code in exit_codes if code), 0)
-
-
-@contextlib.contextmanager
-def run_mode_from_command_line(active: bool) -> Iterator[None]:
-    """While active, Hydra takes the run mode from the command line (-m: multirun, else one
-    run) rather than from a first composition of the config (Hydra.get_mode answering None
-    means: no `hydra.mode` in the config)."""
-    if not active:
-        yield
-        return
-    from hydra._internal.hydra import Hydra
-
-    get_mode = Hydra.get_mode
-    Hydra.get_mode = lambda self, config_name, overrides: None
-    try:
-        yield
-    finally:
-        Hydra.get_mode = get_mode
 
 
 def describe_config_error(error: BaseException) -> str | None:
