@@ -218,3 +218,12 @@ def test_predict_reports_the_row_of_an_unparsable_date_and_scores_the_others(typ
     assert summary["bad_rows"] == 1
     assert summary["bad_row_examples"] == [{"row": 2, "field": "d", "error": "not a date: 'soon'"}]
     assert scored["prediction"].isna().tolist() == [False, True, False]
+
+
+def test_an_mlp_without_dropout_has_no_dropout_layers_and_the_same_weights_names():
+    """dropout=0 builds Identity layers (a Dropout(0) costs time each step); the layers keep
+    their indices, so a checkpoint of one loads into the other."""
+    bare, dropping = MLP(4, 2, hidden=[8, 8], dropout=0.0), MLP(4, 2, hidden=[8, 8], dropout=0.1)
+    assert not any(isinstance(layer, torch.nn.Dropout) for layer in bare.modules())
+    assert sum(isinstance(layer, torch.nn.Dropout) for layer in dropping.modules()) == 2
+    dropping.load_state_dict(bare.state_dict())
