@@ -170,7 +170,9 @@ class ForgeModule(pl.LightningModule):
         value = loss.item()
         for logger in self.loggers:
             logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=self.global_step)
-        self.log("train/loss_step", value, prog_bar=True, logger=False)
+        if self.trainer.progress_bar_callback is not None:
+            # for the bar alone: each `self.log` walks Lightning's whole result state (~0.5 ms)
+            self.log("train/loss_step", value, prog_bar=True, logger=False)
 
     def _optimizer_step(self, optimizer: LightningOptimizer) -> None:
         if self.steps.gradient_clip_val:
