@@ -48,8 +48,11 @@ from forgeml.io import write_json
 from forgeml.monitoring.drift import DriftSettings, NumericReference, dataset_drift
 from forgeml.monitoring.performance import fit_calibration
 from forgeml.monitoring.profile import build_profile
+from forgeml.serving.handler import InferenceLog
 
 LABELS = ["no", "yes"]
+# records the benchmark's handler appends to its log at once, as a batch it answered
+LOG_BATCH = 1000
 
 
 def make_data(
@@ -152,27 +155,28 @@ def write_log(log_dir: Path, current: pd.DataFrame) -> None:
             "probabilities": [{"no": 1 - p, "yes": p} for p in probability.tolist()],
         }
     )
-    log_dir.mkdir()
     half = len(current) // 2
     for worker, part in ((101, records.iloc[:half]), (202, records.iloc[half:])):
-        lines = part.to_json(orient="records", lines=True, double_precision=15).encode()
-        write_rotated(log_dir / f"worker-{worker}", lines)
+        write_worker_log(log_dir, worker, part)
     frame = current.assign(ts=stamp, model="bench", id=ids, prediction=labels)
     frame = frame.assign(**{"probabilities.no": 1 - probability, "probabilities.yes": probability})
     frame.to_parquet(log_dir.parent / "current.parquet")
 
 
-def write_rotated(stem: Path, lines: bytes, max_bytes: int = MonitorConfig.log_max_bytes) -> None:
-    """`lines` as the handler leaves them: files of at most `max_bytes` (whole lines), the
-    newest (live) one <stem>.jsonl, the older ones <stem>.1.jsonl (newest) ... <stem>.<n>.jsonl."""
-    segments, start = [], 0
-    while start < len(lines):
-        end = lines.rfind(b"\n", start, start + max_bytes) + 1 or len(lines)
-        segments.append(lines[start:end])
-        start = end
-    for generation, segment in enumerate(reversed(segments)):
-        name = f"{stem.name}.jsonl" if generation == 0 else f"{stem.name}.{generation}.jsonl"
-        (stem.parent / name).write_bytes(segment)
+def write_worker_log(log_dir: Path, worker: int, records: pd.DataFrame) -> None:
+    """`records` as one worker's handler leaves them: appended by its own InferenceLog a batch
+    at a time, rotated at monitor.log_max_bytes, every rotated file kept (log_backups as large
+    as the log needs: the default, 5, would keep the last 60 MB only)."""
+    batches = [
+        batch.to_json(orient="records", lines=True, double_precision=15).encode()
+        for batch in (records.iloc[start : start + LOG_BATCH] for start in range(0, len(records), LOG_BATCH))
+    ]
+    max_bytes = MonitorConfig.log_max_bytes
+    log = InferenceLog(str(log_dir), max_bytes, backups=2 * sum(map(len, batches)) // max_bytes + 2)
+    log.stem = str(log_dir / f"worker-{worker}")  # a worker of its own, not this process's pid
+    for batch in batches:
+        log.append(batch)
+    log.close()
 
 
 def cli_seconds(root: Path, *overrides: str) -> tuple[float, float, int]:
