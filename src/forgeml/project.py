@@ -38,9 +38,10 @@ TEMPLATE_MODEL = "breast_cancer"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 BASE_LINE = "  - /forgeml_base@_here_\n"
-# project file -> template (under TEMPLATES/project); written as they are
+# project file -> template (under TEMPLATES/project); written as they are. No template is
+# named dvc.yaml: DVC would take it for a pipeline of the repository holding it (this one)
 PROJECT_FILES = {
-    "dvc.yaml": "dvc.yaml",
+    "dvc.yaml": "dvc.yaml.in",
     ".gitignore": "gitignore",
     ".dvcignore": "dvcignore",
     ".github/workflows/forgeml.yml": "workflow/forgeml.yml",

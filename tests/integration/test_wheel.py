@@ -131,7 +131,7 @@ def test_wheel_ships_the_config_groups_plugins_and_templates(wheel):
         "forgeml/conf/hparams_search/optuna.yaml",
         "forgeml/conf/experiment/wine.yaml",
         "forgeml/templates/serve/Dockerfile",
-        "forgeml/templates/project/dvc.yaml",
+        "forgeml/templates/project/dvc.yaml.in",
         "forgeml/templates/project/workflow/forgeml.yml",
         "hydra_plugins/forgeml_searchpath/__init__.py",
         "hydra_plugins/forgeml_schemas/__init__.py",

@@ -105,3 +105,12 @@ def test_init_with_data_writes_a_project_of_its_own(tmp_path, table):
     assert hpa["spec"]["scaleTargetRef"]["name"] == "churn-predictor"
     workflow = yaml.safe_load((project / ".github/workflows/forgeml.yml").read_text())
     assert set(workflow["jobs"]) == {"pipeline", "monitor"}
+
+
+def test_the_repository_has_one_pipeline_file_and_no_template_is_taken_for_one():
+    """DVC collects every dvc.yaml in a repository: a template of that name made `dvc repro`
+    here fail to parse it (its params live in the project it is written to)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "*dvc.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked == ["dvc.yaml"]
