@@ -23,12 +23,15 @@ from forgeml.monitoring.drift import (
     chi2_test,
     count_categories,
     dataset_drift,
+    distinct_sorted,
     feature_drift,
     feature_references,
     jensen_shannon,
     ks_test,
+    sorted_quantiles,
     wasserstein_distance,
 )
+from forgeml.monitoring.report import drifted_figures
 from forgeml.stages.monitor import check_columns, drift_settings
 
 
@@ -318,3 +321,38 @@ def test_a_text_column_counts_as_its_values_do_missing_included():
     counts = count_categories(values)
     assert counts.to_dict() == {MISSING_CATEGORY: 1, "1": 1, "no": 1, "yes": 2}
     assert counts.equals(count_categories(values.to_numpy(dtype=object)))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 1_000, 50_000])
+def test_quantiles_and_distinct_values_of_sorted_samples_equal_numpys_to_the_bit(rows):
+    rng = np.random.default_rng(rows)
+    for values in (rng.normal(size=rows), rng.integers(0, 4, rows) * 0.5, rng.exponential(size=rows) * 1e9):
+        ordered = np.sort(values)
+        levels = np.concatenate([np.linspace(0, 1, 4096), rng.random(50), [0.005, 0.995]])
+        assert np.array_equal(sorted_quantiles(ordered, levels), np.quantile(values, levels))
+        assert np.array_equal(distinct_sorted(ordered), np.unique(values))
+
+
+def test_a_numeric_entry_carries_both_densities_as_np_histogram_computes_them():
+    rng = np.random.default_rng(3)
+    reference, current = rng.normal(size=5_000), np.append(rng.normal(1.0, 2.0, 20_000), [1e9, np.nan])
+    entry = feature_drift(NumericReference.from_values(reference), current, DriftSettings())
+    histogram = entry["histogram"]
+    present = current[np.isfinite(current)]
+    # the common range leaves out either side's extreme 0.5%: the outlier at 1e9 does not stretch it
+    low = min(np.quantile(reference, 0.005), np.quantile(present, 0.005))
+    high = max(np.quantile(reference, 0.995), np.quantile(present, 0.995))
+    for side, values in (("reference", reference), ("current", present)):
+        density, edges = np.histogram(values, bins=40, range=(low, high), density=True)
+        np.testing.assert_allclose(histogram[side], density, rtol=1e-12)
+        np.testing.assert_allclose(histogram["edges"], edges, rtol=1e-12)
+
+
+def test_numeric_drift_plots_are_drawn_from_the_report_without_the_columns():
+    rng = np.random.default_rng(4)
+    reference = NumericReference.from_values(rng.normal(size=5_000))
+    entry = feature_drift(reference, rng.normal(2.0, 1.0, 5_000), DriftSettings())
+    report = {"features": {"x": entry}, "drifted_features": ["x"], "prediction": None}
+    # neither the train split nor the current rows hold the column: the entry's densities suffice
+    figures = drifted_figures(report, pd.DataFrame(), pd.DataFrame(), baseline=None)
+    assert entry["drifted"] and figures["x"].startswith(b"\x89PNG")

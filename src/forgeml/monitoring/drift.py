@@ -53,6 +53,8 @@ from forgeml.monitoring.signals import count_tokens
 
 GRID_SIZE = 4096
 PSI_BINS = 10
+# equal-width bins of the reference-vs-current density a numeric feature's entry carries
+HISTOGRAM_BINS = 40
 # an empty bin counts as this share in PSI (as in Evidently), so the logarithm stays finite
 PSI_EPSILON = 1e-4
 # a constant reference feature normalises its Wasserstein distance by this (as in Evidently)
@@ -134,7 +136,11 @@ class SortedSample:
 
     @classmethod
     def of(cls, values: Any) -> SortedSample:
-        present = sorted_present(numeric_values(values))
+        return cls.of_sorted(sorted_present(numeric_values(values)))
+
+    @classmethod
+    def of_sorted(cls, present: np.ndarray) -> SortedSample:
+        """From finite values already sorted (sorted_present)."""
         prefix_sums = np.zeros(len(present) + 1)
         np.cumsum(present, out=prefix_sums[1:])
         return cls(present, prefix_sums)
@@ -190,13 +196,18 @@ class NumericReference:
         """`psi_edges`: the decile edges of the reference profile (min and max included)."""
         values = numeric_values(values)
         sample = SortedSample.of(values)
+        return cls.from_sample(sample, len(values) - sample.rows, psi_edges)
+
+    @classmethod
+    def from_sample(cls, sample: SortedSample, missing: int, psi_edges: Any = None) -> NumericReference:
+        """From the sorted present values (sorting is most of the cost: done once per column)."""
         present = sample.values
-        support = np.unique(present)
+        support = distinct_sorted(present)
         if len(support) > GRID_SIZE:
-            support = np.unique(np.quantile(present, np.linspace(0, 1, GRID_SIZE)))
+            support = distinct_sorted(sorted_quantiles(present, np.linspace(0, 1, GRID_SIZE)))
         grid = np.unique(np.concatenate([support, np.nextafter(support, np.inf)]))
         if psi_edges is None:
-            psi_edges = np.quantile(present, np.linspace(0, 1, PSI_BINS + 1)) if len(present) else []
+            psi_edges = sorted_quantiles(present, np.linspace(0, 1, PSI_BINS + 1)) if len(present) else []
         inner_edges = np.unique(np.asarray(psi_edges, dtype=np.float64)[1:-1])
         return cls(
             sample=sample,
@@ -205,7 +216,7 @@ class NumericReference:
             psi_edges=inner_edges,
             psi_counts=binned_counts(present, inner_edges),
             std=float(present.std()) if len(present) else 0.0,
-            missing=len(values) - len(present),
+            missing=missing,
         )
 
     @property
@@ -267,6 +278,49 @@ def sorted_present(values: Any) -> np.ndarray:
     return ordered[first:end]
 
 
+def distinct_sorted(ordered: np.ndarray) -> np.ndarray:
+    """np.unique of values already sorted, in one pass instead of a second sort."""
+    if len(ordered) < 2:
+        return ordered.copy()
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def sorted_quantiles(ordered: np.ndarray, q: Any) -> np.ndarray:
+    """np.quantile(values, q) (its default, linear method, to the bit) of values already sorted:
+    an index and a blend per quantile, where np.quantile partitions the values again."""
+    q = np.asarray(q, dtype=np.float64)
+    position = (len(ordered) - 1) * q
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, len(ordered) - 1)
+    fraction = position - low
+    below, above = ordered[low], ordered[high]
+    step = above - below
+    # numpy's lerp: from the upper end where the fraction is at least one half
+    return np.where(fraction >= 0.5, above - step * (1 - fraction), below + step * fraction)
+
+
+def density_histogram(reference: np.ndarray, current: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
+    """Both sorted samples' densities on common equal-width bins (np.histogram(density=True) on
+    a range without either side's extreme 0.5%, so one outlier cannot flatten the plot), from
+    the sorted values by binary search: what drift.html plots, without another pass over them."""
+    low = min(sorted_quantiles(reference, [0.005])[0], sorted_quantiles(current, [0.005])[0])
+    high = max(sorted_quantiles(reference, [0.995])[0], sorted_quantiles(current, [0.995])[0])
+    if not high > low:
+        bins, low, high = 10, low - 0.5, low + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    width = (high - low) / bins
+
+    def density(ordered: np.ndarray) -> list[float]:
+        # bins [e_i, e_i+1), the last one closed, as np.histogram counts them
+        cuts = np.searchsorted(ordered, edges, side="left")
+        cuts[-1] = np.searchsorted(ordered, edges[-1], side="right")
+        counts = np.diff(cuts)
+        total = counts.sum()
+        return (counts / (total * width) if total else counts.astype(float)).tolist()
+
+    return {"edges": edges.tolist(), "reference": density(reference), "current": density(current)}
+
+
 def numeric_values(values: Any) -> np.ndarray:
     """float64 values; text that is not a number (a raw value as received) becomes NaN."""
     values = np.asarray(values)
@@ -283,12 +337,6 @@ def count_numeric_categories(values: Any) -> pd.Series:
     names = [repr(float(number)) for number in distinct]
     missing = len(numbers) - len(finite)
     return pd.Series([*counts.tolist(), missing], index=[*names, MISSING_CATEGORY], dtype=np.int64)
-
-
-def few_distinct(values: np.ndarray, limit: int) -> bool:
-    """At most `limit` distinct finite values: a flag or a rating, not a continuum."""
-    finite = values[np.isfinite(values)]
-    return len(finite) > 0 and len(np.unique(finite)) <= limit
 
 
 def binned_counts(sorted_values: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
@@ -399,6 +447,7 @@ def feature_drift(
     test = settings.test_for(reference.kind, reference.rows, column)
     if reference.kind == "numeric":
         statistic, p_value, psi_value = numeric_statistics(test, reference, current)
+        entry["histogram"] = density_histogram(reference.sample.values, current.values)
     else:
         statistic, p_value, psi_value = categorical_statistics(test, reference, current)
     threshold = settings.threshold_for(test, column)
@@ -518,9 +567,13 @@ def feature_references(
             references[name] = kind.from_frequencies(sketch["frequencies"])
             continue
         values = numeric_values(train[name].to_numpy())
+        sample = SortedSample.of(values)
         method = settings.columns.get(name, ColumnTest()).method
-        if method not in NUMERIC_ONLY_TESTS and few_distinct(values, settings.categorical_max_distinct):
+        # a few distinct values (a 0/1 flag, a rating) are categories, not a continuum
+        distinct = len(distinct_sorted(sample.values))
+        if method not in NUMERIC_ONLY_TESTS and 0 < distinct <= settings.categorical_max_distinct:
             references[name] = CategoricalReference.from_values(values, numeric=True)
         else:
-            references[name] = NumericReference.from_values(values, sketch.get("bin_edges"))
+            missing = len(values) - sample.rows
+            references[name] = NumericReference.from_sample(sample, missing, sketch.get("bin_edges"))
     return references

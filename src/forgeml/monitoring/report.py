@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import os
-import threading
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forgeml.monitoring.drift import count_categories, numeric_values
+from forgeml.monitoring.drift import count_categories
 
 if TYPE_CHECKING:
     from forgeml.monitoring.decay import Baseline
@@ -62,20 +62,36 @@ WINDOW_COLUMNS = (
 )
 
 
-def distribution_png(name: str, kind: str, reference: Any, current: Any) -> bytes:
-    """Reference vs current: overlaid histograms (numeric) or side-by-side shares (categorical)."""
+def histogram_png(name: str, histogram: dict[str, list[float]]) -> bytes:
+    """A numeric feature's reference and current densities, as its drift entry holds them
+    (drift.density_histogram: computed from the sorted values the test already had), as two
+    filled outlines."""
+    figure, axes = distribution_axes()
+    for label in ("reference", "current"):
+        axes.stairs(histogram[label], histogram["edges"], fill=True, alpha=0.5, label=label)
+    axes.set_ylabel("density")
+    return distribution_figure(figure, axes, name, bottom=0.14)
+
+
+def shares_png(name: str, reference: Any, current: Any) -> bytes:
+    """A categorical feature's reference and current shares, side by side."""
+    figure, axes = distribution_axes()
+    plot_shares(axes, count_categories(reference), count_categories(current))
+    return distribution_figure(figure, axes, name, bottom=0.3)
+
+
+def distribution_axes() -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.0, 3.2))
-    axes = figure.subplots()
-    if kind == "numeric":
-        plot_histograms(axes, numeric_values(reference), numeric_values(current))
-    else:
-        plot_shares(axes, count_categories(reference), count_categories(current))
+    return figure, figure.subplots()
+
+
+def distribution_figure(figure: Any, axes: Any, name: str, bottom: float) -> bytes:
     axes.set_title(f"{name}: reference vs current")
     axes.legend()
     # fixed margins: tight_layout would lay every text out twice, and these plots are many
-    figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.3 if kind == "categorical" else 0.14)
+    figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=bottom)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
@@ -89,53 +105,33 @@ def drifted_figures(
     executor: Executor | None = None,
 ) -> dict[str, bytes]:
     """One reference-vs-current plot per drifted feature (and for drifted predictions), each
-    drawn by `executor` when given (the plots are independent: one per process and core)."""
-    plots = {
-        name: (report["features"][name]["type"], train[name].to_numpy(), current[name].to_numpy())
-        for name in report["drifted_features"]
-    }
-    if report["prediction"] and report["prediction"]["drifted"]:
-        kind = "categorical" if baseline.task == "classification" else "numeric"
-        served = current["prediction"].dropna().to_numpy()
-        if kind == "categorical":
-            served = served.astype(str)
-        plots["prediction"] = (kind, baseline.predictions, served)
+    drawn by `executor` when given (the plots are independent: one per process and core). A
+    numeric plot is drawn from the densities in its entry: no column goes to the executor."""
+    plots: dict[str, tuple[Callable[..., bytes], tuple[Any, ...]]] = {}
+    for name in report["drifted_features"]:
+        entry = report["features"][name]
+        if entry["type"] == "numeric":
+            plots[name] = (histogram_png, (name, entry["histogram"]))
+        else:
+            plots[name] = (shares_png, (name, train[name].to_numpy(), current[name].to_numpy()))
+    prediction = report["prediction"]
+    if prediction and prediction["drifted"]:
+        if baseline.task == "classification":
+            served = current["prediction"].dropna().to_numpy().astype(str)
+            plots["prediction"] = (shares_png, ("prediction", baseline.predictions, served))
+        else:
+            plots["prediction"] = (histogram_png, ("prediction", prediction["histogram"]))
     if executor is None:
-        return {name: distribution_png(name, *plot) for name, plot in plots.items()}
-    drawn = {name: executor.submit(distribution_png, name, *plot) for name, plot in plots.items()}
+        return {name: draw(*arguments) for name, (draw, arguments) in plots.items()}
+    drawn = {name: executor.submit(draw, *arguments) for name, (draw, arguments) in plots.items()}
     return {name: future.result() for name, future in drawn.items()}
 
 
-def preload_matplotlib() -> threading.Thread:
-    """Import matplotlib's figure and Agg canvas (most of a second) in a thread, started before
-    the data is read and tested: pyarrow and numpy release the GIL, so the import mostly costs
-    no wall time; and processes forked to draw afterwards inherit it instead of importing it
-    each. Join the thread before forking (a fork must not copy a half-done import)."""
-
-    def load() -> None:
-        from matplotlib.backends import backend_agg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-
-    thread = threading.Thread(target=load, name="import-matplotlib", daemon=True)
-    thread.start()
-    return thread
-
-
-def plot_histograms(axes: Any, reference: np.ndarray, current: np.ndarray) -> None:
-    """Both densities on common bins, histogrammed by numpy and drawn as two outlines (a million
-    values cost one np.histogram each, not a patch per bin per value)."""
-    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
-    # a common range without the extreme 0.5% on either side, so one outlier cannot flatten it
-    low_reference, high_reference = np.quantile(reference, [0.005, 0.995])
-    low_current, high_current = np.quantile(current, [0.005, 0.995])
-    low, high = min(low_reference, low_current), max(high_reference, high_current)
-    # bins given as a count and a range: numpy's equal-width path counts by arithmetic, where
-    # explicit edges would sort the values (the same edges and counts either way)
-    bins, span = (40, (low, high)) if high > low else (10, (low - 0.5, low + 0.5))
-    for values, label in ((reference, "reference"), (current, "current")):
-        density, edges = np.histogram(values, bins=bins, range=span, density=True)
-        axes.stairs(density, edges, fill=True, alpha=0.5, label=label)
-    axes.set_ylabel("density")
+def import_matplotlib() -> None:
+    """matplotlib's figure and Agg canvas, most of a second to import: what a drawing process
+    does first (the initializer of stages/monitor.py's drawing_processes)."""
+    from matplotlib.backends import backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
 
 
 def plot_shares(axes: Any, reference: pd.Series, current: pd.Series) -> None:
@@ -335,14 +331,20 @@ def new_axes(width: float = 7.0, height: float = 3.0) -> tuple[Any, Any]:
     return figure, figure.subplots()
 
 
-def png(figure: Any, axes: Any, labels: list[str], fit: bool = False) -> bytes:
-    """The plot over the windows as PNG bytes; `fit`: margins from the text (feature names),
-    else fixed ones, which cost no layout pass."""
+def png(figure: Any, axes: Any, labels: list[str], names: list[str] | None = None) -> bytes:
+    """The plot over the windows as PNG bytes. Margins are set, not fitted (a layout pass costs
+    more than drawing the plot): fixed ones, or with `names` (the heatmap's feature names, at
+    7 points) room for the longest name and window label, from their lengths."""
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    if fit:
-        figure.tight_layout()
-    else:
+    if names is None:
         figure.subplots_adjust(left=0.1, right=0.9, top=0.95, bottom=0.3)
+    else:
+        width, height = figure.get_size_inches()
+        # inches: a 7-point character is about 0.06 wide; an 8-point label at 45 degrees drops
+        # about 0.05 per character
+        left = (0.2 + 0.06 * max(map(len, names), default=1)) / width
+        bottom = (0.25 + 0.05 * max(map(len, labels), default=1)) / height
+        figure.subplots_adjust(left=min(left, 0.5), right=0.94, top=1 - 0.3 / height, bottom=min(bottom, 0.6))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     return buffer.getvalue()
@@ -376,7 +378,7 @@ def statistics_png(statistics: pd.DataFrame, table: pd.DataFrame, labels: list[s
     axes.set_yticks(range(len(grid)), grid.index, fontsize=7)
     axes.set_title("x: drifted", fontsize=8, loc="left")
     figure.colorbar(image, ax=axes, label="relative statistic")
-    return png(figure, axes, labels, fit=True)
+    return png(figure, axes, labels, names=[str(name) for name in grid.index])
 
 
 def performance_png(table: pd.DataFrame, labels: list[str], evaluation: dict[str, float]) -> bytes:
