@@ -310,17 +310,24 @@ def encode_features(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> np.n
             blocks.append(standardise_run(run, columns))
         else:
             blocks += [ENCODERS[f["type"]](f, columns[f["name"]]) for f in run]
+    matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     with np.errstate(over="ignore"):  # beyond float32 is inf, which overflowing_features finds
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        return matrix.astype(np.float32)
 
 
 def standardise_run(features: Sequence[Mapping[str, Any]], columns: Mapping[str, Any]) -> np.ndarray:
-    """Numeric features side by side, each imputed and standardised as `standardise` does it."""
+    """Numeric features side by side, each imputed and standardised as `standardise` does it
+    (the same operations, in place on the stacked matrix, which is this function's own)."""
     matrix = np.stack([numeric_column(columns[f["name"]]) for f in features], axis=1)
     fill, mean, std = (
         np.array([f[key] for f in features], dtype=np.float64) for key in ("fill", "mean", "std")
     )
-    return standardise({"fill": fill, "mean": mean, "std": std}, matrix)
+    missing = np.isnan(matrix)
+    if missing.any():
+        np.copyto(matrix, np.broadcast_to(fill, matrix.shape), where=missing)
+    matrix -= mean
+    matrix /= std
+    return matrix
 
 
 def encode_labels(spec: Mapping[str, Any], values: Sequence[Any] | np.ndarray) -> np.ndarray:
