@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -127,11 +128,20 @@ def drifted_figures(
     return {name: future.result() for name, future in drawn.items()}
 
 
-def import_matplotlib() -> None:
-    """matplotlib's figure and Agg canvas, most of a second to import: what a drawing process
-    does first (the initializer of stages/monitor.py's drawing_processes)."""
-    from matplotlib.backends import backend_agg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
+def preload_matplotlib() -> threading.Thread:
+    """Import matplotlib's figure and Agg canvas (most of a second) in a thread. Start it as
+    the current data is read: pyarrow parses and numpy sorts with the GIL released, so the
+    import then mostly costs no wall time (begun before, it held the GIL over the references'
+    Python work); processes forked to draw afterwards inherit it instead of importing it each.
+    Join the thread before forking (a fork must not copy a half-done import)."""
+
+    def load() -> None:
+        from matplotlib.backends import backend_agg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+    thread = threading.Thread(target=load, name="import-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def plot_shares(axes: Any, reference: pd.Series, current: pd.Series) -> None:

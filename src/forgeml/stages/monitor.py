@@ -74,8 +74,8 @@ from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import (
     drifted_figures,
     feature_statistics_table,
-    import_matplotlib,
     log_to_wandb,
+    preload_matplotlib,
     render_html,
     render_monitoring_html,
     windows_table,
@@ -90,16 +90,18 @@ COLUMN_KEYS = frozenset({"method", "threshold"})
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings, decay = drift_settings(monitor), decay_settings(monitor)
-    with drawing_processes() as draw:
-        baseline, train = load_baseline(cfg, settings)
-        current, source = load_current(monitor)
-        current = with_predictions(current, cfg.paths.models_dir)
-        current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
-        labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
-        windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
-        monitoring, report = assess(baseline, windows, settings, decay, labels, source)
-        reports = Path(cfg.paths.reports_dir)
-        # the monitoring page, a plot per drifted feature and perhaps one of the predictions
+    baseline, train = load_baseline(cfg, settings)
+    matplotlib_loaded = preload_matplotlib()
+    current, source = load_current(monitor)
+    current = with_predictions(current, cfg.paths.models_dir)
+    current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
+    labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
+    windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
+    monitoring, report = assess(baseline, windows, settings, decay, labels, source)
+    reports = Path(cfg.paths.reports_dir)
+    matplotlib_loaded.join()
+    # the monitoring page, a plot per drifted feature and perhaps one of the predictions
+    with drawing_processes(2 + len(report["drifted_features"])) as draw:
         monitoring_page = draw.submit(render_monitoring_html, monitoring)
         figures = drifted_figures(report, train, windows[-1].records, baseline, draw)
         write_json(reports / DRIFT_REPORT, report)
@@ -130,19 +132,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def drawing_processes() -> Executor:
+def drawing_processes(jobs: int) -> Executor:
     """Where monitoring.html and each plot of drift.html are drawn: single-threaded matplotlib
-    work, one process per core, forked as the run starts (before any data is read: a plot's
-    data is sent to it, small) so that each imports matplotlib, most of a second, while this
-    process reads and tests; an import in a thread here would hold the GIL over that work.
-    Fork only on Linux (macOS' system libraries are not safe to fork); elsewhere one thread
-    draws them, which is the same code without the speed-up."""
-    if sys.platform != "linux":
-        return ThreadPoolExecutor(1, initializer=import_matplotlib)
-    fork = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(len(os.sched_getaffinity(0)), mp_context=fork, initializer=import_matplotlib)
-    pool.submit(int)  # a fork context starts every process at the first task: now
-    return pool
+    work, one process per core (at most one per job), forked once the tests are done (with
+    matplotlib already imported; a numeric plot is sent its densities, not its columns). Fork
+    only on Linux (macOS' system libraries are not safe to fork); elsewhere one thread draws
+    them, which is the same code without the speed-up."""
+    if sys.platform == "linux":
+        processes = min(len(os.sched_getaffinity(0)), jobs)
+        return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(1)
 
 
 def drift_settings(monitor: DictConfig) -> DriftSettings:
