@@ -8,12 +8,16 @@ import copy
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
-from forgeml.layout import DECISION_THRESHOLD, METRICS
+from forgeml.layout import DECISION_THRESHOLD, METRICS, split_file
+from forgeml.monitoring.logs import PROBABILITY_PREFIX
 from forgeml.stages import evaluate, package, prepare, train
+from forgeml.stages.monitor import with_predictions
 from tests.conftest import compose_config
 
 RARE = ("data=rare_events", "data.source.n_samples=10000", "trainer.max_epochs=3")
@@ -58,6 +62,19 @@ def test_balanced_weights_and_a_threshold_raise_the_rare_class_recall(rare_proje
     assert "decision/threshold" not in metrics  # not a score for the gate to compare
     assert {"test/precision/legit", "test/recall/legit", "test/average_precision"} <= set(metrics)
     assert read_json(f"{plain_cfg.paths.reports_dir}/{DECISION_THRESHOLD}")["threshold"] is None
+
+
+def test_monitor_scores_rows_without_served_predictions_by_the_decision_threshold(weighted):
+    """Before the next test, which evaluates again without a threshold into the same reports."""
+    cfg, _ = weighted
+    decision = read_json(f"{cfg.paths.reports_dir}/{DECISION_THRESHOLD}")
+    rows = pd.read_parquet(split_file(cfg.paths.processed_dir, "test")).drop(columns=[cfg.data.target])
+    scored = with_predictions(rows, cfg.paths.models_dir, cfg.paths.reports_dir)
+    fraud = scored[f"{PROBABILITY_PREFIX}fraud"].to_numpy()
+    served = np.where(fraud >= decision["threshold"], "fraud", "legit")
+    assert (scored["prediction"].to_numpy() == served).all()
+    # the threshold decides differently from the most probable class on some rows (not vacuous)
+    assert (served != np.where(fraud >= 0.5, "fraud", "legit")).any(), decision
 
 
 def test_a_new_threshold_is_a_new_archive_version(weighted):

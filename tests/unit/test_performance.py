@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
 
+from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
 from forgeml.monitoring.performance import (
     calibrated,
@@ -117,3 +118,15 @@ def test_labels_join_by_request_id_and_a_later_label_corrects_an_earlier_one(tmp
         read_labels(tmp_path / "bad.csv", "classification")
     with pytest.raises(ForgeError, match=r"monitor.labels: .*nowhere.csv does not exist"):
         read_labels(tmp_path / "nowhere.csv", "classification")
+
+
+def test_the_estimate_counts_the_classes_a_decision_threshold_serves(calibration):
+    rng = np.random.default_rng(5)
+    probabilities, labels = scored(rng.normal(size=20_000), rng)
+    decision = {"positive_index": 1, "threshold": 0.1}
+    measured = float(np.mean(predicted_classes(probabilities, decision) == labels))
+    estimate = estimate_classification(probabilities, {**calibration, "decision": decision})
+    assert estimate["accuracy_band"][0] <= measured <= estimate["accuracy_band"][1]
+    assert estimate["accuracy"] == pytest.approx(measured, abs=0.01)
+    # without the threshold the estimate is of argmax predictions, which the endpoint does not serve
+    assert abs(estimate_classification(probabilities, calibration)["accuracy"] - measured) > 0.03

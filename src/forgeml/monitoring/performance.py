@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
 
 CALIBRATION_FORMAT = "forgeml.calibration/1"
@@ -78,9 +79,10 @@ def estimate_classification(
     probabilities: np.ndarray, calibration: dict[str, Any], seed: int = 0
 ) -> dict[str, Any]:
     """Estimated accuracy and macro F1 of rows the model scored with `probabilities`, each with
-    its band (lower, upper)."""
+    its band (lower, upper). A row counts as predicted what the model served: the most probable
+    class, or by the binary decision threshold stored with the calibration (`decision`)."""
     p = calibrated(calibration, probabilities)
-    predicted = probabilities.argmax(axis=1)
+    predicted = predicted_classes(probabilities, calibration.get("decision"))
     classes = p.shape[1]
     expected = np.zeros((classes, classes))
     draws = np.zeros((BAND_DRAWS, classes, classes))

@@ -217,7 +217,8 @@ def write_monitoring_reference(
     decision: dict[str, Any] | None = None,
 ) -> None:
     """What `monitor` compares with, computed once here: reference predictions (on the train
-    split, or its first `train_rows` rows) and calibration."""
+    split, or its first `train_rows` rows) and calibration, which carries the decision threshold
+    (if one was picked) so that the estimate counts the classes the model serves."""
     spec, model_hash = artifact.spec, artifact.manifest["model_hash"]
     outputs = artifact.predict(leading_rows(split_file(processed, "train"), train_rows))
     if spec["task"] == "classification":
@@ -225,6 +226,8 @@ def write_monitoring_reference(
         predictions = pa.array(labels[predicted_classes(outputs, decision)])
         targets = encode_labels(spec, test[spec["target"]].to_numpy())
         calibration = fit_calibration(test_outputs, targets, spec["labels"])
+        if decision and decision.get("threshold") is not None:
+            calibration["decision"] = {key: decision[key] for key in ("positive_index", "threshold")}
     else:
         predictions = pa.array(outputs.reshape(-1).astype(np.float64))
         calibration = {"format": CALIBRATION_FORMAT, "method": None, "curves": None}  # nothing to estimate

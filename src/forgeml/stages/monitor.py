@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from forgeml.config import DriftMethod, check_ranges, plain
+from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, read_json, write_json, write_text
 from forgeml.layout import (
@@ -93,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     baseline, train = load_baseline(cfg, settings)
     matplotlib_loaded = preload_matplotlib()
     current, source = load_current(monitor)
-    current = with_predictions(current, cfg.paths.models_dir)
+    current = with_predictions(current, cfg.paths.models_dir, cfg.paths.reports_dir)
     current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
@@ -274,12 +275,14 @@ def load_current(monitor: DictConfig) -> tuple[pd.DataFrame, str]:
     return select_window(frame, monitor.model_name, monitor.window_rows), source
 
 
-def with_predictions(current: pd.DataFrame, models_dir: str) -> pd.DataFrame:
-    """A table without served predictions gets the model's (the one case that loads torch)."""
+def with_predictions(current: pd.DataFrame, models_dir: str, reports_dir: str) -> pd.DataFrame:
+    """A table without served predictions gets the model's (the one case that loads torch), its
+    classes decided as the endpoint decides them (the decision threshold evaluate picked)."""
     has_predictions = "prediction" in current.columns and current["prediction"].notna().any()
     if has_predictions or not len(current) or not Path(models_dir, "model.json").is_file():
         return current
     from forgeml.models.artifact import ModelArtifact
+    from forgeml.models.rare_classes import read_decision
 
     model = ModelArtifact.load(models_dir)
     if not all(feature["name"] in current.columns for feature in model.spec["features"]):
@@ -290,7 +293,8 @@ def with_predictions(current: pd.DataFrame, models_dir: str) -> pd.DataFrame:
         return current.assign(prediction=outputs.reshape(-1))
     labels = [str(label) for label in model.spec["labels"]]
     probabilities = {f"{PROBABILITY_PREFIX}{label}": outputs[:, k] for k, label in enumerate(labels)}
-    return current.assign(prediction=np.asarray(labels)[outputs.argmax(axis=-1)], **probabilities)
+    decided = predicted_classes(outputs, read_decision(reports_dir, model.manifest["model_hash"]))
+    return current.assign(prediction=np.asarray(labels)[decided], **probabilities)
 
 
 def window_end(monitor: DictConfig) -> pd.Timestamp | None:
