@@ -5,6 +5,8 @@ TorchServe's frontend parses."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import os
@@ -14,9 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
@@ -606,3 +610,47 @@ def test_worker_sets_the_torch_threads_its_archive_names(model_dir, monkeypatch,
     context.model_yaml_config = model_yaml_config
     handler_module.ForgemlHandler().initialize(context)
     assert made == calls
+
+
+IMAGE_SPEC = {
+    "format": "forgeml.preprocessor/1",
+    "task": "classification",
+    "target": "label",
+    "features": [
+        {"name": "image", "type": "image", "size": [1, 3], "channels": 1, "mean": [0.5], "std": [0.25]}
+    ],
+    "input_dim": 3,
+    "labels": ["a", "b"],
+}
+
+
+def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_log(tmp_path, monkeypatch):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_model_files(archive, IMAGE_SPEC)
+    shutil.copyfile(transform.__file__, archive / "transform.py")
+    schema = input_schema(IMAGE_SPEC, MAX_INSTANCES, MonitorConfig(sample_rate=1.0))
+    (archive / "input_schema.json").write_text(json.dumps(schema))
+    monkeypatch.setenv(LOG_DIR_VARIABLE, str(tmp_path / "log"))
+    service = handler_module.ForgemlHandler()
+    service.initialize(make_context(archive, requests=0))
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(2):
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (6, 9)).astype(np.uint8)).save(out, format="PNG")
+        images.append(out.getvalue())
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))
+    body = {"instances": [{"image": base64.b64encode(image).decode()} for image in images]}
+    [(status, answer)] = handle(service, archive, body)
+    assert status == 200 and len(opened) == len(images)
+    monkeypatch.setattr(Image, "open", real_open)
+    with torch.inference_mode():
+        encoded = torch.from_numpy(transform.encode_features(IMAGE_SPEC, {"image": images}))
+        expected_probabilities = TinyModel()(encoded).numpy()
+    served = [list(p["probabilities"].values()) for p in answer["predictions"]]
+    np.testing.assert_allclose(served, expected_probabilities, atol=1e-6)
+    logged = [line["input"]["image"] for line in log_lines(tmp_path / "log")]
+    assert logged == [transform.image_signals(image) for image in images]

@@ -237,9 +237,12 @@ def image_bytes(value: Any) -> bytes:
 
 def decode_image(value: Any) -> Any:
     """The decoded PIL image of a PNG or JPEG (bytes or base64 text); ValueError when it is
-    none. Pillow is imported here, not at the top: the module serves tables without it."""
+    none; an image decoded already (a request the handler checked) as it is. Pillow is imported
+    here, not at the top: the module serves tables without it."""
     from PIL import Image
 
+    if isinstance(value, Image.Image):
+        return value
     try:
         image = Image.open(io.BytesIO(image_bytes(value)))
         image.load()

@@ -586,11 +586,12 @@ class ForgemlHandler(BaseHandler):
             return {self.raw_image: bytes(body)}
 
     def check_images(self, record: dict[str, Any], index: int) -> None:
-        """Each image of `record` decodes (null is missing: the mean image, as in training)."""
+        """Each image of `record` decodes (null is missing: the mean image, as in training); it
+        stays decoded in the record, for the encoding and the log's signals to use."""
         for name in self.images:
             if record[name] is not None:
                 try:
-                    self.transform.decode_image(record[name])
+                    record[name] = self.transform.decode_image(record[name])
                 except ValueError as error:
                     raise RequestError(
                         "wrong_type", f"feature '{name}' is an image: {error}", field=name, instance=index
