@@ -136,11 +136,7 @@ class SortedSample:
 
     @classmethod
     def of(cls, values: Any) -> SortedSample:
-        return cls.of_sorted(sorted_present(numeric_values(values)))
-
-    @classmethod
-    def of_sorted(cls, present: np.ndarray) -> SortedSample:
-        """From finite values already sorted (sorted_present)."""
+        present = sorted_present(numeric_values(values))
         prefix_sums = np.zeros(len(present) + 1)
         np.cumsum(present, out=prefix_sums[1:])
         return cls(present, prefix_sums)
