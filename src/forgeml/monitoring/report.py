@@ -92,7 +92,7 @@ def distribution_figure(figure: Any, axes: Any, name: str, bottom: float) -> byt
     axes.set_title(f"{name}: reference vs current")
     axes.legend()
     # fixed margins: tight_layout would lay every text out twice, and these plots are many
-    figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=bottom)
+    figure.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=bottom)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
