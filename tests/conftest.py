@@ -5,15 +5,18 @@ the same stage functions the CLI calls."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
+from PIL import Image
 
 from forgeml.config import BASE_CONFIG
 
@@ -67,6 +70,17 @@ TOY_SPEC = {
     "input_dim": 3,
     "labels": ["no", "yes"],
 }
+
+
+def random_images(count: int, shape: tuple[int, ...], seed: int = 0) -> list[bytes]:
+    """`count` PNG files of random pixels, `shape` (height, width[, 3]) each."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, shape).astype(np.uint8)).save(out, format="PNG")
+        images.append(out.getvalue())
+    return images
 
 
 def load_example(name: str = "production_loop") -> ModuleType:

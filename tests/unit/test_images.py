@@ -5,14 +5,12 @@ training run of it, and the drift signals."""
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from forgeml.data.checks import TypeRules, check_table
 from forgeml.data.preprocessing import fit_preprocessor
@@ -23,17 +21,7 @@ from forgeml.models.nets import ResNet
 from forgeml.monitoring.signals import with_signals
 from forgeml.stages import prepare, train
 from forgeml.stages.train import image_shape
-
-
-def png(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def random_images(count: int, shape: tuple[int, ...], seed: int = 0) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-    return [png(rng.integers(0, 256, shape)) for _ in range(count)]
+from tests.conftest import random_images
 
 
 def fitted(images: list[bytes], size: list[int] | None = None) -> dict:

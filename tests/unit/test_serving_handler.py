@@ -6,7 +6,6 @@ TorchServe's frontend parses."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
 from forgeml.serving.runtime_files import HANDLER_METRICS, metrics_config
 from forgeml.serving.server import LOG_DIR_VARIABLE
-from tests.conftest import TOY_SPEC
+from tests.conftest import TOY_SPEC, random_images
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec
 MAX_INSTANCES = 5
@@ -634,12 +633,7 @@ def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_
     monkeypatch.setenv(LOG_DIR_VARIABLE, str(tmp_path / "log"))
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(archive, requests=0))
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(2):
-        out = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (6, 9)).astype(np.uint8)).save(out, format="PNG")
-        images.append(out.getvalue())
+    images = random_images(2, (6, 9))
     opened = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))

@@ -299,8 +299,10 @@ def density_histogram(reference: np.ndarray, current: np.ndarray, bins: int = HI
     """Both sorted samples' densities on common equal-width bins (np.histogram(density=True) on
     a range without either side's extreme 0.5%, so one outlier cannot flatten the plot), from
     the sorted values by binary search: what drift.html plots, without another pass over them."""
-    low = min(sorted_quantiles(reference, [0.005])[0], sorted_quantiles(current, [0.005])[0])
-    high = max(sorted_quantiles(reference, [0.995])[0], sorted_quantiles(current, [0.995])[0])
+    (reference_low, reference_high), (current_low, current_high) = (
+        sorted_quantiles(values, [0.005, 0.995]) for values in (reference, current)
+    )
+    low, high = min(reference_low, current_low), max(reference_high, current_high)
     if not high > low:
         bins, low, high = 10, low - 0.5, low + 0.5
     edges = np.linspace(low, high, bins + 1)
