@@ -1,0 +1,61 @@
+"""The archive's contract: every name that a model archive, the servers that run it and the
+readers of what it writes must agree on, written once.
+
+It ships inside every archive beside the handler's modules, which run in a serving worker
+without forgeml installed, so it imports the standard library only. forgeml's own code
+(packaging, the server lifecycle, `forgeml predict`, `forgeml monitor`) imports the same names
+from here.
+"""
+
+from __future__ import annotations
+
+# the files inside an archive, beside the exported program
+PROGRAM_FILE = "model.pt2"
+SCHEMA_FILE = "input_schema.json"
+PREPROCESSOR_FILE = "preprocessor.json"
+TRANSFORM_FILE = "transform.py"
+DECISION_FILE = "decision_threshold.json"
+MODEL_CONFIG_FILE = "model-config.yaml"
+CONTRACT_FILE = "contract.py"
+
+# where the server tells its workers to write the inference log ...
+LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
+# ... and the file holding the key of the hashes it writes for `monitor.hash` columns
+LOG_KEY_VARIABLE = "FORGEML_INFERENCE_LOG_KEY"
+
+# the handler's Prometheus metrics as (type, name, unit, own dimensions): in prometheus mode
+# TorchServe shows declared metrics only, and takes dimension values by position
+PREDICTIONS = "forgeml_predictions"
+PREDICTED_VALUE = "forgeml_predicted_value"
+REJECTED = "forgeml_rejected_requests"
+OUT_OF_RANGE = "forgeml_out_of_range_values"
+LOG_ERRORS = "forgeml_inference_log_errors"
+HANDLER_METRICS = (
+    ("counter", PREDICTIONS, "count", ("Class",)),
+    ("counter", REJECTED, "count", ("Reason",)),
+    ("counter", OUT_OF_RANGE, "count", ("Feature",)),
+    ("counter", LOG_ERRORS, "count", ()),
+    ("histogram", PREDICTED_VALUE, "value", ()),
+)
+
+# why a request was answered 400: the `Reason` of forgeml_rejected_requests and the `rejected`
+# field of its inference-log line
+REJECTION_REASONS = (
+    "malformed_json",
+    "not_an_object",
+    "wrong_type",
+    "not_finite",
+    "missing_feature",
+    "out_of_range",
+    "empty_instances",
+    "too_many_instances",
+)
+
+# a scored table's per-class probability columns: `forgeml predict` writes them, the inference
+# log's reader flattens a line's {"probabilities": {class: p}} into them, the estimate reads them
+PROBABILITY_PREFIX = "probability_"
+
+
+def probability_column(label: object) -> str:
+    """The column holding the predicted probability of class `label`."""
+    return f"{PROBABILITY_PREFIX}{label}"
