@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stages call `forgeml`: put the environment's commands first on PATH
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser demo test lint format bench clean
+.PHONY: setup browser demo test lint format docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ lint: setup
 format: setup
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
+
+# the documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor fails
+# (NO_MKDOCS_2_WARNING: mkdocs-material's notice about MkDocs 2.0 on every build)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py
