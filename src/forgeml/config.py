@@ -42,6 +42,14 @@ class FeatureType(str, Enum):
     image = "image"
 
 
+class MissingTarget(str, Enum):
+    """What `prepare` does with a row whose target is empty: refuse the data, naming the row, or
+    leave such rows out (their count is in prepare's summary)."""
+
+    error = "error"
+    drop = "drop"
+
+
 class TextEncoder(str, Enum):
     mean = "mean"
     transformer = "transformer"
@@ -116,6 +124,7 @@ class DataConfig:
     task: Task = Task.auto
     features: dict[str, FeatureType] | None = open_mapping(FeatureType)
     drop: list[str] = field(default_factory=list)
+    on_missing_target: MissingTarget = MissingTarget.error
     val_size: float = 0.15
     test_size: float = 0.15
     batch_size: int = 64
