@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import json
+import logging
 import re
 import shutil
 import subprocess
