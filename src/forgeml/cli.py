@@ -33,7 +33,7 @@ STAGES = {
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
     "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
-    "serve": "start | stop | status: a local TorchServe serving the model store",
+    "serve": "start | stop | status | example: a local TorchServe serving the model store",
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
@@ -43,7 +43,7 @@ STAGES = {
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
-ACTIONS = {"serve": ("start", "stop", "status")}
+ACTIONS = {"serve": ("start", "stop", "status", "example")}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file

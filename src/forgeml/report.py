@@ -113,6 +113,14 @@ def gate_numbers(event: dict[str, Any]) -> str:
     return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
 
 
+def request_example(stage: str, result: dict[str, Any], out: Console) -> None:
+    """The body alone, then the line that sends it: both copied as they are."""
+    out.print(json.dumps(result["body"], indent=2), markup=False)
+    if not result["running"]:
+        out.print("# no server runs: start one with `forgeml serve start` (it writes the key file)")
+    out.print(result["curl"], markup=False)
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "train": metrics,
     "evaluate": metrics,
@@ -120,4 +128,5 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "monitor": drift,
     "gate": gate,
     "history": history,
+    "serve example": request_example,
 }
