@@ -41,6 +41,7 @@ STAGES = {
     "history": "every deploy and rollback: time, version, gate numbers, forced, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
+    "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status", "example")}
@@ -53,6 +54,7 @@ QUIET_STAGES = {
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "doctor": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}

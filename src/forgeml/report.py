@@ -121,6 +121,17 @@ def request_example(stage: str, result: dict[str, Any], out: Console) -> None:
     out.print(result["curl"], markup=False)
 
 
+def prerequisites(stage: str, result: dict[str, Any], out: Console) -> None:
+    """One line per check; a failed one says how to fix it."""
+    for check in result["checks"]:
+        mark = "[bold green]ok[/]     " if check["passed"] else "[bold red]missing[/]"
+        out.print(f"{mark} {check['name']}: {check['found']}")
+        if check["fix"]:
+            out.print(f"        fix: {check['fix']}", markup=False)
+    verdict = "ready to package and serve" if result["ready"] else "not ready to package and serve"
+    out.print(f"[bold]{verdict}[/]")
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "train": metrics,
     "evaluate": metrics,
@@ -129,4 +140,5 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "gate": gate,
     "history": history,
     "serve example": request_example,
+    "doctor": prerequisites,
 }
