@@ -43,8 +43,8 @@ from forgeml.errors import ForgeError
 from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
-from forgeml.models.quiet import progress_bars, quiet_lightning
 from forgeml.models.nets import MixedInputNet
+from forgeml.models.quiet import progress_bars, quiet_lightning
 from forgeml.models.rare_classes import class_weights, threshold_target
 
 log = logging.getLogger(__name__)
