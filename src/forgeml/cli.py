@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_error(stage: str, error: ForgeError) -> int:
     print(f"forgeml {stage}: error: {error}", file=sys.stderr)
-    return 2
+    return error.exit_code
 
 
 def usage() -> str:

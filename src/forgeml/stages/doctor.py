@@ -15,10 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.errors import EXIT_OK, EXIT_REFUSED
 from forgeml.serving.prerequisites import serving_checks
 from forgeml.serving.server import TorchServe
-
-EXIT_MISSING = 1
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -27,5 +26,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {
         "ready": passed,
         "checks": [asdict(check) for check in checks],
-        "exit_code": 0 if passed else EXIT_MISSING,
+        "exit_code": EXIT_OK if passed else EXIT_REFUSED,
     }
