@@ -164,7 +164,26 @@ def run_from_params(stage: str, args: list[str], as_json: bool = False) -> int:
             f"{__version__}: run `forgeml compose` (then `dvc repro` re-runs every stage with it)"
         )
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), snapshot)
+    apply_overrides(cfg, [*args[:position], *args[position + 2 :]], params)
     return exit_code_of(run_stage(stage, cfg, as_json))
+
+
+def apply_overrides(cfg: Any, overrides: list[str], params: Path) -> None:
+    """`key=value` overrides on a composed snapshot, each checked by the schema; what a snapshot
+    cannot take (a config group's choice, adding or deleting keys) is refused, never dropped."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or override.is_sweep_override():
+            raise ForgeError(f"{override.input_line}: --params {params} takes plain key=value overrides")
+        if OmegaConf.is_dict(OmegaConf.select(cfg, key)) and isinstance(override.value(), str):
+            raise ForgeError(
+                f"{override.input_line} chooses a config group, which a composed snapshot cannot: "
+                f"`forgeml compose {override.input_line}` writes {params} with it"
+            )
+        OmegaConf.update(cfg, key, override.value(), merge=False)
 
 
 def config_source() -> tuple[str, str]:
