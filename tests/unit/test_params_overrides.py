@@ -42,5 +42,5 @@ def test_what_a_snapshot_cannot_take_is_refused_naming_it(snapshot, override, me
 
 
 def test_a_wrong_type_is_refused_by_the_schema(snapshot):
-    with pytest.raises(Exception, match="serve.inference_port"):
+    with pytest.raises(Exception, match=r"serve\.inference_port"):
         apply_overrides(snapshot, ["serve.inference_port=abc"], Path("params.yaml"))
