@@ -33,7 +33,7 @@ STAGES = {
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
     "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
-    "serve": "start | stop | status: a local TorchServe serving the model store",
+    "serve": "start | stop | status | example: a local TorchServe serving the model store",
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
@@ -41,9 +41,10 @@ STAGES = {
     "history": "every deploy and rollback: time, version, gate numbers, forced, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
+    "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
-ACTIONS = {"serve": ("start", "stop", "status")}
+ACTIONS = {"serve": ("start", "stop", "status", "example")}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true"}
 # stages that only read the config: no run directory, no log file
@@ -53,6 +54,7 @@ QUIET_STAGES = {
     "models": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "doctor": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_error(stage: str, error: ForgeError) -> int:
     print(f"forgeml {stage}: error: {error}", file=sys.stderr)
-    return 2
+    return error.exit_code
 
 
 def usage() -> str:
@@ -162,7 +164,26 @@ def run_from_params(stage: str, args: list[str], as_json: bool = False) -> int:
             f"{__version__}: run `forgeml compose` (then `dvc repro` re-runs every stage with it)"
         )
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), snapshot)
+    apply_overrides(cfg, [*args[:position], *args[position + 2 :]], params)
     return exit_code_of(run_stage(stage, cfg, as_json))
+
+
+def apply_overrides(cfg: Any, overrides: list[str], params: Path) -> None:
+    """`key=value` overrides on a composed snapshot, each checked by the schema; what a snapshot
+    cannot take (a config group's choice, adding or deleting keys) is refused, never dropped."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or override.is_sweep_override():
+            raise ForgeError(f"{override.input_line}: --params {params} takes plain key=value overrides")
+        if OmegaConf.is_dict(OmegaConf.select(cfg, key)) and isinstance(override.value(), str):
+            raise ForgeError(
+                f"{override.input_line} chooses a config group, which a composed snapshot cannot: "
+                f"`forgeml compose {override.input_line}` writes {params} with it"
+            )
+        OmegaConf.update(cfg, key, override.value(), merge=False)
 
 
 def config_source() -> tuple[str, str]:

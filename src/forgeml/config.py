@@ -42,6 +42,14 @@ class FeatureType(str, Enum):
     image = "image"
 
 
+class MissingTarget(str, Enum):
+    """What `prepare` does with a row whose target is empty: refuse the data, naming the row, or
+    leave such rows out (their count is in prepare's summary)."""
+
+    error = "error"
+    drop = "drop"
+
+
 class TextEncoder(str, Enum):
     mean = "mean"
     transformer = "transformer"
@@ -116,6 +124,7 @@ class DataConfig:
     task: Task = Task.auto
     features: dict[str, FeatureType] | None = open_mapping(FeatureType)
     drop: list[str] = field(default_factory=list)
+    on_missing_target: MissingTarget = MissingTarget.error
     val_size: float = 0.15
     test_size: float = 0.15
     batch_size: int = 64
@@ -211,7 +220,11 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     limit_train_batches: Any = None
     limit_val_batches: Any = None
-    enable_progress_bar: bool = True
+    # null: a progress bar only when the output is a terminal (not in logs, CI or DVC's output)
+    enable_progress_bar: bool | None = None
+    # torch's intra-op threads while training (torch.set_num_threads); 0: torch's default, one per
+    # core. Small nets on a busy CPU train faster on one: see the docs' benchmarks page
+    threads: int = 0
     enable_model_summary: bool = False
     benchmark: bool = False
     sync_batchnorm: bool = False
@@ -349,6 +362,7 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         ),
         "torch_threads": NON_NEGATIVE,
     },
+    "trainer": {"threads": NON_NEGATIVE},
 }
 
 

@@ -5,8 +5,10 @@ files: conf/config.yaml (its choices on top of forgeml's shipped defaults), conf
 and data/raw/<file> when --data is given, params.yaml composed, dvc.yaml (prepare -> train ->
 evaluate -> package -> monitor, depending on the project's data, params and src/, never on
 forgeml's source), src/ for its own code, serve/ (Dockerfile, KServe and HPA manifests for this
-model), .gitignore, .dvcignore, a CI workflow and a README. `cd DIR && dvc repro` then trains,
-evaluates and packages.
+model), .gitignore, .dvcignore, a CI workflow and a README, all in a first commit, so that
+`cd DIR && dvc repro` trains, evaluates and packages, and `dvc exp run -S ...` works at once. With
+--data it also shows the data at a glance: rows, inferred column types, task and classes, rows
+without a target (which `prepare` refuses unless `data.on_missing_target=drop`), constant columns.
 
 Everything is checked before anything is written (DIR empty, the data file there, the target one
 of its columns: else exit 2), and the project is built in a temporary directory beside DIR that
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
+import logging
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,10 @@ PROJECT_FILES = {
 }
 # empty directories git must keep: the raw data, the project's code, the inference log
 KEEP = ("data/raw/.gitkeep", "src/.gitkeep", "serve/inference-log/.gitkeep")
+# a data file larger than this is not read whole for init's summary
+SUMMARY_MAX_BYTES = 256 * 2**20
+# the first commit's author where the user has no git identity (a fresh machine, CI)
+INIT_IDENTITY = ("-c", "user.name=forgeml init", "-c", "user.email=forgeml-init@localhost")
 DVC_CONFIG = {
     "core": {"analytics": "false"},
     "hydra": {"enabled": "true", "config_dir": "conf", "config_name": "config"},
@@ -148,8 +155,22 @@ def create(plan: Plan) -> dict[str, Any]:
         "data": f"data/raw/{plan.data.name}" if plan.data else f"{TEMPLATE_MODEL} (bundled example)",
         "target": plan.target,
         "forgeml_version": __version__,
+        "summary": data_summary(plan),
         "next": next_commands(plan),
     }
+
+
+def data_summary(plan: Plan) -> dict[str, Any] | None:
+    """The data at a glance (checks.describe_table); None for the bundled example or a file too
+    large to read whole here (prepare streams those)."""
+    if plan.data is None or plan.data.stat().st_size > SUMMARY_MAX_BYTES:
+        return None
+    from forgeml.data.checks import describe_table
+    from forgeml.data.sources import read_table
+
+    frame = read_table(str(plan.data))
+    frame.columns = frame.columns.map(str)
+    return describe_table(frame, plan.target)
 
 
 def write_project(root: Path, plan: Plan) -> None:
@@ -168,6 +189,7 @@ def write_project(root: Path, plan: Plan) -> None:
         write(root / path, text)
     init_repositories(root)
     compose_params(root)
+    first_commit(root)
 
 
 def write(path: Path, text: str) -> None:
@@ -220,16 +242,43 @@ def init_repositories(root: Path) -> None:
     """git init, dvc init, and DVC's hydra integration on (so `dvc exp run -S` composes conf/)."""
     from dvc.repo import Repo
 
-    try:
-        subprocess.run(["git", "init", "-q", str(root)], check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        raise ForgeError(f"git init failed: {getattr(error, 'stderr', None) or error}") from error
-    with contextlib.redirect_stdout(io.StringIO()):  # DVC's "Initialized DVC repository" notice
+    git(root, "init", "-q")
+    with quiet_logger("dvc"):  # "Initialized DVC repository ... You can now commit": init commits
         repo = Repo.init(str(root))
     with repo.config.edit() as config:
         for section, values in DVC_CONFIG.items():
             config.setdefault(section, {}).update(values)
     repo.close()
+
+
+def first_commit(root: Path) -> None:
+    """Everything init wrote, committed: `dvc exp run` needs a commit to start from. Without a
+    git identity of the user's, the commit is signed as forgeml init's."""
+    identity = [] if git(root, "var", "GIT_COMMITTER_IDENT", check=False).returncode == 0 else INIT_IDENTITY
+    git(root, "add", "-A")
+    git(root, *identity, "commit", "-q", "-m", "forgeml init")
+
+
+def git(root: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), *arguments], check=check, capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        command = " ".join(arguments)
+        raise ForgeError(f"git {command} failed: {getattr(error, 'stderr', None) or error}") from error
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """The logger `name` says only warnings and errors while inside."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def compose_params(root: Path) -> None:
@@ -246,7 +295,6 @@ def next_commands(plan: Plan) -> list[str]:
     return [
         f"cd {plan.directory}",
         "dvc repro",
-        "git add -A && git commit -m 'forgeml init'",
         "forgeml serve start && forgeml deploy",
     ]
 
@@ -260,6 +308,29 @@ def show_next_steps(result: dict[str, Any]) -> None:
         f"model {result['name']}, data {result['data']}"
         + (f", target {result['target']}" if result["target"] else "")
     )
+    if result["summary"]:
+        show_summary(out, result["summary"], result["name"])
     out.print("next:")
     for command in result["next"]:
         out.print(f"  {command}")
+
+
+def show_summary(out: Any, summary: dict[str, Any], name: str) -> None:
+    """What init found in the data, and what `prepare` would refuse."""
+    types: dict[str, list[str]] = {}
+    for column, kind in summary["types"].items():
+        types.setdefault(kind, []).append(column)
+    out.print(f"data: {summary['rows']} rows, {summary['columns']} columns, task {summary['task']}")
+    for kind, columns in types.items():
+        out.print(f"  {kind}: {', '.join(columns)}")
+    if "classes" in summary:
+        out.print(
+            "  classes: " + ", ".join(f"{label} ({count})" for label, count in summary["classes"].items())
+        )
+    if summary["constant_columns"]:
+        out.print(f"  [yellow]constant, nothing to learn from:[/] {', '.join(summary['constant_columns'])}")
+    if summary["empty_targets"]:
+        out.print(
+            f"  [yellow]{summary['empty_targets']} rows have no target:[/] prepare refuses them; "
+            f"leave them out with `on_missing_target: drop` in conf/data/{name}.yaml"
+        )

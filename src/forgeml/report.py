@@ -113,6 +113,25 @@ def gate_numbers(event: dict[str, Any]) -> str:
     return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
 
 
+def request_example(stage: str, result: dict[str, Any], out: Console) -> None:
+    """The body alone, then the line that sends it: both copied as they are."""
+    out.print(json.dumps(result["body"], indent=2), markup=False)
+    if not result["running"]:
+        out.print("# no server runs: start one with `forgeml serve start` (it writes the key file)")
+    out.print(result["curl"], markup=False)
+
+
+def prerequisites(stage: str, result: dict[str, Any], out: Console) -> None:
+    """One line per check; a failed one says how to fix it."""
+    for check in result["checks"]:
+        mark = "[bold green]ok[/]     " if check["passed"] else "[bold red]missing[/]"
+        out.print(f"{mark} {check['name']}: {check['found']}")
+        if check["fix"]:
+            out.print(f"        fix: {check['fix']}", markup=False)
+    verdict = "ready to package and serve" if result["ready"] else "not ready to package and serve"
+    out.print(f"[bold]{verdict}[/]")
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "train": metrics,
     "evaluate": metrics,
@@ -120,4 +139,6 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "monitor": drift,
     "gate": gate,
     "history": history,
+    "serve example": request_example,
+    "doctor": prerequisites,
 }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from dvc.repo import Repo
 
 from forgeml.io import read_json
+from forgeml.layout import SPLITS
 
 FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
 
@@ -99,3 +103,23 @@ def test_exp_run_refuses_a_typo_through_the_schema(repo):
     result = run(["dvc", "exp", "run", "-S", "model.hiden=3"], repo, check=False)
     assert result.returncode != 0
     assert "Key 'hiden' not in 'MLPConfig'" in result.stdout + result.stderr
+
+
+def test_exp_run_works_right_after_init_on_a_table_with_empty_targets(tmp_path):
+    """init commits what it wrote and summarises the data; the summary's remedy for rows without a
+    target (`data.on_missing_target=drop`) is one `-S` away."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"age": rng.integers(18, 80, 90), "plan": rng.choice(["a", "b"], 90), "same": 1})
+    table["vote"] = np.where(table["age"] > 45, "yes", "no").astype(object)
+    table.loc[[4, 50], "vote"] = None
+    table.to_csv(tmp_path / "votes.csv", index=False)
+    init = run(["forgeml", "init", "votes", "--data", "votes.csv", "--target", "vote", "--json"], tmp_path)
+    summary = json.loads(init.stdout)["init"]["summary"]
+    assert (summary["rows"], summary["empty_targets"], summary["constant_columns"]) == (90, 2, ["same"])
+    project = tmp_path / "votes"
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+    assert run(["dvc", "repro", "prepare"], project, check=False).returncode != 0
+    overrides = ["data.on_missing_target=drop", "model.hidden=[32]", *FAST]
+    run(["dvc", "exp", "run", *[arg for o in overrides for arg in ("-S", o)]], project)
+    rows = sum(len(pd.read_parquet(project / "data" / "processed" / f"{s}.parquet")) for s in SPLITS)
+    assert rows == 88

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -58,9 +59,11 @@ def check_table(
     declared: Mapping[str, str] | None = None,
     drop: Sequence[str] = (),
     rules: TypeRules = DEFAULT_RULES,
+    on_missing_target: str = "error",
 ) -> tuple[pd.DataFrame, TableSchema]:
     """Validate `frame` and return it with numeric columns as floats, datetimes as text that
-    parses (ISO 8601 for a datetime dtype), the rest as strings, plus its schema."""
+    parses (ISO 8601 for a datetime dtype), the rest as strings, plus its schema. Rows without a
+    target value are refused, or left out with `on_missing_target="drop"`."""
     declared = dict(declared or {})
     if len(frame) == 0:
         raise ForgeError("the data has a header but no rows")
@@ -68,7 +71,7 @@ def check_table(
     _require_columns([target], columns, "target column (data.target)")
     _require_columns(list(drop), columns, "column to drop (data.drop)")
     _require_columns(list(declared), columns, "feature (data.features)")
-    _require_target_values(frame[target], target)
+    frame = rows_with_target(frame, target, on_missing_target)
     feature_names = [c for c in columns if c != target and c not in drop]
     if not feature_names:
         raise ForgeError(f"no feature columns left besides target '{target}'")
@@ -89,6 +92,26 @@ def check_table(
     return frame, TableSchema(features=features, target=target, task=task)
 
 
+def describe_table(frame: pd.DataFrame, target: str, rules: TypeRules = DEFAULT_RULES) -> dict[str, Any]:
+    """A new table at a glance, as `forgeml init` shows it before anything is trained: its size,
+    the types inference gives its columns, the task and classes, and what `prepare` will refuse or
+    a model cannot learn from (empty targets, constant columns)."""
+    features = [name for name in frame.columns if name != target]
+    labels = frame[target].dropna()
+    task = _infer_task(labels) if len(labels) else "unknown"
+    summary: dict[str, Any] = {
+        "rows": len(frame),
+        "columns": len(frame.columns),
+        "types": {name: _infer_type(frame[name], name, rules) for name in features},
+        "task": task,
+        "empty_targets": int(frame[target].isna().sum()),
+        "constant_columns": [name for name in features if frame[name].nunique(dropna=False) <= 1],
+    }
+    if task == "classification":
+        summary["classes"] = {str(label): int(count) for label, count in labels.value_counts().items()}
+    return summary
+
+
 def _require_columns(wanted: Sequence[str], columns: Sequence[str], what: str) -> None:
     for name in wanted:
         if name not in columns:
@@ -97,12 +120,25 @@ def _require_columns(wanted: Sequence[str], columns: Sequence[str], what: str) -
             )
 
 
-def _require_target_values(target: pd.Series, name: str) -> None:
-    missing = target.isna().to_numpy().nonzero()[0]
-    if len(missing):
-        raise ForgeError(
-            f"target column '{name}' is empty in row {missing[0] + 1} ({len(missing)} rows in all)"
-        )
+def rows_with_target(frame: pd.DataFrame, name: str, on_missing: str) -> pd.DataFrame:
+    """`frame` without the rows whose target is empty (`data.on_missing_target=drop`), or
+    `frame` itself when none is; `error` names the first such row instead."""
+    missing = frame[name].isna().to_numpy()
+    if not missing.any():
+        return frame
+    if on_missing == "drop":
+        if missing.all():
+            raise ForgeError(f"target column '{name}' is empty in every row")
+        return frame[~missing]
+    raise missing_target_error(name, int(missing.argmax()) + 1, int(missing.sum()))
+
+
+def missing_target_error(name: str, row: int, count: int | None = None) -> ForgeError:
+    in_all = f" ({count} rows in all)" if count else ""
+    return ForgeError(
+        f"target column '{name}' is empty in row {row}{in_all}: fill it, or leave such rows out "
+        "with data.on_missing_target=drop"
+    )
 
 
 def _infer_type(column: pd.Series, name: str, rules: TypeRules = DEFAULT_RULES) -> str:

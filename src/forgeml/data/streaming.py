@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from forgeml.data.checks import TableSchema, _infer_task, _infer_type, _require_columns
+from forgeml.data.checks import TableSchema, _infer_task, _infer_type, _require_columns, missing_target_error
 from forgeml.data.datamodule import EVAL_BATCH_FACTOR, SPLITS, TableDataModule, batch_count
 from forgeml.data.preprocessing import (
     categorical_entry,
@@ -150,22 +150,23 @@ def target_type(first: pa.RecordBatch, schema: TableSchema) -> pa.DataType:
     return kind
 
 
-def check_batch(batch: pa.RecordBatch, schema: TableSchema, target: pa.DataType, first_row: int) -> pa.Table:
-    """The batch as the splits store it (numerics float64, categoricals text); rows count from
-    `first_row` (1-based) so that a bad cell is named by its row in the file."""
+def check_batch(
+    batch: pa.RecordBatch, schema: TableSchema, target: pa.DataType, rows: np.ndarray
+) -> pa.Table:
+    """The batch as the splits store it (numerics float64, categoricals text); `rows` are its
+    rows' numbers in the file (1-based), so that a bad cell is named by its row."""
     labels = batch.column(schema.target)
     if labels.null_count:
-        row = first_row + pc.index(pc.is_null(labels), True).as_py()
-        raise ForgeError(f"target column '{schema.target}' is empty in row {row}")
+        raise missing_target_error(schema.target, int(rows[pc.index(pc.is_null(labels), True).as_py()]))
     columns = [
-        _as_float(batch.column(name), name, first_row) if kind == "numeric" else _as_text(batch.column(name))
+        _as_float(batch.column(name), name, rows) if kind == "numeric" else _as_text(batch.column(name))
         for name, kind in schema.features.items()
     ]
-    labels = _as_float(labels, schema.target, first_row) if target == pa.float64() else _cast(labels, target)
+    labels = _as_float(labels, schema.target, rows) if target == pa.float64() else _cast(labels, target)
     return pa.Table.from_arrays([*columns, labels], names=[*schema.features, schema.target])
 
 
-def _as_float(column: pa.Array, name: str, first_row: int) -> pa.Array:
+def _as_float(column: pa.Array, name: str, rows: np.ndarray) -> pa.Array:
     try:
         return pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -173,7 +174,7 @@ def _as_float(column: pa.Array, name: str, first_row: int) -> pa.Array:
         bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy().nonzero()[0]
         row = bad[0] if len(bad) else 0
         raise ForgeError(
-            f"column '{name}' is numeric but row {first_row + row} holds {values.iloc[row]!r}; fix the "
+            f"column '{name}' is numeric but row {rows[row]} holds {values.iloc[row]!r}; fix the "
             f"value, or declare it with 'data.features={{{name}:categorical}}'"
         ) from None
 
@@ -191,9 +192,10 @@ def _cast(column: pa.Array, kind: pa.DataType) -> pa.Array:
         raise ForgeError(f"the target column changes type within the file: {error}") from None
 
 
-def split_of_rows(first_row: int, rows: int, seed: int, val_size: float, test_size: float) -> np.ndarray:
-    """0 (train), 1 (val) or 2 (test) for rows first_row.. (1-based): a seeded hash of the row number."""
-    draw = uniform_hash(np.arange(first_row, first_row + rows, dtype=np.uint64), seed, SPLIT_SALT)
+def split_of_rows(rows: np.ndarray, seed: int, val_size: float, test_size: float) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) for the rows numbered `rows` (1-based): a seeded hash of the
+    row number, so a row's split does not depend on which rows around it were left out."""
+    draw = uniform_hash(rows.astype(np.uint64), seed, SPLIT_SALT)
     return np.where(draw < test_size, 2, np.where(draw < test_size + val_size, 1, 0))
 
 
@@ -449,31 +451,43 @@ def prepare_streaming(
     task = getattr(data.get("task", "auto"), "value", data.get("task", "auto"))
     schema = infer_schema(first, data["target"], task, declared, list(data.get("drop") or []))
     label_type = target_type(first, schema)
+    on_missing_target = getattr(data.get("on_missing_target"), "value", data.get("on_missing_target"))
     statistics = TrainStatistics(schema, Sample(sample_rows, seed))
     with ExitStack() as stack:
         writers: dict[int, SplitWriter] = {}
         first_row = 1
         for batch in itertools.chain([first], batches):
-            table = check_batch(batch, schema, label_type, first_row)
+            rows = np.arange(first_row, first_row + batch.num_rows)
+            first_row += batch.num_rows
+            if on_missing_target == "drop":
+                batch, rows = _rows_with_target(batch, rows, schema.target)
+            table = check_batch(batch, schema, label_type, rows)
             if not writers:
                 for index, split in enumerate(SPLITS):
                     tmp = stack.enter_context(atomic_path(split_file(out, split)))
                     writers[index] = SplitWriter(tmp, table.schema, row_group_rows)
                     stack.callback(writers[index].writer.close)
-            assignment = split_of_rows(first_row, len(table), seed, data["val_size"], data["test_size"])
+            assignment = split_of_rows(rows, seed, data["val_size"], data["test_size"])
             for index, writer in writers.items():
                 chosen = np.flatnonzero(assignment == index)
                 part = table.take(pa.array(chosen))
                 writer.write(part)
                 if index == 0:
-                    statistics.update(part, first_row + chosen)
-            first_row += len(table)
+                    statistics.update(part, rows[chosen])
         _require_classes(statistics, schema)
         for writer in writers.values():
             writer.close()
         rows = {split: writers[index].rows for index, split in enumerate(SPLITS)}
         spec, profile = statistics.preprocessor(), statistics.profile()
     return rows, schema, spec, profile
+
+
+def _rows_with_target(
+    batch: pa.RecordBatch, rows: np.ndarray, target: str
+) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The batch's rows that have a target value, and their numbers (`data.on_missing_target=drop`)."""
+    present = pc.is_valid(batch.column(target))
+    return batch.filter(present), rows[present.to_numpy(zero_copy_only=False)]
 
 
 def _require_classes(statistics: TrainStatistics, schema: TableSchema) -> None:

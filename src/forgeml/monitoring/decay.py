@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgeml.errors import ForgeError
+from forgeml.errors import EXIT_DRIFT, EXIT_INSUFFICIENT_DATA, EXIT_OK, ForgeError
 from forgeml.monitoring.drift import (
     CategoricalReference,
     DriftSettings,
@@ -41,7 +41,6 @@ from forgeml.monitoring.performance import (
     metric_drops,
 )
 
-EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_INSUFFICIENT_DATA = 0, 3, 4
 REPORT_FORMAT = "forgeml.drift_report/1"
 MONITORING_FORMAT = "forgeml.monitoring/1"
 
@@ -275,7 +274,7 @@ def decide(
         return "decay", EXIT_DRIFT, f"decay: {'; '.join(findings)}. Retraining recommended."
     if drift["dataset_drift"] or prediction_drifted or drift["missing_drifted_features"]:
         return "drift", EXIT_DRIFT, f"drift: {'; '.join(findings)}. Retraining recommended."
-    return "no_drift", EXIT_NO_DRIFT, f"no drift: {'; '.join(findings)}."
+    return "no_drift", EXIT_OK, f"no drift: {'; '.join(findings)}."
 
 
 def performance_findings(

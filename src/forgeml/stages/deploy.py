@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from forgeml.errors import ForgeError
+from forgeml.errors import ForgeError, Refused
 from forgeml.layout import archive_file
 from forgeml.serving import deployments
 from forgeml.serving.archive import archive_identity
@@ -47,12 +47,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def gate(cfg: DictConfig, registry: Registry, model: str, version: str) -> dict[str, Any]:
     """The gate's verdict on `version` against the version serving now, with the numbers it
-    compared; raises ForgeError on a refusal unless forced."""
+    compared; raises Refused (exit 1, as `forgeml gate`) on a refusal unless forced."""
     judgement = judge(registry, model, version, cfg.gate)
     decision = judgement.decision
     if not decision.passed:
         if not cfg.gate.force:
-            raise ForgeError(f"{model} {version}: {decision.summary()} (--force deploys anyway)")
+            raise Refused(f"{model} {version}: {decision.summary()} (--force deploys anyway)")
         log.warning("DEPLOYING %s %s DESPITE THE GATE (--force): %s", model, version, decision.summary())
     return {
         "forced": not decision.passed,

@@ -13,12 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.errors import EXIT_OK, EXIT_REFUSED
 from forgeml.layout import archive_file
 from forgeml.serving.archive import archive_identity
 from forgeml.serving.gate import judge
 from forgeml.serving.registry import Registry
-
-EXIT_REFUSED = 1
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -33,5 +32,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "passed": passed,
         "forced": passed and not decision.passed,
         "summary": decision.summary(),
-        "exit_code": 0 if passed else EXIT_REFUSED,
+        "exit_code": EXIT_OK if passed else EXIT_REFUSED,
     }

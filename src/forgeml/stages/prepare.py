@@ -46,7 +46,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     frame.columns = frame.columns.map(str)
     features = {name: plain(kind) for name, kind in (data.features or {}).items()}
     rules = type_rules(data)
-    frame, schema = check_table(frame, data.target, plain(data.task), features, list(data.drop), rules)
+    raw_rows = len(frame)
+    frame, schema = check_table(
+        frame, data.target, plain(data.task), features, list(data.drop), rules, plain(data.on_missing_target)
+    )
+    if len(frame) < raw_rows:
+        log.warning(
+            "left out %d of %d rows without a target (data.on_missing_target=drop)",
+            raw_rows - len(frame),
+            raw_rows,
+        )
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
     for name, split in splits.items():
         with atomic_path(split_file(out, name)) as tmp:

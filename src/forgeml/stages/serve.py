@@ -1,8 +1,9 @@
 """serve: a local TorchServe for the archives in `serve.model_store`.
 
     forgeml serve start [serve.model_api=true] [serve.inference_port=...]
-    forgeml serve status          # JSON: URLs, models, versions, worker states, key file
+    forgeml serve status          # URLs, models, versions, worker states, key file (--json: as JSON)
     forgeml serve stop            # stops TorchServe and every worker it started
+    forgeml serve example         # a request body for the model's own features, and its curl line
 
 `start` serves, for every model of the registry, the version it says was deployed last (none
 if never deployed: `forgeml deploy` then registers one); it writes config.properties from the
@@ -18,11 +19,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.layout import archive_file
 from forgeml.serving.deployments import serving_archives
+from forgeml.serving.examples import archived_preprocessor, curl_line, example_record
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
-ACTIONS = ("start", "stop", "status")
+ACTIONS = ("start", "stop", "status", "example")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
@@ -42,3 +45,21 @@ def stop(cfg: DictConfig) -> dict[str, Any]:
 
 def status(cfg: DictConfig) -> dict[str, Any]:
     return TorchServe(cfg.serve).status()
+
+
+def example(cfg: DictConfig) -> dict[str, Any]:
+    """A request built from the packaged model's features, and the curl line that sends it to the
+    running server (its URL, token and certificate; the configured URL when none runs)."""
+    body = {
+        "instances": [
+            example_record(archived_preprocessor(archive_file(cfg.serve.model_store, cfg.serve.model_name)))
+        ]
+    }
+    server = TorchServe(cfg.serve)
+    status = server.status()
+    url = f"{status.get('inference_url') or server.url('inference')}/predictions/{cfg.serve.model_name}"
+    return {
+        "body": body,
+        "curl": curl_line(url, body, status.get("key_file"), status.get("certificate")),
+        "running": status["running"],
+    }

@@ -35,7 +35,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from forgeml.config import MLPConfig, resolved_config
+from forgeml.config import MLPConfig, check_ranges, resolved_config
 from forgeml.data.datamodule import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.data.transform import FIRST_TOKEN_ID, feature_width
@@ -44,6 +44,7 @@ from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
 from forgeml.models.nets import MixedInputNet
+from forgeml.models.quiet import progress_bars, quiet_lightning
 from forgeml.models.rare_classes import class_weights, threshold_target
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ MODULE_KEYS = (
     "batches_per_training_step",
     "limit_train_batches",
 )
+# trainer keys forgeml applies itself: torch's intra-op threads, and the progress bar (on a terminal)
+OWN_KEYS = ("threads", "enable_progress_bar")
 # model keys for MixedInputNet, not the net's constructor
 TEXT_KEYS = ("text_encoder", "text_embedding_dim")
 
@@ -82,6 +85,10 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
     """The data, the module and the trainer that `run` fits, wired from the config (seeded first)."""
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    quiet_lightning()
+    check_ranges("trainer", cfg.trainer)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
     threshold_target(cfg.evaluate.threshold_for)  # a typo there is refused before training
     datamodule = build_datamodule(
         cfg.paths.processed_dir,
@@ -113,10 +120,12 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, ForgeModule, pl.Trai
         **scale,
     )
     output_dir = run_output_dir(cfg)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
+    bars = progress_bars(cfg.trainer.enable_progress_bar)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + bars
     trainer: pl.Trainer = instantiate(
-        without(cfg.trainer, MODULE_KEYS),
+        without(cfg.trainer, (*MODULE_KEYS, *OWN_KEYS)),
         callbacks=callbacks,
+        enable_progress_bar=bool(bars),
         logger=make_logger(cfg, output_dir),
         default_root_dir=output_dir,
     )
