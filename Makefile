@@ -49,6 +49,7 @@ docs: setup
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/train_threads.py
 	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/drift_speed.py
 	$(BIN)/python bench/streaming.py

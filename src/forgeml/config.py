@@ -223,8 +223,8 @@ class TrainerConfig:
     # null: a progress bar only when the output is a terminal (not in logs, CI or DVC's output)
     enable_progress_bar: bool | None = None
     # torch's intra-op threads while training (torch.set_num_threads); 0: torch's default, one per
-    # core. Small nets on a busy CPU train faster on one: see the docs' benchmarks page
-    threads: int = 0
+    # core. One: the small nets forgeml trains by default run faster on one thread (benchmarks page)
+    threads: int = 1
     enable_model_summary: bool = False
     benchmark: bool = False
     sync_batchnorm: bool = False
