@@ -127,7 +127,7 @@ class DriftSettings:
             for name, column in (monitor.get("columns") or {}).items()
         }
         severe = monitor.get("severe")
-        severe = None if severe is None else SevereConfig(severe.psi, severe.wasserstein)
+        severe = None if severe is None else SevereConfig(**severe)
         return cls(**values, severe=severe, columns=columns)
 
     def severe_thresholds(self) -> dict[str, float]:
