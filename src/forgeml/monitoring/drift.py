@@ -24,6 +24,10 @@ SEVERE_MIN_EXPECTED values of the current sample into one bin: PSI's sampling no
 the number of sparsely filled bins (a category seen by chance or not at all), so a small window
 of a many-valued column (a hashed id, text tokens) would otherwise look severe by chance alone;
 pooled, it stays near its few well-filled bins' noise (a chi-squared over the current rows).
+The price: a window too small to expect any of a column's values 10 times pools them all, and
+that column cannot be severe in it (the share rule still counts it). The defaults are four times
+PSI's customary "major shift" (0.25) and a shift by one reference standard deviation, far beyond
+what a window of min_samples rows drawn from the reference reaches by chance (a test checks).
 Both effect sizes come from what the feature's test already has: the PSI bins' counts, and the
 sorted sample and grid of the Wasserstein distance (computed for the severe rule where the test
 is another, at O(grid) cost, not a pass over the data).
