@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -106,3 +107,30 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> DictConfig:
     train.run(cfg)
     evaluate.run(cfg)
     return cfg
+
+
+def chile_like_table(rng: np.random.Generator, rows: int, wide: bool = False) -> pd.DataFrame:
+    """Rows like carData::Chile's 7 features (a region, a town size of 7 values, sex, age,
+    education, a log-normal income, a status-quo score); `wide` adds a 60-valued categorical (Zipf shares),
+    a heavy-tailed amount and a 0/1 flag."""
+    table = pd.DataFrame(
+        {
+            "region": rng.choice(["C", "M", "N", "S", "SA"], rows, p=[0.22, 0.04, 0.19, 0.27, 0.28]),
+            "population": rng.choice(
+                [3750.0, 15000.0, 25000.0, 50000.0, 125000.0, 175000.0, 250000.0],
+                rows,
+                p=[0.05, 0.15, 0.1, 0.1, 0.1, 0.2, 0.3],
+            ),
+            "sex": rng.choice(["F", "M"], rows),
+            "age": np.clip(rng.normal(38.0, 14.7, rows).round(), 18.0, 95.0),
+            "education": rng.choice(["P", "PS", "S"], rows, p=[0.28, 0.17, 0.55]),
+            "income": rng.lognormal(np.log(25000.0), 0.9, rows).round(-2),
+            "statusquo": rng.normal(0.0, 1.0, rows),
+        }
+    )
+    if wide:
+        zipf = 1.0 / np.arange(1, 61)
+        table["city"] = rng.choice([f"city{i}" for i in range(60)], rows, p=zipf / zipf.sum())
+        table["amount"] = rng.lognormal(0.0, 1.5, rows)
+        table["flag"] = (rng.random(rows) < 0.1).astype(float)
+    return table

@@ -285,6 +285,18 @@ class CallbacksConfig:
 
 
 @dataclass
+class SevereConfig:
+    """When one feature's shift is dataset drift on its own: a drifted feature whose effect size
+    reaches one of these (None switches that effect size off)."""
+
+    # PSI on the feature's bins (numeric: reference deciles; categorical: categories), bins
+    # expected to hold fewer than 10 current values pooled into one
+    psi: float | None = 1.0
+    # numeric features: Wasserstein distance / reference std (a shift by this many stds)
+    wasserstein: float | None = 1.0
+
+
+@dataclass
 class MonitorConfig:
     """The inference log the serving handler writes, and `forgeml monitor`'s drift checks."""
 
@@ -327,7 +339,10 @@ class MonitorConfig:
     missing_share_threshold: float = 0.05
     # per column: {name: {method: <a DriftMethod>, threshold: <number>}}, checked by `monitor`
     columns: dict[str, Any] = open_mapping(Any)
+    # dataset drift: this share of the tested features drifted, or one drifted feature's effect
+    # size reached a `severe` threshold (severe: null switches that rule off)
     share_threshold: float = 0.5
+    severe: SevereConfig | None = field(default_factory=SevereConfig)
     min_samples: int = 100
     wandb: bool = True
 

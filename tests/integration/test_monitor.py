@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from forgeml.cli import main
 from forgeml.models.artifact import ModelArtifact
 from forgeml.monitoring.report import render_monitoring_html
-from forgeml.stages import monitor
+from forgeml.stages import monitor, prepare
+from tests.conftest import chile_like_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIFTED = ["mean radius", "mean texture", "worst smoothness", "area error", "mean symmetry"]
@@ -113,6 +114,33 @@ def test_shifted_traffic_is_drift_on_exactly_the_shifted_features_and_logged_to_
     assert {row[0] for row in logged_rows if row[-1] is True} == {*SHIFTED, *prediction}
     plots = list((run_dir / "files" / "media" / "images" / "drift" / "plots").glob("*.png"))
     assert len(plots) >= len(SHIFTED)
+
+
+def test_two_severely_shifted_features_of_seven_are_drift_through_the_stage(make_config, tmp_path):
+    """The issue's case on a prepared project (no model: no prediction drift): age +25 years and
+    income x3, 2 of 7 features, exit 3 by the severe rule; `monitor.severe=null`: the share rule
+    alone, which calls it no drift."""
+    rng = np.random.default_rng(20)
+    table = chile_like_table(rng, 2700).assign(vote=rng.choice(["Y", "N"], 2700))
+    table.to_csv(tmp_path / "chile.csv", index=False)
+    traffic = chile_like_table(rng, 500)
+    traffic.assign(age=traffic["age"] + 25, income=traffic["income"] * 3).to_parquet(
+        tmp_path / "traffic.parquet"
+    )
+    overrides = ["data=csv", f"data.path={tmp_path / 'chile.csv'}", "data.target=vote", "monitor.wandb=false"]
+    prepare.run(make_config(*overrides))
+    cfg = make_config(*overrides, f"monitor.current={tmp_path / 'traffic.parquet'}")
+    result = monitor.run(cfg)
+    assert result["exit_code"] == 3 and result["rule"] == "severe"
+    assert sorted(result["drifted_features"]) == sorted(result["severe_features"]) == ["age", "income"]
+    assert "age, income severely shifted (PSI " in result["message"]
+    report = json.loads(Path(result["report"]).read_text())
+    assert report["rule"] == "severe" and report["severe_thresholds"] == {"psi": 1.0, "wasserstein": 1.0}
+    assert all(effects["psi"] > 1.0 for effects in report["severe_features"].values())
+    share_only = monitor.run(
+        make_config(*overrides, f"monitor.current={tmp_path / 'traffic.parquet'}", "monitor.severe=null")
+    )
+    assert share_only["exit_code"] == 0 and share_only["rule"] is None
 
 
 def test_no_inference_log_yet_gives_a_no_data_report_and_exit_4(project):

@@ -102,8 +102,10 @@ def test_dataset_drifts_when_the_share_of_drifted_features_reaches_the_threshold
     reference, current = numeric_table(rng, 5000, 4), numeric_table(rng, 2000, 4)
     current[["x0", "x1"]] += 1.0
     references = numeric_references(reference)
-    assert dataset_drift(references, current, DriftSettings(share_threshold=0.5))["dataset_drift"]
-    assert not dataset_drift(references, current, DriftSettings(share_threshold=0.75))["dataset_drift"]
+    at_half = dataset_drift(references, current, DriftSettings(share_threshold=0.5))
+    assert at_half["dataset_drift"] and at_half["rule"] == "share"
+    share_only = DriftSettings(share_threshold=0.75, severe=None)
+    assert not dataset_drift(references, current, share_only)["dataset_drift"]
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ duration is set). Each window gets its request volume and rejections, the drift 
 from the logged probabilities, and the measured metrics of its labelled records. The most recent
 window decides the verdict:
 
-    exit 3  drift: the share of drifted features reached share_threshold, the predictions
-            drifted, or a feature's missing share moved; or decay: a measured score fell more
+    exit 3  drift: the share of drifted features reached share_threshold, a drifted feature's
+            effect size reached a `severe` threshold (drift.py), the predictions drifted, or a
+            feature's missing share moved; or decay: a measured score fell more
             than max_metric_drop below the evaluation's, or the estimated accuracy fell below
             min_estimated_accuracy
     exit 4  fewer than min_samples records in the window: no verdict
@@ -42,6 +43,8 @@ from forgeml.monitoring.performance import (
 )
 
 REPORT_FORMAT = "forgeml.drift_report/1"
+# the severe rule's effect sizes as a message names them
+EFFECT_NAMES = {"psi": "PSI", "wasserstein": "Wasserstein/std"}
 MONITORING_FORMAT = "forgeml.monitoring/1"
 
 
@@ -189,6 +192,9 @@ def no_test(settings: DriftSettings) -> dict[str, Any]:
         "missing_drifted_features": [],
         "share_drifted": None,
         "share_threshold": settings.share_threshold,
+        "severe_features": {},
+        "severe_thresholds": settings.severe_thresholds(),
+        "rule": None,
         "dataset_drift": None,
     }
 
@@ -265,7 +271,8 @@ def decide(
     share = f"{drifted} of {tested} features drifted ({drift['share_drifted']:.0%}, threshold "
     share += f"{settings.share_threshold:.0%})"
     prediction_drifted = bool(prediction and prediction["drifted"])
-    findings = [share, "the predictions drifted" if prediction_drifted else "the predictions did not"]
+    findings = [*severe_findings(drift["severe_features"], drift["severe_thresholds"]), share]
+    findings.append("the predictions drifted" if prediction_drifted else "the predictions did not")
     if drift["missing_drifted_features"]:
         findings.append(f"the missing share moved in {', '.join(drift['missing_drifted_features'])}")
     decayed = performance_findings(estimated, measured, settings, decay)
@@ -275,6 +282,22 @@ def decide(
     if drift["dataset_drift"] or prediction_drifted or drift["missing_drifted_features"]:
         return "drift", EXIT_DRIFT, f"drift: {'; '.join(findings)}. Retraining recommended."
     return "no_drift", EXIT_OK, f"no drift: {'; '.join(findings)}."
+
+
+def severe_findings(severe: dict[str, dict[str, float]], thresholds: dict[str, float]) -> list[str]:
+    """One finding per effect size, e.g. "age, income severely shifted (PSI 2.71, 2.93 >=
+    monitor.severe.psi=1.0)", each feature under the first of its effect sizes that reached its
+    threshold: what fired, and the key to change."""
+    findings = []
+    for effect, threshold in thresholds.items():
+        names = [name for name, effects in severe.items() if next(iter(effects)) == effect]
+        if names:
+            values = ", ".join(f"{severe[name][effect]:.2f}" for name in names)
+            findings.append(
+                f"{', '.join(names)} severely shifted ({EFFECT_NAMES[effect]} {values} "
+                f">= monitor.severe.{effect}={threshold})"
+            )
+    return findings
 
 
 def performance_findings(
@@ -310,9 +333,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         }
         for name, entry in report["features"].items()
     }
-    keys = ("verdict", "exit_code", "message", "window", "rows", "share_drifted", "drifted_features")
+    keys = ("verdict", "exit_code", "message", "window", "rows", "share_drifted", "drifted_features", "rule")
     return {
         **{key: report[key] for key in keys},
+        "severe_features": report["severe_features"],
         "missing_drifted_features": report["missing_drifted_features"],
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
         "estimated": report["estimated"],

@@ -8,8 +8,29 @@ Per feature the test follows the column type and the reference size, with Eviden
                                                     categorical: Jensen-Shannon distance
                                                     drift when distance >= distance_threshold (0.1)
 
-PSI (reference decile bins for numerics) is reported for every feature. The dataset drifts when
-the share of drifted features reaches share_threshold (0.5). Predictions are tested like a feature.
+PSI (reference decile bins for numerics) is reported for every feature. Predictions are tested
+like a feature. The dataset drifts by either of two rules, and the report names the one that fired
+(`rule`: "share" first, else "severe"):
+
+    share   the share of drifted features reaches share_threshold (0.5), as in Evidently
+    severe  a drifted feature's effect size reaches a `monitor.severe` threshold (null: off):
+            PSI >= severe.psi (1.0) or, numeric only, Wasserstein / reference std >=
+            severe.wasserstein (1.0)
+
+The share rule alone misses a few strongly moved features in a wide table (age +25 years and
+income x3 are 2 of 7 features, under half); the severe rule catches them however many features
+the table has. Its PSI pools the bins (deciles, categories) expected to hold fewer than
+SEVERE_MIN_EXPECTED values of the current sample into one bin: PSI's sampling noise grows with
+the number of sparsely filled bins (a category seen by chance or not at all), so a small window
+of a many-valued column (a hashed id, text tokens) would otherwise look severe by chance alone;
+pooled, it stays near its few well-filled bins' noise (a chi-squared over the current rows).
+The price: a window too small to expect any of a column's values 10 times pools them all, and
+that column cannot be severe in it (the share rule still counts it). The defaults are four times
+PSI's customary "major shift" (0.25) and a shift by one reference standard deviation, far beyond
+what a window of min_samples rows drawn from the reference reaches by chance (a test checks).
+Both effect sizes come from what the feature's test already has: the PSI bins' counts, and the
+sorted sample and grid of the Wasserstein distance (computed for the severe rule where the test
+is another, at O(grid) cost, not a pass over the data).
 
 Where Evidently is right, so is this module: a column's test and threshold can be set per column
 (`monitor.columns.<name>.method/threshold`); a numeric column with at most
@@ -41,13 +62,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forgeml.config import MonitorConfig, plain
+from forgeml.config import MonitorConfig, SevereConfig, plain
 from forgeml.data.transform import MISSING_CATEGORY
 from forgeml.monitoring.signals import count_tokens
 
@@ -59,6 +80,8 @@ HISTOGRAM_BINS = 40
 PSI_EPSILON = 1e-4
 # a constant reference feature normalises its Wasserstein distance by this (as in Evidently)
 MIN_STD = 1e-3
+# the severe rule's PSI pools bins expected to hold fewer current values than this
+SEVERE_MIN_EXPECTED = 10
 
 # below this many current rows a thread pool costs more than it saves
 PARALLEL_MIN_ROWS = 50_000
@@ -94,18 +117,27 @@ class DriftSettings:
     psi_threshold: float = MonitorConfig.psi_threshold
     missing_share_threshold: float = MonitorConfig.missing_share_threshold
     share_threshold: float = MonitorConfig.share_threshold
+    severe: SevereConfig | None = field(default_factory=SevereConfig)
     min_samples: int = MonitorConfig.min_samples
     columns: Mapping[str, ColumnTest] = field(default_factory=dict)
 
     @classmethod
     def from_monitor(cls, monitor: Any) -> DriftSettings:
         """The settings of a `monitor` config node (enum fields as their names)."""
-        values = {f.name: plain(monitor[f.name]) for f in fields(cls) if f.name != "columns"}
+        nested = ("columns", "severe")
+        values = {f.name: plain(monitor[f.name]) for f in fields(cls) if f.name not in nested}
         columns = {
             name: ColumnTest(plain(column.get("method")), column.get("threshold"))
             for name, column in (monitor.get("columns") or {}).items()
         }
-        return cls(**values, columns=columns)
+        severe = monitor.get("severe")
+        severe = None if severe is None else SevereConfig(**severe)
+        return cls(**values, severe=severe, columns=columns)
+
+    def severe_thresholds(self) -> dict[str, float]:
+        """The severe rule's effect sizes and their thresholds; empty: the rule is off."""
+        thresholds = {} if self.severe is None else asdict(self.severe)
+        return {name: value for name, value in thresholds.items() if value is not None}
 
     def test_for(self, kind: str, reference_rows: int, column: str | None = None) -> str:
         configured = self.columns.get(column, ColumnTest()).method if column else None
@@ -443,11 +475,12 @@ def feature_drift(
         side = "reference" if reference.rows == 0 else "current data"
         return {**entry, "test": None, "drifted": None, "note": f"too few values in the {side}"}
     test = settings.test_for(reference.kind, reference.rows, column)
+    wanted = settings.severe_thresholds()
     if reference.kind == "numeric":
-        statistic, p_value, psi_value = numeric_statistics(test, reference, current)
+        statistic, p_value, psi_value, effect = numeric_statistics(test, reference, current, wanted)
         entry["histogram"] = density_histogram(reference.sample.values, current.values)
     else:
-        statistic, p_value, psi_value = categorical_statistics(test, reference, current)
+        statistic, p_value, psi_value, effect = categorical_statistics(test, reference, current)
     threshold = settings.threshold_for(test, column)
     drifted = p_value < threshold if test in P_VALUE_TESTS else statistic >= threshold
     return {
@@ -457,6 +490,7 @@ def feature_drift(
         "p_value": p_value,
         "threshold": threshold,
         "psi": psi_value,
+        "effect": effect,
         "drifted": bool(drifted),
     }
 
@@ -482,44 +516,71 @@ def missing_test(
 
 
 def numeric_statistics(
-    test: str, reference: NumericReference, current: SortedSample
-) -> tuple[float, float | None, float]:
+    test: str, reference: NumericReference, current: SortedSample, effects: Mapping[str, float]
+) -> tuple[float, float | None, float, dict[str, float]]:
+    """(statistic, p-value, PSI, effect sizes for the severe rule): `effects` names those wanted
+    (the Wasserstein distance is computed for them only where the test is another)."""
     current_bins = binned_counts(current.values, reference.psi_edges)
     psi_value = psi(reference.psi_counts, current_bins)
     if test == "ks":
         statistic, p_value = ks_test(reference, current)
-        return statistic, p_value, psi_value
-    if test == "wasserstein":
-        distance = wasserstein_distance(reference, current)
-        return distance / max(reference.std, MIN_STD), None, psi_value
-    return binned_statistics(test, reference.psi_counts, current_bins, psi_value)
+    elif test == "wasserstein":
+        statistic, p_value = normalised_wasserstein(reference, current), None
+    else:
+        statistic, p_value = binned_statistics(test, reference.psi_counts, current_bins, psi_value)
+    effect = {"psi": pooled_psi(reference.psi_counts, current_bins)}
+    if "wasserstein" in effects:
+        effect["wasserstein"] = (
+            statistic if test == "wasserstein" else normalised_wasserstein(reference, current)
+        )
+    return statistic, p_value, psi_value, effect
 
 
 def categorical_statistics(
     test: str, reference: CategoricalReference, current: pd.Series
-) -> tuple[float, float | None, float]:
+) -> tuple[float, float | None, float, dict[str, float]]:
+    """(statistic, p-value, PSI, effect sizes for the severe rule) on the category counts."""
     categories = reference.frequencies.index.union(current.index)
     reference_counts = reference.frequencies.reindex(categories, fill_value=0).to_numpy()
     current_counts = current.reindex(categories, fill_value=0).to_numpy()
     psi_value = psi(reference_counts, current_counts)
-    return binned_statistics(test, reference_counts, current_counts, psi_value)
+    statistic, p_value = binned_statistics(test, reference_counts, current_counts, psi_value)
+    return statistic, p_value, psi_value, {"psi": pooled_psi(reference_counts, current_counts)}
 
 
 def binned_statistics(
     test: str, reference_counts: np.ndarray, current_counts: np.ndarray, psi_value: float
-) -> tuple[float, float | None, float]:
+) -> tuple[float, float | None]:
     if test == "chi2":
-        return (*chi2_test(reference_counts, current_counts), psi_value)
+        return chi2_test(reference_counts, current_counts)
     if test == "jensenshannon":
-        return jensen_shannon(reference_counts, current_counts), None, psi_value
-    return psi_value, None, psi_value
+        return jensen_shannon(reference_counts, current_counts), None
+    return psi_value, None
+
+
+def normalised_wasserstein(reference: NumericReference, current: SortedSample) -> float:
+    """The Wasserstein distance in reference standard deviations."""
+    return wasserstein_distance(reference, current) / max(reference.std, MIN_STD)
+
+
+def pooled_psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    """PSI after pooling the bins expected to hold fewer than SEVERE_MIN_EXPECTED current values
+    (new categories too: none expected) into one: the severe rule's PSI (module docstring)."""
+    expected = reference_counts / reference_counts.sum() * current_counts.sum()
+    rare = expected < SEVERE_MIN_EXPECTED
+    if not rare.any():
+        return psi(reference_counts, current_counts)
+    reference_pooled = np.append(reference_counts[~rare], reference_counts[rare].sum())
+    current_pooled = np.append(current_counts[~rare], current_counts[rare].sum())
+    return psi(reference_pooled, current_pooled)
 
 
 def dataset_drift(
     references: Mapping[str, Reference], current: pd.DataFrame, settings: DriftSettings
 ) -> dict[str, Any]:
-    """Every feature's drift, the share of tested features whose distribution drifted, and the
-    features whose missing share moved.
+    """Every feature's drift, the share of tested features whose distribution drifted, the
+    severely shifted ones (with the effect sizes that reached their thresholds), the features
+    whose missing share moved, and the dataset's verdict with the rule that gave it.
 
     A feature absent from `current` is tested as all missing (its distribution: not tested).
     Features are tested on a thread per core: the sorts and searches release the GIL.
@@ -534,6 +595,10 @@ def dataset_drift(
     tested = [name for name, entry in features.items() if entry["drifted"] is not None]
     drifted = [name for name in tested if features[name]["drifted"]]
     share = len(drifted) / len(tested) if tested else 0.0
+    thresholds = settings.severe_thresholds()
+    severe = {name: severe_effects(features[name]["effect"], thresholds) for name in drifted}
+    severe = {name: effects for name, effects in severe.items() if effects}
+    rule = "share" if tested and share >= settings.share_threshold else "severe" if severe else None
     return {
         "features": features,
         "tested_features": len(tested),
@@ -541,8 +606,16 @@ def dataset_drift(
         "missing_drifted_features": [name for name, entry in features.items() if entry["missing_drifted"]],
         "share_drifted": share,
         "share_threshold": settings.share_threshold,
-        "dataset_drift": bool(tested) and share >= settings.share_threshold,
+        "severe_features": severe,
+        "severe_thresholds": thresholds,
+        "rule": rule,
+        "dataset_drift": rule is not None,
     }
+
+
+def severe_effects(effect: Mapping[str, float], thresholds: Mapping[str, float]) -> dict[str, float]:
+    """The effect sizes that reached their severe thresholds (in the thresholds' order)."""
+    return {name: effect[name] for name, limit in thresholds.items() if effect.get(name, 0.0) >= limit}
 
 
 def column_values(frame: pd.DataFrame, name: str) -> np.ndarray:

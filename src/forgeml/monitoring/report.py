@@ -174,6 +174,8 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
         "drifted features": ", ".join(report.get("drifted_features") or []) or "none",
         "share drifted": fmt(report.get("share_drifted")),
         "share threshold": fmt(report.get("share_threshold")),
+        "severely shifted": ", ".join(report.get("severe_features") or {}) or "none",
+        "rule that fired": report.get("rule") or "none",
         "exit code": report["exit_code"],
         "created": report["created_at"],
     }

@@ -26,7 +26,9 @@ Features and the flags that control them:
   `monitor.psi_threshold`, `monitor.missing_share_threshold`
 - performance: `monitor.labels=<csv|parquet with id,label>` (measured, joined by request id),
   `monitor.max_metric_drop`, `monitor.min_estimated_accuracy` (CBPE)
-- verdict: `monitor.share_threshold`, `monitor.min_samples`
+- verdict: `monitor.share_threshold` (the share of drifted features), `monitor.severe.psi` and
+  `monitor.severe.wasserstein` (one severely shifted feature; `monitor.severe=null`: off),
+  `monitor.min_samples`
 - tracking: `monitor.wandb=false` skips the wandb run
 - predictions: taken from the log; the reference predictions and the calibration come from
   `evaluate` (reports/), so this stage imports no torch. Only a table without a `prediction`
@@ -124,6 +126,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "windows": len(windows),
         "share_drifted": report["share_drifted"],
         "drifted_features": report["drifted_features"],
+        "rule": report["rule"],
+        "severe_features": report["severe_features"],
         "missing_drifted_features": report["missing_drifted_features"],
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
         "estimated_accuracy": (report["estimated"] or {}).get("accuracy"),
@@ -157,6 +161,9 @@ def drift_settings(monitor: DictConfig) -> DriftSettings:
             )
     for name, column in monitor.columns.items():
         check_column_config(name, column)
+    for effect, threshold in (monitor.severe or {}).items():
+        if threshold is not None and threshold <= 0:
+            raise ForgeError(f"monitor.severe.{effect}={threshold} must be positive (or null: off)")
     return DriftSettings.from_monitor(monitor)
 
 
