@@ -284,6 +284,9 @@ class MonitorConfig:
     # (HMAC-SHA256, key in serve.runtime_dir), which drift still compares as categories
     redact: list[str] = field(default_factory=list)
     hash: list[str] = field(default_factory=list)
+    # request fields other than the features (e.g. a client's comment) written to the log; no
+    # other is, and redact/hash cover these too
+    log_extra_fields: list[str] = field(default_factory=list)
     # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
     # one model's records and the last rows; cut into `windows` windows of window_duration
     # (e.g. 24h, 1d), the last ending now; the last window gives the verdict
