@@ -6,6 +6,7 @@ TorchServe's frontend parses."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageFile
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
@@ -624,7 +625,9 @@ IMAGE_SPEC = {
 }
 
 
-def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_log(tmp_path, monkeypatch):
+@pytest.fixture
+def image_service(tmp_path: Path, monkeypatch) -> tuple[handler_module.ForgemlHandler, Path]:
+    """A handler of a model whose one feature is a 1x3 grey image, logging every request."""
     archive = tmp_path / "archive"
     archive.mkdir()
     write_model_files(archive, IMAGE_SPEC)
@@ -634,6 +637,13 @@ def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_
     monkeypatch.setenv(LOG_DIR_VARIABLE, str(tmp_path / "log"))
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(archive, requests=0))
+    return service, archive
+
+
+def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_log(
+    image_service, tmp_path, monkeypatch
+):
+    service, archive = image_service
     images = random_images(2, (6, 9))
     opened = []
     real_open = Image.open
@@ -649,3 +659,87 @@ def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_
     np.testing.assert_allclose(served, expected_probabilities, atol=1e-6)
     logged = [line["input"]["image"] for line in log_lines(tmp_path / "log")]
     assert logged == [transform.image_signals(image) for image in images]
+
+
+def encoded_image(image: Image.Image, image_format: str) -> str:
+    out = io.BytesIO()
+    image.save(out, format=image_format)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_image_beyond_the_pixel_budget_is_a_400_before_its_pixels_are_decoded(image_service, monkeypatch):
+    service, archive = image_service
+    [budget] = [f["max_pixels"] for f in service.inference.schema["features"]]
+    # a 1-bit PNG compresses to a few KB whatever its size: the header is all that may be read
+    bomb = encoded_image(Image.new("1", (budget // 1000 + 1, 1000)), "PNG")
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(1) or real_load(image))
+    [(status, answer)] = handle(service, archive, {"image": bomb})
+    assert (status, answer["field"]) == (400, "image")
+    assert f"more than the {budget}" in answer["error"]
+    assert decoded == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (encoded_image(Image.new("L", (4, 4)), "GIF"), "not a PNG or JPEG image"),
+        (encoded_image(Image.new("L", (4, 4)), "BMP"), "not a PNG or JPEG image"),
+        (base64.b64encode(b"not an image at all").decode(), "not a PNG or JPEG image"),
+        (base64.b64encode(random_images(1, (4, 4))[0][:60]).decode(), "not a decodable image"),
+    ],
+    ids=["gif", "bmp", "text", "truncated-png"],
+)
+def test_only_png_and_jpeg_are_images_and_their_400_quotes_no_python_object(image_service, value, message):
+    service, archive = image_service
+    [(status, answer)] = handle(service, archive, {"image": value})
+    assert (status, answer["field"]) == (400, "image")
+    assert message in answer["error"]
+    assert not re.search(r"object at 0x", answer["error"])
+
+
+def test_jpeg_is_an_image(image_service):
+    service, archive = image_service
+    assert handle(service, archive, {"image": encoded_image(Image.new("RGB", (8, 6)), "JPEG")})[0][0] == 200
+
+
+def test_request_fields_that_are_not_features_are_logged_only_when_listed(model_dir, tmp_path, monkeypatch):
+    record = {**GOOD, "comment": "call me at 555-0100", "id": "r1"}
+    service, archive = logging_handler(model_dir, tmp_path / "quiet", monkeypatch)
+    handle(service, archive, record)
+    [line] = log_lines(tmp_path / "quiet")
+    assert line["input"] == GOOD and line["id"] == "r1"
+    assert "555-0100" not in (tmp_path / "quiet" / f"worker-{os.getpid()}.jsonl").read_text()
+    service, archive = logging_handler(
+        model_dir, tmp_path / "listed", monkeypatch, log_extra_fields=["comment"]
+    )
+    handle(service, archive, record, GOOD)
+    assert [line["input"] for line in log_lines(tmp_path / "listed")] == [
+        {**GOOD, "comment": "call me at 555-0100"},
+        GOOD,
+    ]
+
+
+def test_redaction_and_hashing_cover_the_extra_fields_logged(model_dir, tmp_path, monkeypatch):
+    key_file = log_key_file(tmp_path / "runtime")
+    monkeypatch.setenv(LOG_KEY_VARIABLE, str(key_file))
+    service, archive = logging_handler(
+        model_dir,
+        tmp_path / "log",
+        monkeypatch,
+        log_extra_fields=["comment", "email"],
+        redact=["email"],
+        hash=["comment"],
+    )
+    handle(service, archive, {**GOOD, "comment": "hello", "email": "a@b.example"})
+    [line] = log_lines(tmp_path / "log")
+    assert line["input"] == {**GOOD, "comment": transform.keyed_hashes(key_file.read_bytes(), ["hello"])[0]}
+
+
+def test_extra_fields_settings_travel_in_the_archive_and_are_checked():
+    monitor = MonitorConfig(log_extra_fields=["comment"], hash=["comment"])
+    settings = input_schema(SPEC, MAX_INSTANCES, monitor)["monitoring"]
+    assert (settings["log_extra_fields"], settings["hash"]) == (["comment"], ["comment"])
+    with pytest.raises(ForgeError, match=r"monitor.redact: 'comment' is not a feature.*log_extra_fields"):
+        input_schema(SPEC, MAX_INSTANCES, MonitorConfig(redact=["comment"]))
