@@ -104,6 +104,9 @@ class TextConfig:
 class ImageConfig:
     # [height, width] every image is resized to; null: the most common size in the train split
     size: list[int] | None = None
+    # the most pixels an image sent to the served model may hold, checked from its header before
+    # it is decoded; null: 64x the model's input, at least a megapixel (serving/archive.py)
+    max_pixels: int | None = None
 
 
 @dataclass

@@ -13,7 +13,9 @@ import pytest
 
 from forgeml import contract
 from forgeml.config import ServeConfig
+from forgeml.errors import ForgeError
 from forgeml.serving import archive
+from forgeml.stages import package
 from tests.conftest import TOY_SPEC
 
 
@@ -50,3 +52,17 @@ def test_each_build_gives_the_archiver_an_absolute_private_tmpdir(tmp_path, monk
     assert all(call["tmpdir_exists"] for call in archiver_calls)
     assert len(set(tmpdirs)) == 2
     assert all(Path(tmpdir).is_relative_to(tmp_path / "builds") for tmpdir in tmpdirs)
+
+
+def test_image_pixel_budget_is_the_trained_config_s_or_derived_from_the_input_size():
+    image = {"name": "image", "type": "image", "size": [256, 256], "channels": 1}
+    spec = {**TOY_SPEC, "features": [image]}
+    [derived] = archive.input_schema(spec, 5)["features"]
+    assert derived["max_pixels"] == archive.PIXEL_BUDGET_FACTOR * 256 * 256
+    [configured] = archive.input_schema(spec, 5, max_pixels=1000)["features"]
+    assert configured["max_pixels"] == 1000
+    with pytest.raises(ForgeError, match=r"data.image.max_pixels=0 must be at least 1"):
+        archive.input_schema(spec, 5, max_pixels=0)
+    trained = {"config": {"data": {"image": {"size": None, "max_pixels": 4096}}}}
+    assert package.image_max_pixels(trained) == 4096
+    assert package.image_max_pixels({"config_hash": "abc"}) is None

@@ -38,7 +38,7 @@ import yaml
 from forgeml import contract
 from forgeml.config import check_ranges
 from forgeml.errors import ForgeError
-from forgeml.io import write_json, write_text
+from forgeml.io import read_json, write_json, write_text
 
 # TorchServe's rule for model names and versions (they become URL path segments)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -59,9 +59,14 @@ PIXEL_BUDGET_FACTOR = 64
 MIN_PIXEL_BUDGET = 1024 * 1024
 
 
-def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any = None) -> dict[str, Any]:
+def input_schema(
+    preprocessor: dict[str, Any], max_instances: int, monitor: Any = None, max_pixels: int | None = None
+) -> dict[str, Any]:
     """What a request may contain, derived from the fitted preprocessing, and how much of it the
-    handler logs (`monitor`: the `monitor` config; None: no inference log)."""
+    handler logs (`monitor`: the `monitor` config; None: no inference log). `max_pixels`:
+    `data.image.max_pixels`, an image's pixel budget (None: pixel_budget of the input size)."""
+    if max_pixels is not None and max_pixels < 1:
+        raise ForgeError(f"data.image.max_pixels={max_pixels} must be at least 1 (or null)")
     features = []
     for feature in preprocessor["features"]:
         entry = {"name": feature["name"], "type": feature["type"]}
@@ -74,7 +79,7 @@ def input_schema(preprocessor: dict[str, Any], max_instances: int, monitor: Any 
                 "encoding": "PNG or JPEG as base64",
                 "size": feature["size"],
                 "channels": feature["channels"],
-                "max_pixels": pixel_budget(feature["size"]),
+                "max_pixels": max_pixels or pixel_budget(feature["size"]),
             }
         elif feature["type"] == "datetime":
             entry |= {"format": feature["format"] or "ISO 8601, YYYY/MM/DD, ...", "missing": "missing flag"}
@@ -171,12 +176,13 @@ def build_archive(
     handler: Path | None = None,
     monitor: Any = None,
     decision: dict[str, Any] | None = None,
+    max_pixels: int | None = None,
 ) -> Path:
     """Build `<work_dir>/<name>.mar` and return its path; nothing of a failed build remains.
     Give each build its own `work_dir`: the archive is hashed and copied from there, where no
     parallel build can replace it. `handler` (another adapter) is for baselines; `monitor` (the
     `monitor` config) sets the inference log, None: no inference log; `decision`: the decision
-    threshold to carry."""
+    threshold to carry; `max_pixels`: an image's pixel budget (input_schema)."""
     for what, value in (("serve.model_name", name), ("serve.version", version)):
         if not NAME_PATTERN.match(value):
             raise ForgeError(
@@ -186,7 +192,10 @@ def build_archive(
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".package.", dir=work_dir) as work:
         staging = Path(work)
-        extra = stage_files(staging, models_dir, serve, monitor, decision)
+        schema = input_schema(
+            read_json(models_dir / contract.PREPROCESSOR_FILE), serve.max_instances, monitor, max_pixels
+        )
+        extra = stage_files(staging, models_dir, schema, serve, decision)
         copy_modules(staging, handler)
         command = [
             *archiver_command(),
@@ -208,11 +217,10 @@ def build_archive(
 
 
 def stage_files(
-    staging: Path, models_dir: Path, serve: Any, monitor: Any, decision: dict[str, Any] | None
+    staging: Path, models_dir: Path, schema: dict[str, Any], serve: Any, decision: dict[str, Any] | None
 ) -> list[str]:
     """Write the archive's data files (all but the program) into `staging`; their names."""
-    preprocessor = json.loads((models_dir / contract.PREPROCESSOR_FILE).read_text(encoding="utf-8"))
-    write_json(staging / contract.SCHEMA_FILE, input_schema(preprocessor, serve.max_instances, monitor))
+    write_json(staging / contract.SCHEMA_FILE, schema)
     write_text(staging / contract.MODEL_CONFIG_FILE, yaml.safe_dump(model_config(serve)))
     shutil.copyfile(models_dir / contract.PREPROCESSOR_FILE, staging / contract.PREPROCESSOR_FILE)
     staged = [contract.SCHEMA_FILE, contract.PREPROCESSOR_FILE]
