@@ -224,7 +224,7 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
             )
         image.load()
     except UnidentifiedImageError:
-        raise ValueError(f"not a {' or '.join(IMAGE_FORMATS)} image") from None
+        raise ValueError(f"not a decodable image: only {' and '.join(IMAGE_FORMATS)} are accepted") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"not a decodable image ({OBJECT_REPR.sub('the image', str(error))})") from None
     return image
