@@ -48,7 +48,7 @@ from forgeml.io import write_json
 from forgeml.monitoring.drift import DriftSettings, NumericReference, dataset_drift
 from forgeml.monitoring.performance import fit_calibration
 from forgeml.monitoring.profile import build_profile
-from forgeml.serving.handler import InferenceLog
+from forgeml.serving.monitoring import InferenceLog
 
 LABELS = ["no", "yes"]
 # records the benchmark's handler appends to its log at once, as a batch it answered

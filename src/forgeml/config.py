@@ -112,6 +112,9 @@ class TextConfig:
 class ImageConfig:
     # [height, width] every image is resized to; null: the most common size in the train split
     size: list[int] | None = None
+    # the most pixels an image sent to the served model may hold, checked from its header before
+    # it is decoded; null: 64x the model's input, at least a megapixel (serving/archive.py)
+    max_pixels: int | None = None
 
 
 @dataclass
@@ -309,6 +312,9 @@ class MonitorConfig:
     # (HMAC-SHA256, key in serve.runtime_dir), which drift still compares as categories
     redact: list[str] = field(default_factory=list)
     hash: list[str] = field(default_factory=list)
+    # request fields other than the features (e.g. a client's comment) written to the log; no
+    # other is, and redact/hash cover these too
+    log_extra_fields: list[str] = field(default_factory=list)
     # what to compare: the log (default) or a CSV/Parquet file or JSONL directory, narrowed to
     # one model's records and the last rows; cut into `windows` windows of window_duration
     # (e.g. 24h, 1d), the last ending now; the last window gives the verdict

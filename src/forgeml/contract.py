@@ -9,14 +9,23 @@ from here.
 
 from __future__ import annotations
 
+import os
+
 # the files inside an archive, beside the exported program
 PROGRAM_FILE = "model.pt2"
 SCHEMA_FILE = "input_schema.json"
 PREPROCESSOR_FILE = "preprocessor.json"
-TRANSFORM_FILE = "transform.py"
 DECISION_FILE = "decision_threshold.json"
 MODEL_CONFIG_FILE = "model-config.yaml"
-CONTRACT_FILE = "contract.py"
+# ... and its Python modules: TorchServe's adapter, the backend-free modules it loads, and the
+# preprocessing arithmetic training uses (forgeml/data/transform.py)
+HANDLER_FILE = "handler.py"
+REQUEST_FILE = "request.py"
+INFERENCE_FILE = "inference.py"
+MONITORING_FILE = "monitoring.py"
+TRANSFORM_FILE = "transform.py"
+# this very file, under the name the adapter loads it by (handler.py, CONTRACT_FILE)
+CONTRACT_FILE = os.path.basename(__file__)
 
 # where the server tells its workers to write the inference log ...
 LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"

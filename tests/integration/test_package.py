@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from forgeml import contract
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
@@ -31,6 +32,14 @@ pytestmark = pytest.mark.slow
 # what a stock TorchServe worker has: the standard library, torch, numpy, PyYAML and ts, plus
 # Pillow (PIL), which transform.py imports only when it decodes an image feature
 WORKER_MODULES = {*sys.stdlib_module_names, "torch", "numpy", "yaml", "ts", "PIL"}
+# what every archive holds (and a decision threshold when `evaluate` picked one)
+ARCHIVE_FILES = {
+    *archive_module.MODULES,
+    contract.PROGRAM_FILE,
+    contract.PREPROCESSOR_FILE,
+    contract.SCHEMA_FILE,
+    contract.MODEL_CONFIG_FILE,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +63,11 @@ def packaged(trained_project, tmp_path_factory) -> tuple[dict, zipfile.ZipFile]:
 def test_archive_holds_handler_program_preprocessing_schema_and_model_config(packaged):
     result, archive = packaged
     assert Path(result["archive"]).name == "breast_cancer.mar"
-    assert {
-        "handler.py",
-        "model.pt2",
-        "preprocessor.json",
-        "transform.py",
-        "input_schema.json",
-        "model-config.yaml",
-        "MAR-INF/MANIFEST.json",
-    } <= set(archive.namelist())
-    settings = yaml.safe_load(archive.read("model-config.yaml"))
+    assert set(archive.namelist()) - {contract.DECISION_FILE} == {
+        *ARCHIVE_FILES,
+        archive_module.ARCHIVE_MANIFEST,
+    }
+    settings = yaml.safe_load(archive.read(contract.MODEL_CONFIG_FILE))
     assert settings == {
         "minWorkers": 2,
         "maxWorkers": 2,
@@ -73,7 +77,7 @@ def test_archive_holds_handler_program_preprocessing_schema_and_model_config(pac
         "startupTimeout": 45,
         "handler": {"torch_threads": 1},
     }
-    assert archive.read("transform.py") == Path(transform.__file__).read_bytes()
+    assert archive.read(contract.TRANSFORM_FILE) == Path(transform.__file__).read_bytes()
 
 
 def test_input_schema_lists_every_feature_with_type_and_training_range(packaged, trained_project):
@@ -102,7 +106,7 @@ def test_version_defaults_to_the_model_hash_and_is_registered(packaged, trained_
     assert manifest["handler"] == "handler.py"
 
 
-@pytest.mark.parametrize("name", ["handler.py", "transform.py"])
+@pytest.mark.parametrize("name", sorted(archive_module.MODULES))
 def test_archived_code_imports_only_what_a_stock_torchserve_worker_has(packaged, name):
     _, archive = packaged
     tree = ast.parse(archive.read(name))
@@ -122,14 +126,42 @@ def test_invalid_model_name_is_refused_naming_the_key(trained_project, tmp_path)
     assert not list(tmp_path.glob("*.mar"))
 
 
-def test_archive_names_its_files_as_the_handler_expects():
-    handler_source = archive_module.HANDLER.read_text()
-    for name in (
-        archive_module.SCHEMA_FILE,
-        archive_module.PREPROCESSOR_FILE,
-        archive_module.TRANSFORM_FILE,
-    ):
-        assert f'"{name}"' in handler_source
+# a TorchServe worker's view of an unpacked archive, with forgeml made unimportable: the
+# handler from the archive's directory alone, initialised and asked for one record
+WORKER_WITHOUT_FORGEML = """
+import json, sys
+sys.modules["forgeml"] = None  # any `import forgeml...` now raises ImportError
+model_dir = sys.argv[1]
+sys.path.insert(0, model_dir)
+import handler
+from ts.context import Context, RequestProcessor
+with open(f"{model_dir}/MAR-INF/MANIFEST.json") as file:
+    manifest = json.load(file)
+context = Context(manifest["model"]["modelName"], model_dir, manifest, 1, None, "0.12.0")
+context.request_processor = [RequestProcessor({})]
+handler.handle(None, context)
+[answer] = handler.handle([{"body": json.loads(sys.argv[2])}], context)
+loaded = [module.__file__ for module in vars(handler._service.modules).values()]
+status = context.get_response_status(0)[0]
+print(json.dumps({"answer": json.loads(answer), "status": status, "loaded": loaded}))
+"""
+
+
+def test_unpacked_archive_serves_a_record_with_forgeml_unimportable(packaged, tmp_path):
+    _, archive = packaged
+    archive.extractall(tmp_path)
+    schema = json.loads(archive.read(contract.SCHEMA_FILE))
+    record = {f["name"]: f["min"] if f["type"] == "numeric" else None for f in schema["features"]}
+    command = [sys.executable, "-I", "-c", WORKER_WITHOUT_FORGEML, str(tmp_path), json.dumps(record)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    served = json.loads(result.stdout.splitlines()[-1])
+    assert served["status"] == 200
+    assert served["answer"]["predictions"][0]["label"] in schema["labels"]
+    assert sorted(Path(file).name for file in served["loaded"]) == sorted(
+        file for file in archive_module.MODULES if file != contract.HANDLER_FILE
+    )
+    assert all(Path(file).parent == tmp_path for file in served["loaded"])
 
 
 def test_parallel_packages_each_record_their_own_archive(trained_project, tmp_path, monkeypatch):

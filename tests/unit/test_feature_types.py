@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from forgeml.errors import ForgeError
 from forgeml.models.artifact import ModelArtifact, check_exportable
 from forgeml.models.nets import MLP, MixedInputNet
 from forgeml.serving import handler as handler_module
-from forgeml.serving.archive import input_schema
+from forgeml.serving.archive import copy_modules, input_schema
 from forgeml.serving.batch import predict_file
 from tests.unit.test_serving_handler import make_context, serve
 
@@ -171,7 +170,7 @@ def typed_model_dir(tmp_path_factory) -> Path:
     torch.export.save(program, directory / "model.pt2")
     (directory / "preprocessor.json").write_text(json.dumps(spec))
     (directory / "input_schema.json").write_text(json.dumps(input_schema(spec, 5)))
-    shutil.copyfile(transform.__file__, directory / "transform.py")
+    copy_modules(directory)
     return directory
 
 

@@ -105,8 +105,8 @@ def test_autoscaler_targets_the_predictor_within_its_replica_bounds(isvc, hpa):
 def test_image_declares_the_handler_metrics_and_sets_the_log_dir(dockerfile):
     """In prometheus mode TorchServe shows only declared metrics: the image's file must be the one
     `forgeml serve start` writes."""
+    from forgeml.contract import LOG_DIR_VARIABLE
     from forgeml.serving.runtime_files import metrics_config
-    from forgeml.serving.server import LOG_DIR_VARIABLE
 
     shipped = yaml.safe_load((SERVE / "k8s" / "metrics.yaml").read_text())
     assert shipped == metrics_config()

@@ -6,6 +6,7 @@ TorchServe's frontend parses."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -19,19 +20,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageFile
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from forgeml.config import MonitorConfig
+from forgeml.contract import HANDLER_METRICS, LOG_DIR_VARIABLE, LOG_KEY_VARIABLE, REJECTION_REASONS
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.monitoring.logs import read_inference_log
-from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
+from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import handler as handler_module
-from forgeml.serving.archive import input_schema
-from forgeml.serving.runtime_files import HANDLER_METRICS, metrics_config
-from forgeml.serving.server import LOG_DIR_VARIABLE
+from forgeml.serving import monitoring as monitoring_module
+from forgeml.serving.archive import copy_modules, input_schema
+from forgeml.serving.runtime_files import metrics_config
 from tests.conftest import TOY_SPEC, random_images
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec
@@ -68,7 +70,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What TorchServe unpacks from a forgeml archive, for a 2-feature classifier."""
     directory = tmp_path_factory.mktemp("archive")
     write_model_files(directory, SPEC)
-    shutil.copyfile(transform.__file__, directory / "transform.py")
+    copy_modules(directory)
     return directory
 
 
@@ -89,11 +91,10 @@ def make_context(model_dir: Path, requests: int, metrics: Any = None) -> Context
 
 
 def serve(handler, model_dir: Path, *bodies: Any) -> list[tuple[int, dict[str, Any]]]:
-    """Run one dynamic batch through the handler: (status, body) per request."""
-    handler.context = make_context(model_dir, len(bodies))
-    batch = handler.preprocess([{"body": body} for body in bodies])
-    answers = handler.postprocess(handler.inference(batch))
-    return [(handler.context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
+    """Run one dynamic batch through the handler, without monitoring: (status, body) per request."""
+    context = make_context(model_dir, len(bodies))
+    answers = handler.respond(handler.inference.infer(handler.requests.batch(list(bodies))), context)
+    return [(context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
 
 
 def probabilities(answer: dict[str, Any]) -> list[float]:
@@ -172,7 +173,7 @@ def test_json_python_cannot_decode_fails_its_request_alone(handler, model_dir, b
     answers = serve(handler, model_dir, GOOD, body, GOOD)
     assert [status for status, _ in answers] == [200, 400, 200]
     assert message in answers[1][1]["error"]
-    assert handler.parse_request(body).reason == "malformed_json"
+    assert handler.requests.parse(body).reason == "malformed_json"
 
 
 def without_ids(answer: dict) -> list[dict]:
@@ -195,23 +196,24 @@ def test_value_that_overflows_float32_gets_400_naming_the_feature(handler, model
 
 
 def test_output_that_is_not_finite_is_a_400_never_a_nan_in_a_200(handler, model_dir, monkeypatch):
-    program = handler.program
+    program = handler.inference.program
 
     def nan_for_old_people(inputs: torch.Tensor) -> torch.Tensor:
         outputs = program(inputs)
         return torch.where(inputs[:, :1] > 4, torch.nan, outputs)  # age > 80, once standardised
 
-    monkeypatch.setattr(handler, "program", nan_for_old_people)
+    monkeypatch.setattr(handler.inference, "program", nan_for_old_people)
     answers = serve(handler, model_dir, {"age": 85, "city": "paris"}, GOOD)
     assert [status for status, _ in answers] == [400, 200]
     assert answers[0][1]["field"] == "age"
-    assert handler.parse_request({"age": 85, "city": "paris"}) == [{"age": 85, "city": "paris"}]
+    assert handler.requests.parse({"age": 85, "city": "paris"}) == [{"age": 85, "city": "paris"}]
 
 
 def test_400_has_a_short_status_line_and_a_bounded_message(handler, model_dir):
-    handler.context = make_context(model_dir, 1)
-    [answer] = handler.postprocess(handler.inference(handler.preprocess([{"body": {"age": "x" * 900_000}}])))
-    assert handler.context.get_response_status(0) == (400, "Bad Request")
+    context = make_context(model_dir, 1)
+    batch = handler.inference.infer(handler.requests.batch([{"age": "x" * 900_000}]))
+    [answer] = handler.respond(batch, context)
+    assert context.get_response_status(0) == (400, "Bad Request")
     body = json.loads(answer)
     assert body["field"] == "age" and "is numeric" in body["error"]
     assert len(answer) < 400
@@ -327,7 +329,7 @@ def test_rejected_requests_are_logged_with_their_reason_and_time_but_not_their_b
     model_dir, tmp_path, monkeypatch
 ):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0001)
-    service.sampler = random.Random(1)
+    service.monitoring.sampler = random.Random(1)
     handle(service, archive, GOOD, {"age": "old", "city": "paris"}, "{not json")
     lines = log_lines(tmp_path / "log")
     assert [line["rejected"] for line in lines] == ["wrong_type", "malformed_json"]
@@ -349,7 +351,7 @@ def test_nan_input_is_logged_as_null_so_the_log_stays_strict_json(model_dir, tmp
 
 def test_sample_rate_logs_that_share_of_requests(model_dir, tmp_path, monkeypatch):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.25)
-    service.sampler = random.Random(7)
+    service.monitoring.sampler = random.Random(7)
     for _ in range(100):
         handle(service, archive, *[GOOD] * 4)
     assert 60 <= len(log_lines(tmp_path / "log")) <= 140  # 100 of 400 expected
@@ -358,7 +360,7 @@ def test_sample_rate_logs_that_share_of_requests(model_dir, tmp_path, monkeypatc
 def test_sample_rate_zero_writes_no_log(model_dir, tmp_path, monkeypatch):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0)
     assert handle(service, archive, GOOD)[0][0] == 200
-    assert service.inference_log is None
+    assert service.monitoring.inference_log is None
     assert not (tmp_path / "log").exists()
 
 
@@ -366,7 +368,7 @@ def test_without_the_log_directory_variable_nothing_is_logged(model_dir, tmp_pat
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch)
     monkeypatch.delenv(LOG_DIR_VARIABLE)
     service.initialize(make_context(archive, requests=0))
-    assert service.inference_log is None
+    assert service.monitoring.inference_log is None
     assert LOG_DIR_VARIABLE in caplog.text
     assert handle(service, archive, GOOD)[0][0] == 200
 
@@ -377,7 +379,7 @@ def numbered_line(index: int) -> bytes:
 
 
 def test_rotation_keeps_the_newest_records_in_the_backups(tmp_path):
-    log = handler_module.InferenceLog(str(tmp_path), max_bytes=100, backups=2)
+    log = monitoring_module.InferenceLog(str(tmp_path), max_bytes=100, backups=2)
     for index in range(10):
         log.append(numbered_line(index))  # 40 bytes: 2 per file
     names = sorted(path.name for path in tmp_path.iterdir())
@@ -393,7 +395,7 @@ def test_rotation_keeps_the_newest_records_in_the_backups(tmp_path):
 
 
 def test_rotation_without_backups_starts_a_new_file(tmp_path):
-    log = handler_module.InferenceLog(str(tmp_path), max_bytes=100, backups=0)
+    log = monitoring_module.InferenceLog(str(tmp_path), max_bytes=100, backups=0)
     for index in range(5):
         log.append(numbered_line(index))
     [path] = tmp_path.iterdir()
@@ -410,13 +412,13 @@ def test_log_write_failure_is_counted_and_the_request_answered(
         handle(service, archive, GOOD)
         service.metrics.flush()
     assert [status for status, _ in answers] == [200, 200]
-    assert service.log_errors == 2
+    assert service.monitoring.log_errors == 2
     assert metric_counts(caplog.records)[("forgeml_inference_log_errors", ("3", "tiny", "Model"))] == 4
     assert caplog.text.count("inference log") == 1  # one warning, then only counted
 
 
 def test_deleted_log_directory_is_recreated_by_the_next_write(tmp_path):
-    log = handler_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
+    log = monitoring_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
     log.append(numbered_line(0))
     shutil.rmtree(tmp_path / "log")
     log.append(numbered_line(1))
@@ -430,7 +432,7 @@ def test_deleted_log_directory_is_recreated_by_the_next_write(tmp_path):
 
 
 def test_log_removed_during_a_write_fails_that_batch_loudly(tmp_path, monkeypatch):
-    log = handler_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
+    log = monitoring_module.InferenceLog(str(tmp_path / "log"), max_bytes=10_000, backups=1)
     log.append(numbered_line(0))
     write = os.write
 
@@ -438,10 +440,10 @@ def test_log_removed_during_a_write_fails_that_batch_loudly(tmp_path, monkeypatc
         shutil.rmtree(tmp_path / "log", ignore_errors=True)
         return write(fd, data)
 
-    monkeypatch.setattr(handler_module.os, "write", remove_then_write)
+    monkeypatch.setattr(monitoring_module.os, "write", remove_then_write)
     with pytest.raises(FileNotFoundError):
         log.append(numbered_line(1))
-    monkeypatch.setattr(handler_module.os, "write", write)
+    monkeypatch.setattr(monitoring_module.os, "write", write)
     log.append(numbered_line(2))
     assert [json.loads(line)["n"] for line in next((tmp_path / "log").iterdir()).open()] == [2]
 
@@ -457,10 +459,10 @@ def test_records_of_a_batch_lost_with_its_log_directory_are_counted(
         shutil.rmtree(tmp_path / "log", ignore_errors=True)
         return write(fd, data)
 
-    monkeypatch.setattr(handler_module.os, "write", remove_then_write)
+    monkeypatch.setattr(monitoring_module.os, "write", remove_then_write)
     with caplog.at_level(logging.INFO):
         answers = handle(service, archive, GOOD, {"instances": [GOOD, GOOD]})
-        monkeypatch.setattr(handler_module.os, "write", write)
+        monkeypatch.setattr(monitoring_module.os, "write", write)
         handle(service, archive, GOOD)
         service.metrics.flush()
     assert [status for status, _ in answers] == [200, 200]
@@ -532,10 +534,10 @@ def test_regression_predictions_fill_a_histogram_of_values(model_dir, tmp_path, 
     ],
 )
 def test_each_rejection_has_a_declared_reason(handler, body, reason):
-    error = handler.parse_request(body)
-    assert isinstance(error, handler_module.RequestError)
+    error = handler.requests.parse(body)
+    assert isinstance(error, handler.modules.request.RequestError)
     assert error.reason == reason
-    assert reason in handler_module.REJECTION_REASONS
+    assert reason in REJECTION_REASONS
 
 
 def test_metric_labels_cannot_break_torchserve_metric_lines():
@@ -560,7 +562,7 @@ def test_redacted_columns_are_never_logged_and_hashed_ones_only_as_keyed_hashes(
     hashes = transform.keyed_hashes(key_file.read_bytes(), cities)
     assert [line["input"] for line in log_lines(tmp_path / "log")] == [{"city": h} for h in hashes]
     assert hashes[0] == hashes[3] != hashes[1] and hashes[2] is None
-    assert handler_module.LOG_KEY_VARIABLE == LOG_KEY_VARIABLE
+    assert service.modules.contract.LOG_KEY_VARIABLE == LOG_KEY_VARIABLE
 
 
 def test_hashed_column_without_a_key_is_left_out_of_the_log(model_dir, tmp_path, monkeypatch, caplog):
@@ -623,16 +625,25 @@ IMAGE_SPEC = {
 }
 
 
-def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_log(tmp_path, monkeypatch):
+@pytest.fixture
+def image_service(tmp_path: Path, monkeypatch) -> tuple[handler_module.ForgemlHandler, Path]:
+    """A handler of a model whose one feature is a 1x3 grey image, logging every request."""
     archive = tmp_path / "archive"
     archive.mkdir()
     write_model_files(archive, IMAGE_SPEC)
-    shutil.copyfile(transform.__file__, archive / "transform.py")
+    copy_modules(archive)
     schema = input_schema(IMAGE_SPEC, MAX_INSTANCES, MonitorConfig(sample_rate=1.0))
     (archive / "input_schema.json").write_text(json.dumps(schema))
     monkeypatch.setenv(LOG_DIR_VARIABLE, str(tmp_path / "log"))
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(archive, requests=0))
+    return service, archive
+
+
+def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_log(
+    image_service, tmp_path, monkeypatch
+):
+    service, archive = image_service
     images = random_images(2, (6, 9))
     opened = []
     real_open = Image.open
@@ -648,3 +659,87 @@ def test_each_served_image_is_decoded_once_for_its_check_its_prediction_and_its_
     np.testing.assert_allclose(served, expected_probabilities, atol=1e-6)
     logged = [line["input"]["image"] for line in log_lines(tmp_path / "log")]
     assert logged == [transform.image_signals(image) for image in images]
+
+
+def encoded_image(image: Image.Image, image_format: str) -> str:
+    out = io.BytesIO()
+    image.save(out, format=image_format)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_image_beyond_the_pixel_budget_is_a_400_before_its_pixels_are_decoded(image_service, monkeypatch):
+    service, archive = image_service
+    [budget] = [f["max_pixels"] for f in service.inference.schema["features"]]
+    # a 1-bit PNG compresses to a few KB whatever its size: the header is all that may be read
+    bomb = encoded_image(Image.new("1", (budget // 1000 + 1, 1000)), "PNG")
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(1) or real_load(image))
+    [(status, answer)] = handle(service, archive, {"image": bomb})
+    assert (status, answer["field"]) == (400, "image")
+    assert f"more than the {budget}" in answer["error"]
+    assert decoded == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (encoded_image(Image.new("L", (4, 4)), "GIF"), "only PNG and JPEG are accepted"),
+        (encoded_image(Image.new("L", (4, 4)), "BMP"), "only PNG and JPEG are accepted"),
+        (base64.b64encode(b"not an image at all").decode(), "only PNG and JPEG are accepted"),
+        (base64.b64encode(random_images(1, (4, 4))[0][:60]).decode(), "not a decodable image"),
+    ],
+    ids=["gif", "bmp", "text", "truncated-png"],
+)
+def test_only_png_and_jpeg_are_images_and_their_400_quotes_no_python_object(image_service, value, message):
+    service, archive = image_service
+    [(status, answer)] = handle(service, archive, {"image": value})
+    assert (status, answer["field"]) == (400, "image")
+    assert message in answer["error"]
+    assert not re.search(r"object at 0x", answer["error"])
+
+
+def test_jpeg_is_an_image(image_service):
+    service, archive = image_service
+    assert handle(service, archive, {"image": encoded_image(Image.new("RGB", (8, 6)), "JPEG")})[0][0] == 200
+
+
+def test_request_fields_that_are_not_features_are_logged_only_when_listed(model_dir, tmp_path, monkeypatch):
+    record = {**GOOD, "comment": "call me at 555-0100", "id": "r1"}
+    service, archive = logging_handler(model_dir, tmp_path / "quiet", monkeypatch)
+    handle(service, archive, record)
+    [line] = log_lines(tmp_path / "quiet")
+    assert line["input"] == GOOD and line["id"] == "r1"
+    assert "555-0100" not in (tmp_path / "quiet" / f"worker-{os.getpid()}.jsonl").read_text()
+    service, archive = logging_handler(
+        model_dir, tmp_path / "listed", monkeypatch, log_extra_fields=["comment"]
+    )
+    handle(service, archive, record, GOOD)
+    assert [line["input"] for line in log_lines(tmp_path / "listed")] == [
+        {**GOOD, "comment": "call me at 555-0100"},
+        GOOD,
+    ]
+
+
+def test_redaction_and_hashing_cover_the_extra_fields_logged(model_dir, tmp_path, monkeypatch):
+    key_file = log_key_file(tmp_path / "runtime")
+    monkeypatch.setenv(LOG_KEY_VARIABLE, str(key_file))
+    service, archive = logging_handler(
+        model_dir,
+        tmp_path / "log",
+        monkeypatch,
+        log_extra_fields=["comment", "email"],
+        redact=["email"],
+        hash=["comment"],
+    )
+    handle(service, archive, {**GOOD, "comment": "hello", "email": "a@b.example"})
+    [line] = log_lines(tmp_path / "log")
+    assert line["input"] == {**GOOD, "comment": transform.keyed_hashes(key_file.read_bytes(), ["hello"])[0]}
+
+
+def test_extra_fields_settings_travel_in_the_archive_and_are_checked():
+    monitor = MonitorConfig(log_extra_fields=["comment"], hash=["comment"])
+    settings = input_schema(SPEC, MAX_INSTANCES, monitor)["monitoring"]
+    assert (settings["log_extra_fields"], settings["hash"]) == (["comment"], ["comment"])
+    with pytest.raises(ForgeError, match=r"monitor.redact: 'comment' is not a feature.*log_extra_fields"):
+        input_schema(SPEC, MAX_INSTANCES, MonitorConfig(redact=["comment"]))

@@ -16,17 +16,9 @@ from xml.sax.saxutils import quoteattr
 
 import yaml
 
+from forgeml.contract import HANDLER_METRICS
 from forgeml.errors import ForgeError
 
-# the handler's metrics (handler.py, top) as (type, name, unit, own dimensions): in prometheus
-# mode TorchServe shows declared metrics only, and takes dimension values by position
-HANDLER_METRICS = [
-    ("counter", "forgeml_predictions", "count", ["Class"]),
-    ("counter", "forgeml_rejected_requests", "count", ["Reason"]),
-    ("counter", "forgeml_out_of_range_values", "count", ["Feature"]),
-    ("counter", "forgeml_inference_log_errors", "count", []),
-    ("histogram", "forgeml_predicted_value", "value", []),
-]
 # after its own, every handler metric carries ModelVersion, then the ModelName and Level that
 # TorchServe's add_counter/add_metric append (and the Hostname its frontend adds)
 COMMON_DIMENSIONS = ["ModelVersion", "ModelName", "Level"]

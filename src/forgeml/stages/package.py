@@ -53,7 +53,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build.", dir=store) as work:
         built = build_archive(
-            cfg.paths.models_dir, work, name, version, cfg.serve, monitor=cfg.monitor, decision=decision
+            cfg.paths.models_dir,
+            work,
+            name,
+            version,
+            cfg.serve,
+            monitor=cfg.monitor,
+            decision=decision,
+            max_pixels=image_max_pixels(manifest),
         )
         with atomic_path(registry.archive_copy(name, version)) as tmp:
             shutil.copyfile(built, tmp)
@@ -70,6 +77,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         os.replace(built, store / f"{name}.mar")
     return {"archive": str(store / f"{name}.mar"), "model": name, **entry}
+
+
+def image_max_pixels(manifest: dict[str, Any]) -> int | None:
+    """`data.image.max_pixels` of the config the model was trained with, not today's conf/."""
+    data = (manifest.get("config") or {}).get("data") or {}
+    return (data.get("image") or {}).get("max_pixels")
 
 
 def archive_version(manifest: dict[str, Any], decision: dict[str, Any] | None) -> str:
