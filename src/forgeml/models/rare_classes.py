@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from forgeml.data.transform import encode_labels
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
 from forgeml.layout import DECISION_THRESHOLD
+from forgeml.tables import open_parquet
 
 WEIGHT_CHOICES = ("none", "balanced", "{class: weight}")
 THRESHOLD_TARGET = re.compile(
@@ -33,7 +33,7 @@ THRESHOLD_CHOICES = "null, f1, recall@precision:<0..1>, precision@recall:<0..1>"
 def class_counts(train_path: str | Path, spec: Mapping[str, Any]) -> np.ndarray:
     """Rows per class of the train split, read a column batch at a time (so a streamed split too)."""
     counts = np.zeros(len(spec["labels"]), dtype=np.int64)
-    for batch in pq.ParquetFile(train_path).iter_batches(columns=[spec["target"]]):
+    for batch in open_parquet(train_path).iter_batches(columns=[spec["target"]]):
         values = pc.value_counts(batch.column(0))
         labels = values.field("values").to_numpy(zero_copy_only=False)
         np.add.at(counts, encode_labels(spec, labels), values.field("counts").to_numpy())

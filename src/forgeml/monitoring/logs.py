@@ -35,13 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
+from forgeml.tables import FORMATS, read_table
 
 log = logging.getLogger(__name__)
 
+JSONL_SUFFIXES = (".jsonl", ".json")
 RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "id", "prediction", "rejected")
 PROBABILITY_PREFIX = "probabilities."
 # the first lines of a log file (this many bytes) give the types of its fields
@@ -63,21 +64,14 @@ def read_current(source: str | Path) -> pd.DataFrame:
         return read_inference_log(source)
     if not source.is_file():
         raise ForgeError(f"monitor.current: {source} does not exist (a CSV, Parquet or JSONL file/dir)")
-    suffix = source.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(source)
-    if suffix in (".parquet", ".pq"):
-        return read_parquet(source)
-    if suffix in (".jsonl", ".json"):
+    if source.suffix.lower() in JSONL_SUFFIXES:
         return order_by_time(read_jsonl(source))
-    raise ForgeError(f"monitor.current: cannot read {source}; use .csv, .parquet, .jsonl or a directory")
-
-
-def read_parquet(path: Path) -> pd.DataFrame:
-    """A Parquet table, its columns left as pyarrow converts them, one block each: pandas'
-    read_parquet copies all same-typed columns into one block (a second pass over every value,
-    half the cost of reading 1M x 32 floats)."""
-    return pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+    if source.suffix.lower() not in FORMATS:
+        raise ForgeError(
+            f"monitor.current: cannot read {source}; use {', '.join((*FORMATS, *JSONL_SUFFIXES))} "
+            "or a directory"
+        )
+    return read_table(source, key="monitor.current")
 
 
 def read_inference_log(log_dir: str | Path) -> pd.DataFrame:

@@ -82,6 +82,7 @@ from forgeml.monitoring.report import (
     windows_table,
 )
 from forgeml.monitoring.signals import with_signals
+from forgeml.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, p
         redacted = {"features": [f for f in spec["features"] if f["name"] in cfg.monitor.redact]}
         signals = list(with_signals(pd.DataFrame(), redacted)[1])
         profile = private_profile(profile, signals, list(cfg.monitor.hash), cfg.serve.runtime_dir)
-    train = pd.read_parquet(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
+    train = read_table(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
     train = with_signals(train, spec)[0][list(profile["features"])]
     references = feature_references(profile, train, settings)
     check_columns(settings, references)

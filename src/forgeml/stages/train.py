@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from forgeml.config import MLPConfig, resolved_config
-from forgeml.data.datamodule import build_datamodule
+from forgeml.data.factory import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.data.transform import FIRST_TOKEN_ID, feature_width
 from forgeml.errors import ForgeError
