@@ -11,7 +11,8 @@ and a line `{"ts": ..., "model": ..., "version": ..., "rejected": reason}` per r
 
 `read_current` returns one row per record: a column per input feature (raw values as received)
 plus ts (UTC), model, version, latency_ms, id, prediction and rejected, and a column
-`probabilities.<class>` per class, ordered by ts. Files are parsed by
+`probability_<class>` per class (contract.probability_column, as `forgeml predict` names
+them), ordered by ts. Files are parsed by
 pyarrow's multithreaded JSON reader. A rotated file (closed: the handler never writes it again)
 is parsed once: its table is kept in log_dir/.segment-cache/ (SegmentCache) and read from there
 by every later run, so a growing log costs each run the parse of its live files only. A last line without its
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.json as pa_json
 
+from forgeml.contract import PROBABILITY_PREFIX
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.tables import FORMATS, read_table
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "id", "prediction", "rejected")
-PROBABILITY_PREFIX = "probabilities."
 # the first lines of a log file (this many bytes) give the types of its fields
 SCHEMA_SAMPLE_BYTES = 1 << 20
 # a rotated file, worker-<pid>.<n>.jsonl, is closed: the handler never appends to it again

@@ -124,7 +124,17 @@ def predict_chunk(
         scores[~valid] = np.nan
     typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
     typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
-    return chunk.assign(**typed, **prediction_columns(spec, scores, valid, decision))
+    return with_columns(chunk, {**typed, **prediction_columns(spec, scores, valid, decision)})
+
+
+def with_columns(chunk: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """`chunk` with `columns` in place of its own or appended, as DataFrame.assign orders them,
+    built in one concatenation: assign inserts one column at a time, which pandas warns about
+    (PerformanceWarning) on a wide table."""
+    added = pd.DataFrame(columns, index=chunk.index)
+    order = [*chunk.columns, *(name for name in added.columns if name not in chunk.columns)]
+    kept = chunk.drop(columns=[name for name in added.columns if name in chunk.columns])
+    return pd.concat([kept, added], axis=1)[order]
 
 
 def feature_columns(
@@ -259,6 +269,8 @@ def read_chunks(source: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, d
     except ForgeError:
         shapes.short_rows(None)  # names the row, if the reason is a row's shape or bytes
         raise
+    finally:
+        shapes.file.close()
 
 
 class CsvShape:
@@ -270,7 +282,7 @@ class CsvShape:
         self.source, self.row, self.counted = source, 0, 0
         # pandas reads fields of any length; the standard parser's default cap is 128 KiB
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-        self.file = open(source, "rb")  # noqa: SIM115 (closed once read to the end)
+        self.file = open(source, "rb")  # noqa: SIM115 (closed by read_chunks)
         # decoded line by line, so that bad bytes are found in their row, not in a buffer
         self.rows = csv.reader(line.decode("utf-8") for line in self.file)
         self.header = self.next_fields() or []

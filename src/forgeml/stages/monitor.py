@@ -50,26 +50,29 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from forgeml.config import DriftMethod, check_ranges, plain
+from forgeml.contract import probability_column
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
-from forgeml.io import atomic_path, read_json, write_json, write_text
+from forgeml.io import read_json, write_json, write_text
 from forgeml.layout import (
     CALIBRATION,
     DRIFT_PAGE,
     DRIFT_REPORT,
+    FEATURE_DRIFT_TABLE,
     MANIFEST,
     METRICS,
     MONITORING_PAGE,
     MONITORING_REPORT,
-    MONITORING_TABLES,
     PREPROCESSOR,
     REFERENCE_PREDICTIONS,
     REFERENCE_PROFILE,
+    WINDOWS_TABLE,
+    monitoring_table,
     split_file,
 )
 from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
 from forgeml.monitoring.drift import TESTS, DriftSettings, feature_references
-from forgeml.monitoring.logs import PROBABILITY_PREFIX, read_current, read_inference_log, select_window
+from forgeml.monitoring.logs import read_current, read_inference_log, select_window
 from forgeml.monitoring.performance import read_labels
 from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import (
@@ -82,7 +85,7 @@ from forgeml.monitoring.report import (
     windows_table,
 )
 from forgeml.monitoring.signals import with_signals
-from forgeml.tables import read_table
+from forgeml.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_text(reports / DRIFT_PAGE, render_html(report, figures))
         write_json(reports / MONITORING_REPORT, monitoring)
         write_text(reports / MONITORING_PAGE, monitoring_page.result())
-    write_csv(reports / MONITORING_TABLES / "windows.csv", windows_table(monitoring))
-    write_csv(reports / MONITORING_TABLES / "feature_drift.csv", feature_statistics_table(monitoring))
+    write_table(windows_table(monitoring), monitoring_table(reports, WINDOWS_TABLE))
+    write_table(feature_statistics_table(monitoring), monitoring_table(reports, FEATURE_DRIFT_TABLE))
     wandb_run = None
     if monitor.wandb:
         wandb_config = {"source": source, "settings": monitoring["settings"], "model": report["model"]}
@@ -280,7 +283,7 @@ def with_predictions(current: pd.DataFrame, models_dir: str, reports_dir: str) -
     """A table without served predictions gets the model's (the one case that loads torch), its
     classes decided as the endpoint decides them (the decision threshold evaluate picked)."""
     has_predictions = "prediction" in current.columns and current["prediction"].notna().any()
-    if has_predictions or not len(current) or not Path(models_dir, "model.json").is_file():
+    if has_predictions or not len(current) or not Path(models_dir, MANIFEST).is_file():
         return current
     from forgeml.models.artifact import ModelArtifact
     from forgeml.models.rare_classes import read_decision
@@ -293,7 +296,7 @@ def with_predictions(current: pd.DataFrame, models_dir: str, reports_dir: str) -
     if model.spec["task"] != "classification":
         return current.assign(prediction=outputs.reshape(-1))
     labels = [str(label) for label in model.spec["labels"]]
-    probabilities = {f"{PROBABILITY_PREFIX}{label}": outputs[:, k] for k, label in enumerate(labels)}
+    probabilities = {probability_column(label): outputs[:, k] for k, label in enumerate(labels)}
     decided = predicted_classes(outputs, read_decision(reports_dir, model.manifest["model_hash"]))
     return current.assign(prediction=np.asarray(labels)[decided], **probabilities)
 
@@ -309,8 +312,3 @@ def window_end(monitor: DictConfig) -> pd.Timestamp | None:
             f"monitor.window_end={monitor.window_end!r} is not a time (e.g. 2025-06-02T00:00Z)"
         ) from error
     return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
