@@ -17,8 +17,6 @@ from typing import Any
 from forgeml.data.transform import MISSING_CATEGORY, keyed_hashes
 from forgeml.errors import ForgeError
 
-# read by the handler (handler.py, LOG_KEY_VARIABLE): the file holding the key
-LOG_KEY_VARIABLE = "FORGEML_INFERENCE_LOG_KEY"
 KEY_FILE = "inference-log.key"
 KEY_BYTES = 32
 

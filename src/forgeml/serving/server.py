@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
+from forgeml.contract import LOG_DIR_VARIABLE, LOG_KEY_VARIABLE
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_text
-from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
+from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import tls
 from forgeml.serving.management import Endpoint, ManagementClient
 from forgeml.serving.processes import (
@@ -58,8 +59,6 @@ STOP_TIMEOUT = 30.0
 # a worker that died this many times while loading is crash-looping, not starting slowly
 CRASH_LOOP_DEATHS = 2
 QUOTED_LOG_LINES = 15
-# read by the handler (handler.py, LOG_DIR_VARIABLE): the directory of the inference log
-LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
 PORT_KEYS = (
     "inference_port",
     "management_port",

@@ -95,9 +95,9 @@ COLUMN_KEYS = frozenset({"method", "threshold"})
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings, decay = drift_settings(monitor), decay_settings(monitor)
-    baseline, train = load_baseline(cfg, settings)
     matplotlib_loaded = preload_matplotlib()
     current, source = load_current(monitor)
+    baseline, train = load_baseline(cfg, settings, logged=len(current) > 0)
     current = with_predictions(current, cfg.paths.models_dir, cfg.paths.reports_dir)
     current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
@@ -204,16 +204,19 @@ def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:
             )
 
 
-def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, pd.DataFrame]:
+def load_baseline(cfg: DictConfig, settings: DriftSettings, logged: bool) -> tuple[Baseline, pd.DataFrame]:
     """The reference side, from files only (no torch): the train split and its profile, the
-    model's manifest, and what `evaluate` computed for monitoring."""
+    model's manifest, and what `evaluate` computed for monitoring. `logged`: whether there are
+    current records; without any, no hash of `monitor.hash` is compared, so none is keyed: a
+    fresh project has no key until `forgeml serve start` makes one, and reports "no data"."""
     processed, reports = Path(cfg.paths.processed_dir), Path(cfg.paths.reports_dir)
     profile, spec = read_json(processed / REFERENCE_PROFILE), read_json(processed / PREPROCESSOR)
     if not cfg.monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
         # a redacted datetime or text feature takes its drift signals out with it
         redacted = {"features": [f for f in spec["features"] if f["name"] in cfg.monitor.redact]}
         signals = list(with_signals(pd.DataFrame(), redacted)[1])
-        profile = private_profile(profile, signals, list(cfg.monitor.hash), cfg.serve.runtime_dir)
+        hashed = list(cfg.monitor.hash) if logged else []
+        profile = private_profile(profile, signals, hashed, cfg.serve.runtime_dir)
     train = read_table(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
     train = with_signals(train, spec)[0][list(profile["features"])]
     references = feature_references(profile, train, settings)
