@@ -24,10 +24,11 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from forgeml.config import MonitorConfig
+from forgeml.contract import LOG_KEY_VARIABLE
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.monitoring.logs import read_inference_log
-from forgeml.monitoring.privacy import LOG_KEY_VARIABLE, log_key_file
+from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
 from forgeml.serving.runtime_files import HANDLER_METRICS, metrics_config

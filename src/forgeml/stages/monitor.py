@@ -39,7 +39,6 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from forgeml.config import DriftMethod, check_ranges, plain
+from forgeml.config import check_monitor
 from forgeml.contract import probability_column
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
@@ -88,8 +87,6 @@ from forgeml.monitoring.signals import with_signals
 from forgeml.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
-
-COLUMN_KEYS = frozenset({"method", "threshold"})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -150,44 +147,13 @@ def drawing_processes(jobs: int) -> Executor:
 
 
 def drift_settings(monitor: DictConfig) -> DriftSettings:
-    """Check the monitor config before any work; every message names the key to change."""
-    check_ranges("monitor", monitor)
-    for kind in ("numeric", "categorical"):
-        method = plain(monitor[f"{kind}_method"])
-        if method != "auto" and method not in TESTS[kind]:
-            choices = ", ".join(["auto", *sorted(TESTS[kind])])
-            raise ForgeError(
-                f"monitor.{kind}_method={method} does not apply to {kind} features; choose {choices}"
-            )
-    for name, column in monitor.columns.items():
-        check_column_config(name, column)
+    """The monitor config, checked before any work (config.check_monitor)."""
+    check_monitor(monitor)
     return DriftSettings.from_monitor(monitor)
 
 
-def check_column_config(name: str, column: Any) -> None:
-    """`monitor.columns.<name>`: a method among DriftMethod's and a positive threshold."""
-    if not isinstance(column, Mapping) or not set(column) <= COLUMN_KEYS:
-        found = ", ".join(sorted(column)) if isinstance(column, Mapping) else repr(column)
-        raise ForgeError(f"monitor.columns.{name}: expected the keys method, threshold; got {found}")
-    methods = [method.value for method in DriftMethod]
-    if column.get("method") is not None and column["method"] not in methods:
-        raise ForgeError(
-            f"monitor.columns.{name}.method={column['method']} is not a test; choose {', '.join(methods)}"
-        )
-    threshold = column.get("threshold")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0
-    ):
-        raise ForgeError(f"monitor.columns.{name}.threshold={threshold} must be a positive number")
-
-
 def decay_settings(monitor: DictConfig) -> DecaySettings:
-    if monitor.max_metric_drop is not None and monitor.max_metric_drop < 0:
-        raise ForgeError(f"monitor.max_metric_drop={monitor.max_metric_drop} must be >= 0 (or null: off)")
-    low = monitor.min_estimated_accuracy
-    if low is not None and not 0.0 <= low <= 1.0:
-        raise ForgeError(f"monitor.min_estimated_accuracy={low} must lie between 0 and 1 (or null: off)")
-    return DecaySettings(monitor.max_metric_drop, low)
+    return DecaySettings(monitor.max_metric_drop, monitor.min_estimated_accuracy)
 
 
 def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.config import check_ranges
 from forgeml.serving.deployments import serving_archives
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
@@ -26,6 +27,7 @@ ACTIONS = ("start", "stop", "status")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
+    check_ranges("serve", cfg.serve)
     # the workers write the sampled requests to monitor.log_dir (the archive sets the rate)
     archives = serving_archives(Registry(cfg.serve.model_store))
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
