@@ -2,11 +2,13 @@
 
     prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json
     train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json (+ checkpoints/)
-    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json, plots/, figures/,
+    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json,
+                plots/{confusion_matrix,roc,predicted_vs_actual}.csv, figures/<figure>.png,
                 reference_predictions.parquet, calibration.json (what monitor compares with),
                 decision_threshold.json (a binary model's threshold; packaged into the archive)
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
-    monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html, monitoring/
+    monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html,
+                monitoring/{windows,feature_drift}.csv
 
 The directories come from the config; the names inside them are fixed here. Stages import these
 names instead of spelling paths, and a test holds `stage_outputs` equal to dvc.yaml's outs.

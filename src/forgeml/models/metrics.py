@@ -25,6 +25,7 @@ from forgeml.layout import (
     figure_file,
     plot_file,
 )
+from forgeml.tables import write_table
 
 
 def classification_report(
@@ -53,7 +54,7 @@ def classification_report(
     pairs = pd.DataFrame(
         {"actual": [names[i] for i in targets], "predicted": [names[i] for i in predictions]}
     )
-    write_csv(plot_file(reports, CONFUSION_PAIRS), pairs)
+    write_table(pairs, plot_file(reports, CONFUSION_PAIRS))
     figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
     if classes == 2:
         fpr, tpr, _ = M.roc(probabilities[:, 1], targets, task="binary")
@@ -91,20 +92,15 @@ def regression_report(
         "test/r2": M.r2_score(predictions, targets).item(),
     }
     pairs = pd.DataFrame({"actual": targets.numpy(), "predicted": predictions.numpy()})
-    write_csv(plot_file(reports, PREDICTED_VS_ACTUAL), pairs)
+    write_table(pairs, plot_file(reports, PREDICTED_VS_ACTUAL))
     save_figures({"predicted_vs_actual": plot_scatter(pairs)}, reports)
     return metrics, {}
 
 
 def roc_figure(reports: Path, fpr: np.ndarray, tpr: np.ndarray) -> Any:
     """A binary model's ROC: its points for `dvc plots`, and the picture of them."""
-    write_csv(plot_file(reports, ROC_POINTS), pd.DataFrame({"fpr": fpr, "tpr": tpr}))
+    write_table(pd.DataFrame({"fpr": fpr, "tpr": tpr}), plot_file(reports, ROC_POINTS))
     return plot_curve(fpr, tpr, "false positive rate", "true positive rate")
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def plot_confusion(confusion: np.ndarray, names: list[str]) -> Any:

@@ -32,7 +32,7 @@ from forgeml.models.metrics import (
     roc_figure,
     save_figures,
 )
-from forgeml.tables import open_parquet
+from forgeml.tables import TableWriter, open_parquet
 
 CHUNK_ROWS = 65_536
 ROC_BINS = 1000
@@ -53,7 +53,7 @@ def streamed_report(
     metrics, curves = _metrics(classes)
     pairs_file = plot_file(reports, CONFUSION_PAIRS if classes else PREDICTED_VS_ACTUAL)
     rows, scatter = 0, []
-    with atomic_path(pairs_file) as tmp:
+    with atomic_path(pairs_file) as tmp, TableWriter(tmp) as pairs_table:
         for batch in open_parquet(test_path).iter_batches(batch_size=chunk_rows):
             frame = batch.to_pandas()
             outputs = torch.from_numpy(artifact.predict(frame))
@@ -69,7 +69,7 @@ def streamed_report(
                 metrics.update(outputs, targets)
                 pairs = pd.DataFrame({"actual": targets.numpy(), "predicted": outputs.numpy()})
                 scatter.append(pairs.head(SCATTER_ROWS - sum(len(p) for p in scatter)))
-            pairs.to_csv(tmp, mode="a", header=rows == 0, index=False)
+            pairs_table.write(pairs)
             rows += len(frame)
     results = {f"test/{name}": value.item() for name, value in metrics.compute().items()}
     if classes:
