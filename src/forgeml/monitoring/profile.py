@@ -51,22 +51,21 @@ def streamed_profile(statistics: TrainStatistics) -> dict[str, Any]:
     profile["rows"] = statistics.rows
     profile["sample_rows"] = len(sample)
     for name, sketch in profile["features"].items():
-        _take_exact(
-            sketch, statistics.frequencies(name) if name in statistics.counts else statistics.summary(name)
-        )
-    classes = schema.task == "classification"
-    target = statistics.frequencies(schema.target) if classes else statistics.summary(schema.target)
-    _take_exact(profile["target"], target)
+        if name in statistics.counts:
+            sketch.update(statistics.frequencies(name))
+        else:
+            _exact_moments(sketch, statistics.summary(name))
+    if schema.task == "classification":
+        profile["target"].update(statistics.frequencies(schema.target))
+    else:
+        _exact_moments(profile["target"], statistics.summary(schema.target))
     return profile
 
 
-def _take_exact(sketch: dict[str, Any], exact: dict[str, Any]) -> None:
-    """The exact statistics in place of the sample's: all of a categorical's; a numeric's count
-    and missing, and its moments where the sample's sketch has them."""
-    kept = (
-        exact if "mean" in sketch or "frequencies" in exact else {k: exact[k] for k in ("count", "missing")}
-    )
-    sketch.update(kept)
+def _exact_moments(sketch: dict[str, Any], summary: dict[str, Any]) -> None:
+    """A numeric sketch's count and missing count, and its moments where the sample had values
+    to sketch (a column missing from the whole sample has none to replace)."""
+    sketch.update(summary if "mean" in sketch else {key: summary[key] for key in ("count", "missing")})
 
 
 def _numeric_sketch(column: pd.Series) -> dict[str, Any]:
