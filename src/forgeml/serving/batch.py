@@ -73,8 +73,8 @@ def predict_file(
     """Score every row of `source` into `target` (written atomically); returns a summary.
     `decision`: a binary model's decision threshold, which the predicted class follows."""
     source, target = Path(source), Path(target)
-    for path in (source, target):
-        table_format(path)
+    table_format(source, key="input")  # a table by its suffix, or an error naming it
+    table_format(target, key="output")
     if not source.is_file():
         raise ForgeError(f"input file {source} not found")
     bad, rows = BadRows(), 0
