@@ -93,3 +93,12 @@ def test_the_jvms_common_pool_gets_at_least_two_threads(monkeypatch, cores, para
     # with fewer, TorchServe's frontend starts a thread for every batch (server.jvm_options)
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     assert jvm_options() == f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={parallelism}"
+
+
+def test_serve_start_refuses_bad_log_rotation_before_starting_anything(make_config):
+    from forgeml.stages import serve
+
+    cfg = make_config("serve.log_backups=0")
+    with pytest.raises(ForgeError, match=r"^serve\.log_backups=0 must be at least 1$"):
+        serve.start(cfg)
+    assert not Path(cfg.serve.runtime_dir).exists()
