@@ -37,6 +37,7 @@ test: setup browser
 lint: setup
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format src tests bench examples

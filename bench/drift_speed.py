@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from forgeml.config import MonitorConfig
+from forgeml.contract import probability_column
 from forgeml.data.checks import TableSchema
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.io import write_json
@@ -159,7 +160,9 @@ def write_log(log_dir: Path, current: pd.DataFrame) -> None:
     for worker, part in ((101, records.iloc[:half]), (202, records.iloc[half:])):
         write_worker_log(log_dir, worker, part)
     frame = current.assign(ts=stamp, model="bench", id=ids, prediction=labels)
-    frame = frame.assign(**{"probabilities.no": 1 - probability, "probabilities.yes": probability})
+    frame = frame.assign(
+        **{probability_column("no"): 1 - probability, probability_column("yes"): probability}
+    )
     frame.to_parquet(log_dir.parent / "current.parquet")
 
 

@@ -15,11 +15,13 @@ Lightning, DVC, wandb) are imported inside the stage that needs them, so `--help
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +127,25 @@ def run_stage(stage: str, cfg: Any, as_json: bool = False) -> dict[str, Any]:
     module = importlib.import_module(f"forgeml.stages.{name}")
     result = getattr(module, action or "run")(cfg)
     if result and is_rank_zero():
-        if as_json:
-            print(json.dumps({stage: result}, indent=2, default=str))
-        else:
-            from forgeml.report import show
+        with reader_may_close():
+            if as_json:
+                print(json.dumps({stage: result}, indent=2, default=str), flush=True)
+            else:
+                from forgeml.report import show
 
-            show(stage, result)
+                show(stage, result)
     return result
+
+
+@contextlib.contextmanager
+def reader_may_close() -> Iterator[None]:
+    """Printing to a pipe whose reader stopped early (`forgeml models --json | head -c 200`):
+    the reader took what it wanted, so the rest goes nowhere, without a traceback; stdout is
+    pointed at /dev/null so that the interpreter's last flush does not fail either."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def exit_code_of(result: Any) -> int:

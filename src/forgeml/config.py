@@ -11,7 +11,7 @@ This module imports only the standard library and OmegaConf: it runs on every Hy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -371,6 +371,8 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "log_backups": NON_NEGATIVE,
         "windows": POSITIVE,
         "categorical_max_distinct": NON_NEGATIVE,
+        "max_metric_drop": NON_NEGATIVE,
+        "min_estimated_accuracy": SHARE,
     },
     "serve": {
         "workers": POSITIVE,
@@ -382,17 +384,106 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
             "serve.batch_size=1 is what never waits",
         ),
         "torch_threads": NON_NEGATIVE,
+        "log_max_bytes": POSITIVE,
+        "log_backups": (lambda value: value >= 1, "must be at least 1"),
     },
     "trainer": {"threads": NON_NEGATIVE},
 }
+# the drift tests that apply to each kind of feature (monitoring/drift.py runs them)
+DRIFT_TESTS = {
+    "numeric": frozenset({"ks", "wasserstein", "chi2", "jensenshannon", "psi"}),
+    "categorical": frozenset({"chi2", "jensenshannon", "psi"}),
+}
+COLUMN_TEST_KEYS = frozenset({"method", "threshold"})
+CLASS_WEIGHT_CHOICES = ("none", "balanced", "{class: weight}")
+SCHEDULER_INTERVALS = ("step", "epoch")
 
 
 def check_ranges(group: str, node: Any) -> None:
-    """Refuse a value outside its range, naming the key: `monitor.sample_rate=1.5 must lie ...`."""
+    """Refuse a value outside its range, naming the key: `monitor.sample_rate=1.5 must lie ...`
+    (null, where the schema allows it, turns a setting off and has no range)."""
     for key, (within, rule) in RANGES[group].items():
         value = getattr(node, key)  # a config node or a schema instance
-        if not within(value):
+        if value is not None and not within(value):
             raise ForgeError(f"{group}.{key}={value} {rule}")
+
+
+# --- each group's checks beyond types and ranges; a stage runs those of the groups it uses, once
+
+
+def check_monitor(monitor: Any) -> None:
+    """The monitor group, before any work; every message names the key to change."""
+    check_ranges("monitor", monitor)
+    for kind in ("numeric", "categorical"):
+        method = plain(monitor[f"{kind}_method"])
+        if method != "auto" and method not in DRIFT_TESTS[kind]:
+            choices = ", ".join(["auto", *sorted(DRIFT_TESTS[kind])])
+            raise ForgeError(
+                f"monitor.{kind}_method={method} does not apply to {kind} features; choose {choices}"
+            )
+    for name, column in monitor.columns.items():
+        check_column_test(name, column)
+    for effect, threshold in (monitor.severe or {}).items():
+        if threshold is not None and threshold <= 0:
+            raise ForgeError(f"monitor.severe.{effect}={threshold} must be positive (or null: off)")
+
+
+def check_column_test(name: str, column: Any) -> None:
+    """`monitor.columns.<name>`: a method among DriftMethod's and a positive threshold."""
+    if not isinstance(column, Mapping) or not set(column) <= COLUMN_TEST_KEYS:
+        found = ", ".join(sorted(column)) if isinstance(column, Mapping) else repr(column)
+        raise ForgeError(f"monitor.columns.{name}: expected the keys method, threshold; got {found}")
+    methods = [method.value for method in DriftMethod]
+    if column.get("method") is not None and column["method"] not in methods:
+        raise ForgeError(
+            f"monitor.columns.{name}.method={column['method']} is not a test; choose {', '.join(methods)}"
+        )
+    threshold = column.get("threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0
+    ):
+        raise ForgeError(f"monitor.columns.{name}.threshold={threshold} must be a positive number")
+
+
+def check_logged_columns(monitor: Any, feature_types: Mapping[str, str]) -> dict[str, list[str]]:
+    """`monitor.redact` and `monitor.hash` against a model's features ({name: type}): a typo
+    would otherwise log the very column it was meant to hide. Returns both lists."""
+    redact, hashed = list(monitor.redact), list(monitor.hash)
+    for key, names in (("redact", redact), ("hash", hashed)):
+        for name in names:
+            if name not in feature_types:
+                raise ForgeError(
+                    f"monitor.{key}: {name!r} is not a feature of the model; its features: "
+                    f"{', '.join(feature_types)}"
+                )
+    for name in hashed:
+        if name in redact:
+            raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
+        if feature_types[name] != "categorical":
+            raise ForgeError(
+                f"monitor.hash: {name!r} is {feature_types[name]}, and hashed values are no categories "
+                "to compare; leave it out of the log with monitor.redact"
+            )
+    return {"redact": redact, "hash": hashed}
+
+
+def check_class_weights(setting: Any) -> None:
+    """`train.class_weights`: none, balanced or {class: positive weight} (which classes exist,
+    the trained model's labels say)."""
+    if setting is None or setting in ("none", "balanced"):
+        return
+    if not isinstance(setting, Mapping):
+        raise ForgeError(f"train.class_weights={setting!r}: choose one of {', '.join(CLASS_WEIGHT_CHOICES)}")
+    for name, weight in setting.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise ForgeError(f"train.class_weights.{name}={weight!r} must be a positive number")
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """`scheduler.interval`: the scheduler steps once per optimizer step or once per epoch."""
+    interval = scheduler.get("interval", "epoch") if scheduler else "epoch"
+    if interval not in SCHEDULER_INTERVALS:
+        raise ForgeError(f"scheduler.interval must be 'step' or 'epoch', got {interval!r}")
 
 
 @dataclass

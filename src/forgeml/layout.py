@@ -2,11 +2,13 @@
 
     prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json
     train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json (+ checkpoints/)
-    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json, plots/, figures/,
+    evaluate -> <paths.reports_dir>/metrics.json, evaluation.json,
+                plots/{confusion_matrix,roc,predicted_vs_actual}.csv, figures/<figure>.png,
                 reference_predictions.parquet, calibration.json (what monitor compares with),
                 decision_threshold.json (a binary model's threshold; packaged into the archive)
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
-    monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html, monitoring/
+    monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html,
+                monitoring/{windows,feature_drift}.csv
 
 The directories come from the config; the names inside them are fixed here. Stages import these
 names instead of spelling paths, and a test holds `stage_outputs` equal to dvc.yaml's outs.
@@ -33,14 +35,35 @@ CALIBRATION = "calibration.json"
 # evaluate.threshold_for's pick, stamped with the model's hash; the archive carries it (handler.py
 # names the same file) and `forgeml predict` applies it
 DECISION_THRESHOLD = "decision_threshold.json"
+# evaluate's plot data under PLOTS (dvc.yaml's top-level plots draw them) and its pictures
+# under FIGURES, one <figure>.png each
+CONFUSION_PAIRS = "confusion_matrix.csv"
+ROC_POINTS = "roc.csv"
+PREDICTED_VS_ACTUAL = "predicted_vs_actual.csv"
 MONITORING_REPORT = "monitoring.json"
 MONITORING_PAGE = "monitoring.html"
 # per-window tables for `dvc plots`
 MONITORING_TABLES = "monitoring"
+WINDOWS_TABLE = "windows.csv"
+FEATURE_DRIFT_TABLE = "feature_drift.csv"
 
 
 def split_file(processed_dir: str | Path, split: str) -> Path:
     return Path(processed_dir) / f"{split}.parquet"
+
+
+def plot_file(reports_dir: str | Path, name: str) -> Path:
+    """Plot data for `dvc plots`: CONFUSION_PAIRS, ROC_POINTS or PREDICTED_VS_ACTUAL."""
+    return Path(reports_dir) / PLOTS / name
+
+
+def figure_file(reports_dir: str | Path, figure: str) -> Path:
+    return Path(reports_dir) / FIGURES / f"{figure}.png"
+
+
+def monitoring_table(reports_dir: str | Path, name: str) -> Path:
+    """A per-window table of `forgeml monitor`: WINDOWS_TABLE or FEATURE_DRIFT_TABLE."""
+    return Path(reports_dir) / MONITORING_TABLES / name
 
 
 def archive_file(model_store: str | Path, model_name: str) -> Path:

@@ -39,7 +39,6 @@ TEMPLATES = Path(__file__).with_name("templates")
 # the serving templates are this repository's own example project's files, for this model name
 TEMPLATE_MODEL = "breast_cancer"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 BASE_LINE = "  - /forgeml_base@_here_\n"
 # project file -> template (under TEMPLATES/project); written as they are. No template is
 # named dvc.yaml: DVC would take it for a pipeline of the repository holding it (this one)
@@ -104,11 +103,12 @@ def check(directory: Path, data: Path | None, target: str | None, name: str | No
         return Plan(directory, TEMPLATE_MODEL)
     if not data.is_file():
         raise ForgeError(f"data file not found: {data}")
-    if data.suffix.lower() not in DATA_SUFFIXES:
-        raise ForgeError(f"{data}: forgeml reads CSV or Parquet files ({', '.join(DATA_SUFFIXES)})")
+    from forgeml.tables import read_header, table_format  # pandas: only for a project with data
+
+    table_format(data, key="--data")
     if not target:
         raise ForgeError("say which column to predict: --target COLUMN")
-    columns = header(data)
+    columns = read_header(data)
     if target not in columns:
         raise ForgeError(f"--target {target} is not a column of {data}; its columns: {', '.join(columns)}")
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", data.stem)
@@ -117,23 +117,6 @@ def check(directory: Path, data: Path | None, target: str | None, name: str | No
             f"--name {name}: use letters, digits, '_', '-' and '.', starting with a letter or digit"
         )
     return Plan(directory, name, data, target)
-
-
-def header(data: Path) -> list[str]:
-    """The file's column names, without reading its rows."""
-    if data.suffix.lower() == ".csv":
-        import pandas as pd
-
-        try:
-            return [str(column) for column in pd.read_csv(data, nrows=0).columns]
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise ForgeError(f"cannot read the header of {data}: {error}") from error
-    import pyarrow.parquet as pq
-
-    try:
-        return list(pq.read_schema(data).names)
-    except Exception as error:  # pyarrow raises its own error types for a file that isn't Parquet
-        raise ForgeError(f"cannot read {data} as Parquet: {error}") from error
 
 
 def create(plan: Plan) -> dict[str, Any]:

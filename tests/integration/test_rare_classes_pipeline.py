@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forgeml.contract import probability_column
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
 from forgeml.layout import DECISION_THRESHOLD, METRICS, split_file
-from forgeml.monitoring.logs import PROBABILITY_PREFIX
 from forgeml.stages import evaluate, package, prepare, train
 from forgeml.stages.monitor import with_predictions
 from tests.conftest import compose_config
@@ -70,7 +70,7 @@ def test_monitor_scores_rows_without_served_predictions_by_the_decision_threshol
     decision = read_json(f"{cfg.paths.reports_dir}/{DECISION_THRESHOLD}")
     rows = pd.read_parquet(split_file(cfg.paths.processed_dir, "test")).drop(columns=[cfg.data.target])
     scored = with_predictions(rows, cfg.paths.models_dir, cfg.paths.reports_dir)
-    fraud = scored[f"{PROBABILITY_PREFIX}fraud"].to_numpy()
+    fraud = scored[probability_column("fraud")].to_numpy()
     served = np.where(fraud >= decision["threshold"], "fraud", "legit")
     assert (scored["prediction"].to_numpy() == served).all()
     # the threshold decides differently from the most probable class on some rows (not vacuous)

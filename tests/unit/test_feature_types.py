@@ -226,3 +226,11 @@ def test_an_mlp_without_dropout_has_no_dropout_layers_and_the_same_weights_names
     assert not any(isinstance(layer, torch.nn.Dropout) for layer in bare.modules())
     assert sum(isinstance(layer, torch.nn.Dropout) for layer in dropping.modules()) == 2
     dropping.load_state_dict(bare.state_dict())
+
+
+def test_type_rules_default_to_the_composed_data_config(make_config):
+    """TypeRules takes its defaults from DataConfig's schema, which a test holds equal to the
+    YAML: so prepare's rules from the default config are the defaults."""
+    from forgeml.stages.prepare import type_rules
+
+    assert type_rules(make_config().data) == TypeRules()

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from forgeml.contract import probability_column
 from forgeml.errors import ForgeError
 from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
 from forgeml.monitoring.drift import DriftSettings, NumericReference
@@ -51,8 +52,8 @@ def traffic(rng: np.random.Generator, days: int, per_day: int) -> pd.DataFrame:
                     "x0": x0,
                     "x1": x1,
                     "prediction": np.where(p > 0.5, "yes", "no"),
-                    "probabilities.no": 1 - p,
-                    "probabilities.yes": p,
+                    probability_column("no"): 1 - p,
+                    probability_column("yes"): p,
                     "actual": np.where(rng.random(per_day) < sigmoid(2.5 * x0), "yes", "no"),
                 }
             )

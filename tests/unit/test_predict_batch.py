@@ -3,6 +3,8 @@ bad rows are kept and reported by row number, CSV and Parquet both ways."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,3 +150,19 @@ def test_header_only_csv_writes_an_empty_table(tmp_path, artifact):
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert summary["rows"] == 0 and len(out) == 0
     assert "prediction" in out.columns
+
+
+def test_a_bad_cell_deep_in_a_wide_csv_warns_nothing(tmp_path, artifact):
+    """pandas parses a wide CSV chunk in smaller pieces and warns of a column typed differently
+    in two of them (DtypeWarning); a bad cell is a bad row, reported, not a console warning."""
+    rows = 6000
+    rng = np.random.default_rng(0)
+    wide = {f"extra{i}": np.zeros(rows, dtype=np.int64) for i in range(200)}
+    ages = rng.uniform(18, 90, rows).round(1).astype(object)
+    ages[5000] = "unknown"
+    pd.DataFrame({"age": ages, "city": "paris", **wide}).to_csv(tmp_path / "in.csv", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet")
+    assert [str(warning.message) for warning in caught] == []
+    assert summary["bad_rows"] == 1 and summary["bad_row_examples"][0]["row"] == 5001

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from forgeml.config import check_ranges
 from forgeml.errors import ForgeError
 from forgeml.serving.runtime_files import (
     LOGGERS,
@@ -64,9 +65,11 @@ def test_every_log_is_size_rotated_and_nothing_goes_to_the_console(tmp_path):
     assert "debug" not in levels and "all" not in levels
 
 
-def test_log_rotation_settings_are_checked():
-    with pytest.raises(ForgeError, match=r"serve\.log_max_bytes=0"):
-        log4j_config(Path("/tmp"), 0, 2)
+def test_log_rotation_settings_are_checked(make_config):
+    with pytest.raises(ForgeError, match=r"^serve\.log_max_bytes=0 must be positive$"):
+        check_ranges("serve", make_config("serve.log_max_bytes=0").serve)
+    with pytest.raises(ForgeError, match=r"^serve\.log_backups=0 must be at least 1$"):
+        check_ranges("serve", make_config("serve.log_backups=0").serve)
 
 
 def test_the_frontends_per_request_info_lines_are_dropped_and_other_lines_kept(tmp_path):
@@ -90,3 +93,12 @@ def test_the_jvms_common_pool_gets_at_least_two_threads(monkeypatch, cores, para
     # with fewer, TorchServe's frontend starts a thread for every batch (server.jvm_options)
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     assert jvm_options() == f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={parallelism}"
+
+
+def test_serve_start_refuses_bad_log_rotation_before_starting_anything(make_config):
+    from forgeml.stages import serve
+
+    cfg = make_config("serve.log_backups=0")
+    with pytest.raises(ForgeError, match=r"^serve\.log_backups=0 must be at least 1$"):
+        serve.start(cfg)
+    assert not Path(cfg.serve.runtime_dir).exists()

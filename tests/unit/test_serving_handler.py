@@ -25,7 +25,13 @@ from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from forgeml.config import MonitorConfig
-from forgeml.contract import HANDLER_METRICS, LOG_DIR_VARIABLE, LOG_KEY_VARIABLE, REJECTION_REASONS
+from forgeml.contract import (
+    HANDLER_METRICS,
+    LOG_DIR_VARIABLE,
+    LOG_KEY_VARIABLE,
+    REJECTION_REASONS,
+    probability_column,
+)
 from forgeml.data import transform
 from forgeml.errors import ForgeError
 from forgeml.monitoring.logs import read_inference_log
@@ -318,7 +324,7 @@ def test_each_record_has_a_request_id_from_the_client_or_new_in_the_answer_and_t
     assert [line["probabilities"] for line in lines] == [p["probabilities"] for p in predictions]
     frame = read_inference_log(tmp_path / "log")
     assert frame["id"].tolist() == ids
-    assert frame["probabilities.yes"].tolist() == pytest.approx(
+    assert frame[probability_column("yes")].tolist() == pytest.approx(
         [p["probabilities"]["yes"] for p in predictions]
     )
     [(status, error)] = handle(service, archive, {**GOOD, "id": [1]})

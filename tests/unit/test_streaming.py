@@ -22,7 +22,7 @@ from forgeml.data.streaming import (
     prepare_streaming,
 )
 from forgeml.errors import ForgeError
-from forgeml.monitoring.profile import build_profile
+from forgeml.monitoring.profile import build_profile, streamed_profile
 
 ROWS = 20_000
 DATA = {"target": "label", "task": "auto", "features": {}, "drop": [], "val_size": 0.15, "test_size": 0.15}
@@ -55,7 +55,8 @@ def test_streaming_prepare_fits_the_in_memory_statistics(tmp_path, suffix):
     frame = mixed_table()
     write_parquet(frame, source) if suffix == ".parquet" else frame.to_csv(source, index=False)
     out = tmp_path / "processed"
-    rows, _, spec, profile = prepare_streaming(source, out, DATA, seed=3, batch_rows=3000)
+    rows, _, spec, statistics = prepare_streaming(source, out, DATA, seed=3, batch_rows=3000)
+    profile = streamed_profile(statistics)
     assert sum(rows.values()) == ROWS
     assert rows == {split: pq.ParquetFile(out / f"{split}.parquet").metadata.num_rows for split in rows}
     expected, expected_profile = in_memory_fit(out)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from forgeml.config import DataConfig, ImageConfig, TextConfig
 from forgeml.data.sources import IMAGE_SUFFIXES
 from forgeml.data.transform import decode_image, parse_datetime, parses_as_datetime, tokenize
 from forgeml.errors import ForgeError
@@ -30,14 +31,14 @@ class TypeRules:
     """How datetime, text and image columns are recognised, read and fitted (`data.date_format`,
     `data.datetime_share`, `data.text.*`, `data.image.size`): the defaults are DataConfig's."""
 
-    date_format: str | None = None
-    datetime_share: float = 0.9
-    multi_word_share: float = 0.5
-    unique_share: float = 0.5
-    vocab_size: int = 5000
-    max_tokens: int = 64
+    date_format: str | None = DataConfig.date_format
+    datetime_share: float = DataConfig.datetime_share
+    multi_word_share: float = TextConfig.multi_word_share
+    unique_share: float = TextConfig.unique_share
+    vocab_size: int = TextConfig.vocab_size
+    max_tokens: int = TextConfig.max_tokens
     # (height, width) images are resized to; None: the train split's most common size
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[int, int] | None = ImageConfig.size
 
 
 DEFAULT_RULES = TypeRules()

@@ -22,12 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from forgeml.data.preprocessing import feature_columns
-from forgeml.data.sources import streaming_enabled
 from forgeml.data.transform import encode_features, encode_labels
 from forgeml.io import read_json
-from forgeml.layout import PREPROCESSOR, split_file
+from forgeml.layout import PREPROCESSOR, SPLITS, split_file
+from forgeml.tables import read_table
 
-SPLITS = ("train", "val", "test")
 EVAL_BATCH_FACTOR = 8
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -179,7 +178,7 @@ class TableDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
             if split not in self.tables:
-                frame = pd.read_parquet(split_file(self.processed_dir, split))
+                frame = read_table(split_file(self.processed_dir, split))
                 self.tables[split] = split_table(frame, self.spec)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -213,17 +212,3 @@ class TableDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
-
-
-def build_datamodule(
-    processed_dir: str | Path, data: Any, seed: int | None, **training: Any
-) -> pl.LightningDataModule:
-    """In-memory tensors, or row groups streamed from Parquet when `data.streaming` says so.
-    `training`: batches_per_training_step and limit_train_batches (see TableDataModule)."""
-    from forgeml.data import streaming
-
-    if streaming_enabled(data, split_file(processed_dir, "train")):
-        return streaming.StreamingDataModule(
-            processed_dir, data.batch_size, data.num_workers, seed, **training
-        )
-    return TableDataModule(processed_dir, data.batch_size, data.num_workers, seed=seed, **training)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forgeml import tables
 from forgeml.errors import ForgeError
 
 BUNDLED = ("breast_cancer", "wine", "diabetes", "digits")
@@ -54,14 +55,7 @@ def streaming_enabled(data: Mapping[str, Any], path: str | Path | None) -> bool:
 def read_table(path: str) -> pd.DataFrame:
     """A CSV or Parquet file, chosen by extension; image paths in it become the images' bytes."""
     file = checked_data_file(path)
-    if file.suffix.lower() in (".parquet", ".pq"):
-        return with_image_files(pd.read_parquet(file), file.parent)
-    try:
-        return with_image_files(pd.read_csv(file), file.parent)
-    except pd.errors.EmptyDataError as error:
-        raise ForgeError(f"data file {file} is empty") from error
-    except pd.errors.ParserError as error:
-        raise ForgeError(f"cannot parse {file} as CSV: {error}") from error
+    return with_image_files(tables.read_table(file, key="data.path"), file.parent)
 
 
 def is_image_path_column(column: pd.Series) -> bool:

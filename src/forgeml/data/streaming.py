@@ -41,13 +41,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from forgeml import tables
 from forgeml.data.checks import TableSchema, _infer_task, _infer_type, _require_columns, missing_target_error
-from forgeml.data.datamodule import EVAL_BATCH_FACTOR, SPLITS, TableDataModule, batch_count
+from forgeml.data.datamodule import EVAL_BATCH_FACTOR, TableDataModule, batch_count
 from forgeml.data.preprocessing import (
     categorical_entry,
     make_spec,
@@ -59,15 +59,12 @@ from forgeml.data.sources import checked_data_file
 from forgeml.data.transform import MISSING_CATEGORY, encode_features, encode_labels
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
-from forgeml.layout import split_file
-from forgeml.monitoring.profile import build_profile
+from forgeml.layout import SPLITS, split_file
 
 BATCH_ROWS = 65_536
 ROW_GROUP_ROWS = 65_536
 SAMPLE_ROWS = 100_000
 SHUFFLE_ROWS = 262_144
-CSV_BLOCK_BYTES = 16 << 20
-PARQUET_BUFFER_BYTES = 1 << 20
 # salts of the row hash: one decides the split, the other the sample
 SPLIT_SALT, SAMPLE_SALT = 0x5EED, 0x5A3B1E
 
@@ -80,25 +77,9 @@ def median_rank_bound(sample_rows: int = SAMPLE_ROWS, failure_probability: float
 # ---------------------------------------------------------------- reading and checking batches
 
 
-def open_parquet(path: str | Path) -> pq.ParquetFile:
-    """A Parquet file read in bounded memory: with pre-buffering (pyarrow's default) the reader
-    keeps every row group it has read until it is closed, so memory grows with the file."""
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES)
-
-
 def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches; CSV cells arrive as text so that checks can name a bad cell."""
-    path = checked_data_file(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        yield from open_parquet(path).iter_batches(batch_size=batch_rows)
-        return
-    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
-    try:
-        names = pa_csv.open_csv(path, read_options=read).schema.names
-        text = pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
-        yield from pa_csv.open_csv(path, read_options=read, convert_options=text)
-    except pa.ArrowInvalid as error:
-        raise ForgeError(f"cannot parse {path} as CSV: {error}") from None
+    """The data file's rows in batches; CSV cells arrive as text so that checks can name a bad cell."""
+    return tables.read_batches(checked_data_file(path), batch_rows)
 
 
 # the feature types a streamed prepare fits in one pass (datetime and text: read the file whole)
@@ -338,32 +319,32 @@ class TrainStatistics:
             )
         return make_spec(self.schema, features, target_scale(*self.target_moments.filled(0, 0.0)))
 
-    def profile(self) -> dict[str, Any]:
-        """reference_profile.json: quantiles and bins of the sample; counts and moments exact."""
-        sample = self.sample.table.to_pandas()
-        profile = build_profile(sample, self.schema)
-        profile["rows"] = self.rows
-        profile["sample_rows"] = len(sample)
-        for name, sketch in profile["features"].items():
-            if name in self.counts:
-                sketch.update(_frequencies(self.counts[name]))
-            else:
-                self._exact_moments(sketch, self.moments, self.numeric.index(name))
-        target = profile["target"]
-        if self.schema.task == "classification":
-            target.update(_frequencies(self.counts[self.schema.target]))
-        else:
-            self._exact_moments(target, self.target_moments, 0)
-        return profile
+    def frequencies(self, name: str) -> dict[str, Any]:
+        """The exact count and category frequencies of categorical column `name` (or the class
+        target), categories written as the in-memory path writes them."""
+        merged: Counter = Counter()
+        for value, count in self.counts[name].items():
+            merged[_category(value)] += count
+        ordered = dict(sorted(merged.items()))
+        return {"count": int(sum(ordered.values())), "frequencies": ordered}
 
-    @staticmethod
-    def _exact_moments(sketch: dict[str, Any], moments: Moments, column: int) -> None:
+    def summary(self, name: str) -> dict[str, Any]:
+        """The exact count, missing count, mean, std, min and max of numeric column `name` (or
+        the regression target); count and missing only when no value is present."""
+        if name == self.schema.target:
+            moments, column = self.target_moments, 0
+        else:
+            moments, column = self.moments, self.numeric.index(name)
         present = int(moments.present[column])
-        sketch.update(count=present, missing=moments.rows - present)
-        if present and "mean" in sketch:
-            std = math.sqrt(moments.m2[column] / present)
-            sketch.update(mean=float(moments.mean[column]), std=std)
-            sketch.update(min=float(moments.low[column]), max=float(moments.high[column]))
+        summary: dict[str, Any] = {"count": present, "missing": moments.rows - present}
+        if present:
+            summary |= {
+                "mean": float(moments.mean[column]),
+                "std": math.sqrt(moments.m2[column] / present),
+                "min": float(moments.low[column]),
+                "max": float(moments.high[column]),
+            }
+        return summary
 
     def _fills(self) -> dict[str, float]:
         """Numeric fill values: medians of the sample's present values (0 for an empty column)."""
@@ -383,14 +364,6 @@ def numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def _category(value: Any) -> str:
     """A category as the in-memory path writes it (transform.category_column: str of the value)."""
     return value if isinstance(value, str) else str(value)
-
-
-def _frequencies(counter: Counter) -> dict[str, Any]:
-    merged: Counter = Counter()
-    for value, count in counter.items():
-        merged[_category(value)] += count
-    ordered = dict(sorted(merged.items()))
-    return {"count": int(sum(ordered.values())), "frequencies": ordered}
 
 
 # ---------------------------------------------------------------- prepare
@@ -436,10 +409,12 @@ def prepare_streaming(
     batch_rows: int = BATCH_ROWS,
     row_group_rows: int = ROW_GROUP_ROWS,
     sample_rows: int = SAMPLE_ROWS,
-) -> tuple[dict[str, int], TableSchema, dict[str, Any], dict[str, Any]]:
-    """One pass over `path`: the three splits written to `out`, plus the preprocessing and profile.
+) -> tuple[dict[str, int], TableSchema, dict[str, Any], TrainStatistics]:
+    """One pass over `path`: the three splits written to `out`, plus the preprocessing and the
+    statistics of the train split that its reference profile is built from
+    (monitoring.profile.streamed_profile).
 
-    Returns (rows per split, schema, preprocessor spec, reference profile); the splits replace
+    Returns (rows per split, schema, preprocessor spec, train statistics); the splits replace
     any old ones only once every row has been checked.
     """
     seed = seed or 0
@@ -478,8 +453,7 @@ def prepare_streaming(
         for writer in writers.values():
             writer.close()
         rows = {split: writers[index].rows for index, split in enumerate(SPLITS)}
-        spec, profile = statistics.preprocessor(), statistics.profile()
-    return rows, schema, spec, profile
+    return rows, schema, statistics.preprocessor(), statistics
 
 
 def _rows_with_target(
@@ -600,7 +574,7 @@ class StreamingSplit(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         pieces = self.shard(worker, workers)
         generator = np.random.default_rng([self.seed, self.epoch, worker])
-        file = open_parquet(self.path)
+        file = tables.open_parquet(self.path)
         held: list[tuple[np.ndarray, np.ndarray]] = []
         held_rows = 0
         for piece in pieces:

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from forgeml.config import check_class_weights
 from forgeml.data.transform import encode_labels
 from forgeml.errors import ForgeError
 from forgeml.io import read_json
 from forgeml.layout import DECISION_THRESHOLD
+from forgeml.tables import open_parquet
 
-WEIGHT_CHOICES = ("none", "balanced", "{class: weight}")
 THRESHOLD_TARGET = re.compile(
     r"^(?:f1|recall@precision[=:](?P<precision>[0-9.]+)|precision@recall[=:](?P<recall>[0-9.]+))$"
 )
@@ -33,7 +33,7 @@ THRESHOLD_CHOICES = "null, f1, recall@precision:<0..1>, precision@recall:<0..1>"
 def class_counts(train_path: str | Path, spec: Mapping[str, Any]) -> np.ndarray:
     """Rows per class of the train split, read a column batch at a time (so a streamed split too)."""
     counts = np.zeros(len(spec["labels"]), dtype=np.int64)
-    for batch in pq.ParquetFile(train_path).iter_batches(columns=[spec["target"]]):
+    for batch in open_parquet(train_path).iter_batches(columns=[spec["target"]]):
         values = pc.value_counts(batch.column(0))
         labels = values.field("values").to_numpy(zero_copy_only=False)
         np.add.at(counts, encode_labels(spec, labels), values.field("counts").to_numpy())
@@ -45,6 +45,7 @@ def class_weights(setting: Any, spec: Mapping[str, Any], train_path: str | Path)
 
     `balanced`: n_samples / (n_classes * count), sklearn's rule, so each class carries the same
     total weight; a mapping names classes (as text) and leaves the others at 1."""
+    check_class_weights(setting)
     if setting is None or setting == "none":
         return None
     if spec["task"] != "classification":
@@ -54,14 +55,10 @@ def class_weights(setting: Any, spec: Mapping[str, Any], train_path: str | Path)
         counts = class_counts(train_path, spec)
         weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
         return weights.astype(np.float32)
-    if not isinstance(setting, Mapping):
-        raise ForgeError(f"train.class_weights={setting!r}: choose one of {', '.join(WEIGHT_CHOICES)}")
     weights = np.ones(len(names), dtype=np.float32)
     for name, weight in setting.items():
         if str(name) not in names:
             raise ForgeError(f"train.class_weights: {name!r} is not a class; the classes: {', '.join(names)}")
-        if not isinstance(weight, int | float) or weight <= 0:
-            raise ForgeError(f"train.class_weights.{name}={weight!r} must be a positive number")
         weights[names.index(str(name))] = weight
     return weights
 

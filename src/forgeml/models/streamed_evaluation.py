@@ -21,10 +21,18 @@ import torchmetrics
 from torchmetrics import classification as C
 from torchmetrics import regression as R
 
-from forgeml.data.streaming import open_parquet
 from forgeml.data.transform import encode_labels, predicted_classes
 from forgeml.io import atomic_path
+from forgeml.layout import CONFUSION_PAIRS, PREDICTED_VS_ACTUAL, plot_file
 from forgeml.models.artifact import ModelArtifact
+from forgeml.models.metrics import (
+    per_class_metrics,
+    plot_confusion,
+    plot_scatter,
+    roc_figure,
+    save_figures,
+)
+from forgeml.tables import TableWriter, open_parquet
 
 CHUNK_ROWS = 65_536
 ROC_BINS = 1000
@@ -40,20 +48,12 @@ def streamed_report(
 ) -> tuple[int, dict[str, float], dict[str, Any]]:
     """(rows, metrics, details) as evaluate's classification/regression reports give them;
     `decision`: a binary model's decision threshold (transform.predicted_classes)."""
-    from forgeml.stages.evaluate import (
-        per_class_metrics,
-        plot_confusion,
-        plot_curve,
-        plot_scatter,
-        save_figures,
-    )
-
     spec = artifact.spec
     classes = len(spec["labels"]) if spec["task"] == "classification" else 0
     metrics, curves = _metrics(classes)
-    pairs_file = "confusion_matrix.csv" if classes else "predicted_vs_actual.csv"
+    pairs_file = plot_file(reports, CONFUSION_PAIRS if classes else PREDICTED_VS_ACTUAL)
     rows, scatter = 0, []
-    with atomic_path(reports / "plots" / pairs_file) as tmp:
+    with atomic_path(pairs_file) as tmp, TableWriter(tmp) as pairs_table:
         for batch in open_parquet(test_path).iter_batches(batch_size=chunk_rows):
             frame = batch.to_pandas()
             outputs = torch.from_numpy(artifact.predict(frame))
@@ -69,13 +69,13 @@ def streamed_report(
                 metrics.update(outputs, targets)
                 pairs = pd.DataFrame({"actual": targets.numpy(), "predicted": outputs.numpy()})
                 scatter.append(pairs.head(SCATTER_ROWS - sum(len(p) for p in scatter)))
-            pairs.to_csv(tmp, mode="a", header=rows == 0, index=False)
+            pairs_table.write(pairs)
             rows += len(frame)
     results = {f"test/{name}": value.item() for name, value in metrics.compute().items()}
     if classes:
         results["test/auroc"] = curves["roc"].auroc()
     else:
-        save_figures({"predicted_vs_actual": plot_scatter(pd.concat(scatter))}, reports / "figures")
+        save_figures({"predicted_vs_actual": plot_scatter(pd.concat(scatter))}, reports)
         return rows, results, {}
     confusion = curves["confusion"].compute()
     names = [str(label) for label in spec["labels"]]
@@ -83,11 +83,8 @@ def streamed_report(
     results |= per_class_metrics(confusion.numpy(), names, ap)
     figures = {"confusion_matrix": plot_confusion(confusion.numpy(), names)}
     if classes == 2:
-        fpr, tpr = curves["roc"].curve(1)
-        with atomic_path(reports / "plots" / "roc.csv") as tmp:
-            pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(tmp, index=False)
-        figures["roc"] = plot_curve(fpr, tpr, "false positive rate", "true positive rate")
-    save_figures(figures, reports / "figures")
+        figures["roc"] = roc_figure(reports, *curves["roc"].curve(1))
+    save_figures(figures, reports)
     return rows, results, {"labels": spec["labels"], "confusion_matrix": confusion.tolist()}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forgeml.contract import probability_column
 from forgeml.errors import EXIT_DRIFT, EXIT_INSUFFICIENT_DATA, EXIT_OK, ForgeError
 from forgeml.monitoring.drift import (
     CategoricalReference,
@@ -34,7 +35,6 @@ from forgeml.monitoring.drift import (
     dataset_drift,
     feature_drift,
 )
-from forgeml.monitoring.logs import PROBABILITY_PREFIX
 from forgeml.monitoring.performance import (
     estimate_classification,
     join_labels,
@@ -216,7 +216,7 @@ def prediction_drift(
 
 
 def probability_columns(records: pd.DataFrame, labels: list[str]) -> list[str] | None:
-    columns = [f"{PROBABILITY_PREFIX}{label}" for label in labels]
+    columns = [probability_column(label) for label in labels]
     return columns if all(column in records.columns for column in columns) else None
 
 

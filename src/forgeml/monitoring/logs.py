@@ -11,7 +11,8 @@ and a line `{"ts": ..., "model": ..., "version": ..., "rejected": reason}` per r
 
 `read_current` returns one row per record: a column per input feature (raw values as received)
 plus ts (UTC), model, version, latency_ms, id, prediction and rejected, and a column
-`probabilities.<class>` per class, ordered by ts. Files are parsed by
+`probability_<class>` per class (contract.probability_column, as `forgeml predict` names
+them), ordered by ts. Files are parsed by
 pyarrow's multithreaded JSON reader. A rotated file (closed: the handler never writes it again)
 is parsed once: its table is kept in log_dir/.segment-cache/ (SegmentCache) and read from there
 by every later run, so a growing log costs each run the parse of its live files only. A last line without its
@@ -35,15 +36,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
+from forgeml.contract import PROBABILITY_PREFIX
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
+from forgeml.tables import FORMATS, read_table
 
 log = logging.getLogger(__name__)
 
+JSONL_SUFFIXES = (".jsonl", ".json")
 RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "id", "prediction", "rejected")
-PROBABILITY_PREFIX = "probabilities."
 # the first lines of a log file (this many bytes) give the types of its fields
 SCHEMA_SAMPLE_BYTES = 1 << 20
 # a rotated file, worker-<pid>.<n>.jsonl, is closed: the handler never appends to it again
@@ -63,21 +65,14 @@ def read_current(source: str | Path) -> pd.DataFrame:
         return read_inference_log(source)
     if not source.is_file():
         raise ForgeError(f"monitor.current: {source} does not exist (a CSV, Parquet or JSONL file/dir)")
-    suffix = source.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(source)
-    if suffix in (".parquet", ".pq"):
-        return read_parquet(source)
-    if suffix in (".jsonl", ".json"):
+    if source.suffix.lower() in JSONL_SUFFIXES:
         return order_by_time(read_jsonl(source))
-    raise ForgeError(f"monitor.current: cannot read {source}; use .csv, .parquet, .jsonl or a directory")
-
-
-def read_parquet(path: Path) -> pd.DataFrame:
-    """A Parquet table, its columns left as pyarrow converts them, one block each: pandas'
-    read_parquet copies all same-typed columns into one block (a second pass over every value,
-    half the cost of reading 1M x 32 floats)."""
-    return pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+    if source.suffix.lower() not in FORMATS:
+        raise ForgeError(
+            f"monitor.current: cannot read {source}; use {', '.join((*FORMATS, *JSONL_SUFFIXES))} "
+            "or a directory"
+        )
+    return read_table(source, key="monitor.current")
 
 
 def read_inference_log(log_dir: str | Path) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
+from forgeml.tables import read_table
 
 CALIBRATION_FORMAT = "forgeml.calibration/1"
 # draws of the confusion matrix for the band; a fixed seed keeps a report reproducible
@@ -163,13 +164,8 @@ def read_labels(source: str | Path, task: str) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise ForgeError(f"monitor.labels: {path} does not exist (a CSV or Parquet file with id,label)")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path, dtype={"id": str, "label": str if task == "classification" else float})
-    elif suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    else:
-        raise ForgeError(f"monitor.labels: cannot read {path}; use .csv or .parquet")
+    csv_types = {"id": str, "label": str if task == "classification" else float}
+    frame = read_table(path, csv_types=csv_types, key="monitor.labels")
     missing = {"id", "label"} - set(frame.columns)
     if missing:
         raise ForgeError(

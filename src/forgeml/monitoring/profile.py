@@ -9,7 +9,7 @@ signal keeps the frequency of each token over all rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ import pandas as pd
 from forgeml.data.checks import TableSchema
 from forgeml.data.transform import category_column
 from forgeml.monitoring.signals import count_tokens
+
+if TYPE_CHECKING:
+    from forgeml.data.streaming import TrainStatistics
 
 FORMAT = "forgeml.reference_profile/1"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -37,6 +40,32 @@ def build_profile(train: pd.DataFrame, schema: TableSchema) -> dict[str, Any]:
         "features": features,
         "target": {"name": schema.target, **target_sketch},
     }
+
+
+def streamed_profile(statistics: TrainStatistics) -> dict[str, Any]:
+    """The profile of a train split read in batches: quantiles and bins of its sample; counts,
+    frequencies and moments exact over all its rows."""
+    sample = statistics.sample.table.to_pandas()
+    schema = statistics.schema
+    profile = build_profile(sample, schema)
+    profile["rows"] = statistics.rows
+    profile["sample_rows"] = len(sample)
+    for name, sketch in profile["features"].items():
+        if name in statistics.counts:
+            sketch.update(statistics.frequencies(name))
+        else:
+            _exact_moments(sketch, statistics.summary(name))
+    if schema.task == "classification":
+        profile["target"].update(statistics.frequencies(schema.target))
+    else:
+        _exact_moments(profile["target"], statistics.summary(schema.target))
+    return profile
+
+
+def _exact_moments(sketch: dict[str, Any], summary: dict[str, Any]) -> None:
+    """A numeric sketch's count and missing count, and its moments where the sample had values
+    to sketch (a column missing from the whole sample has none to replace)."""
+    sketch.update(summary if "mean" in sketch else {key: summary[key] for key in ("count", "missing")})
 
 
 def _numeric_sketch(column: pd.Series) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from forgeml.contract import probability_column
 from forgeml.data.sources import read_image_file
 from forgeml.data.transform import (
     decode_image,
@@ -40,10 +40,10 @@ from forgeml.data.transform import (
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
+from forgeml.tables import PARQUET, TableWriter, read_frames, table_format
 
 CHUNK_ROWS = 65_536
 MAX_REPORTED_ROWS = 100
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 @dataclass
@@ -73,9 +73,8 @@ def predict_file(
     """Score every row of `source` into `target` (written atomically); returns a summary.
     `decision`: a binary model's decision threshold, which the predicted class follows."""
     source, target = Path(source), Path(target)
-    for path in (source, target):
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise ForgeError(f"{path}: expected a .csv or .parquet file")
+    table_format(source, key="input")  # a table by its suffix, or an error naming it
+    table_format(target, key="output")
     if not source.is_file():
         raise ForgeError(f"input file {source} not found")
     bad, rows = BadRows(), 0
@@ -125,7 +124,17 @@ def predict_chunk(
         scores[~valid] = np.nan
     typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
     typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
-    return chunk.assign(**typed, **prediction_columns(spec, scores, valid, decision))
+    return with_columns(chunk, {**typed, **prediction_columns(spec, scores, valid, decision)})
+
+
+def with_columns(chunk: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """`chunk` with `columns` in place of its own or appended, as DataFrame.assign orders them,
+    built in one concatenation: assign inserts one column at a time, which pandas warns about
+    (PerformanceWarning) on a wide table."""
+    added = pd.DataFrame(columns, index=chunk.index)
+    order = [*chunk.columns, *(name for name in added.columns if name not in chunk.columns)]
+    kept = chunk.drop(columns=[name for name in added.columns if name in chunk.columns])
+    return pd.concat([kept, added], axis=1)[order]
 
 
 def feature_columns(
@@ -221,7 +230,7 @@ def output_types(spec: dict[str, Any]) -> dict[str, pa.DataType]:
     if spec["task"] == "regression":
         return types | {"prediction": pa.float32()}
     types["prediction"] = pa.array(spec["labels"]).type
-    return types | {f"probability_{label}": pa.float32() for label in spec["labels"]}
+    return types | {probability_column(label): pa.float32() for label in spec["labels"]}
 
 
 def output_shape(artifact: ModelArtifact) -> tuple[int, ...]:
@@ -237,7 +246,7 @@ def prediction_columns(
     labels = np.asarray(spec["labels"], dtype=object)
     decided = predicted_classes(np.nan_to_num(scores), decision)
     predicted = np.where(valid, labels[decided], None)
-    probabilities = {f"probability_{label}": scores[:, i] for i, label in enumerate(spec["labels"])}
+    probabilities = {probability_column(label): scores[:, i] for i, label in enumerate(spec["labels"])}
     return {"prediction": predicted, **probabilities}
 
 
@@ -249,25 +258,19 @@ def check_columns(chunk: pd.DataFrame, spec: dict[str, Any], source: Path) -> No
 
 def read_chunks(source: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, dict[int, str]]]:
     """(chunk, {row: first missing column} of its rows with fewer fields than the header)."""
-    if source.suffix.lower() != ".csv":
-        try:
-            table = pq.ParquetFile(source, pre_buffer=False)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise ForgeError(f"{source}: not a readable Parquet file ({error})") from None
-        batches = table.iter_batches(batch_size=chunk_rows)
-        yield next(batches, table.schema_arrow.empty_table()).to_pandas(), {}
-        for batch in batches:
-            yield batch.to_pandas(), {}
+    if table_format(source) == PARQUET:
+        for chunk in read_frames(source, chunk_rows):
+            yield chunk, {}
         return
     shapes = CsvShape(source)
     try:
-        for chunk in pd.read_csv(source, chunksize=chunk_rows, encoding="utf-8"):
+        for chunk in read_frames(source, chunk_rows):
             yield chunk, shapes.short_rows(len(chunk))
-    except pd.errors.EmptyDataError:
-        raise ForgeError(f"{source} is empty: expected a header line and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    except ForgeError:
         shapes.short_rows(None)  # names the row, if the reason is a row's shape or bytes
-        raise ForgeError(f"{source}: {error}") from None
+        raise
+    finally:
+        shapes.file.close()
 
 
 class CsvShape:
@@ -279,7 +282,7 @@ class CsvShape:
         self.source, self.row, self.counted = source, 0, 0
         # pandas reads fields of any length; the standard parser's default cap is 128 KiB
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-        self.file = open(source, "rb")  # noqa: SIM115 (closed once read to the end)
+        self.file = open(source, "rb")  # noqa: SIM115 (closed by read_chunks)
         # decoded line by line, so that bad bytes are found in their row, not in a buffer
         self.rows = csv.reader(line.decode("utf-8") for line in self.file)
         self.header = self.next_fields() or []
@@ -314,41 +317,3 @@ class CsvShape:
                 short[self.row] = self.header[len(fields)]
         self.counted = self.row
         return short
-
-
-class TableWriter:
-    """Appends chunks to one CSV or Parquet file. Parquet columns take the `types` given (the
-    model's), the others the first chunk's; a column that no longer fits is named."""
-
-    def __init__(self, path: Path, types: dict[str, pa.DataType]):
-        self.path, self.parquet, self.types = path, path.suffix.lower() != ".csv", types
-        self.schema: pa.Schema | None = None
-        self.writer: pq.ParquetWriter | None = None
-        self.wrote_header = False
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if not self.parquet:
-            frame.to_csv(self.path, mode="a", header=not self.wrote_header, index=False)
-            self.wrote_header = True
-            return
-        if self.writer is None:
-            inferred = pa.Schema.from_pandas(frame, preserve_index=False)
-            self.schema = pa.schema([pa.field(f.name, self.types.get(f.name, f.type)) for f in inferred])
-            self.writer = pq.ParquetWriter(self.path, self.schema)
-        arrays = []
-        for column in self.schema:
-            try:
-                arrays.append(pa.array(frame[column.name], type=column.type, from_pandas=True))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
-                raise ForgeError(
-                    f"column {column.name!r} changes type between chunks of the input (it began as "
-                    f"{column.type}): {error}; write CSV, or give the column one type"
-                ) from None
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))

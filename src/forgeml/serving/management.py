@@ -11,26 +11,34 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from forgeml.errors import ForgeError
 
-if TYPE_CHECKING:
-    from forgeml.serving.server import TorchServe
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server's management API answers and how to reach it: its URL, its key (None
+    without token auth), the TLS context that verifies it (None: plain HTTP), and whether it
+    registers new versions (the model API)."""
+
+    url: str
+    token: str | None
+    context: ssl.SSLContext | None = None
+    model_api: bool = True
 
 
 class ManagementClient:
-    """The management calls forgeml makes, against the server `server` describes."""
+    """The management calls forgeml makes, against `endpoint`."""
 
-    def __init__(self, server: TorchServe) -> None:
-        self.server = server
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
 
-    def call(self, method: str, path: str, api: str = "management") -> Any:
-        """One authenticated request to `api`; a refusal raises ForgeError."""
-        server = self.server
-        status, answer = http_request(
-            method, server.url(api) + path, server.token(api), context=server.client_context()
-        )
+    def call(self, method: str, path: str) -> Any:
+        """One authenticated request; a refusal raises ForgeError."""
+        endpoint = self.endpoint
+        status, answer = http_request(method, endpoint.url + path, endpoint.token, context=endpoint.context)
         if status >= 300:
             message = answer.get("message", answer) if isinstance(answer, dict) else answer
             raise ForgeError(f"TorchServe refused {method} {path} ({status}): {message}")
@@ -57,7 +65,7 @@ class ManagementClient:
     def register(self, archive: str, workers: int) -> None:
         """Register `archive`, a plain file name in the model store (the only kind the server's
         allowed_urls and TorchServe's own checks accept); needs the model API."""
-        if not self.server.model_api():
+        if not self.endpoint.model_api:
             raise ForgeError(
                 "this server was started with the model API off, so it cannot register a new "
                 "version; restart it with `forgeml serve stop` and "

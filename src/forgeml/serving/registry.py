@@ -31,6 +31,7 @@ import yaml
 
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json
+from forgeml.layout import SPLITS, split_file
 
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
@@ -59,8 +60,9 @@ def data_hash(processed_dir: str | Path, lock_file: str | Path = "dvc.lock") -> 
             if Path(out.get("path", "")) == Path(processed_dir) and out.get("md5"):
                 return f"dvc:{out['md5']}"
     digest = hashlib.sha256()
-    for split in sorted(Path(processed_dir).glob("*.parquet")):
-        digest.update(split.name.encode() + bytes.fromhex(sha256_of(split)))
+    for path in (split_file(processed_dir, split) for split in sorted(SPLITS)):
+        if path.is_file():
+            digest.update(path.name.encode() + bytes.fromhex(sha256_of(path)))
     return f"sha256:{digest.hexdigest()[:32]}"
 
 

@@ -108,10 +108,6 @@ def unescape(value: str) -> str:
 def log4j_config(logs_dir: Path, max_bytes: int, backups: int) -> str:
     """log4j2.xml: INFO and above, every logger into its own file, rotated at `max_bytes`
     keeping `backups` old files; nothing on the console (its output would go unrotated)."""
-    if max_bytes <= 0 or backups < 1:
-        raise ForgeError(
-            f"serve.log_max_bytes={max_bytes} must be positive and serve.log_backups={backups} at least 1"
-        )
     appenders = [
         f"""    <RollingFile name="{name}" fileName={quoteattr(str(logs_dir / f"{name}.log"))}
         filePattern={quoteattr(str(logs_dir / f"{name}.%i.log"))}>

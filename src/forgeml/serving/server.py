@@ -35,7 +35,7 @@ from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_text
 from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import tls
-from forgeml.serving.management import ManagementClient
+from forgeml.serving.management import Endpoint, ManagementClient
 from forgeml.serving.processes import (
     descendants,
     find_java,
@@ -89,7 +89,6 @@ class TorchServe:
         self.runtime = Path(serve.runtime_dir).resolve()
         self.store = Path(serve.model_store).resolve()
         self.inference_log_dir = Path(inference_log_dir).resolve() if inference_log_dir else None
-        self.api = ManagementClient(self)
 
     # --- files of the runtime directory -------------------------------------------------
 
@@ -130,6 +129,15 @@ class TorchServe:
         }[api]
         scheme = "https" if self.serve.tls else "http"
         return written or f"{scheme}://{self.serve.host}:{port}"
+
+    @property
+    def api(self) -> ManagementClient:
+        """A client of the management API as it is now: a starting server's key file and
+        properties are read afresh at each use."""
+        endpoint = Endpoint(
+            self.url("management"), self.token("management"), self.client_context(), self.model_api()
+        )
+        return ManagementClient(endpoint)
 
     def model_api(self) -> bool:
         written = self.running_properties().get("enable_model_api")

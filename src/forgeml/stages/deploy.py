@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.config import check_ranges
 from forgeml.errors import ForgeError, Refused
 from forgeml.layout import archive_file
 from forgeml.serving import deployments
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    check_ranges("serve", cfg.serve)  # a restart starts the server with this config
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
     # a restart (model API off) keeps the inference log where `serve start` put it

@@ -41,7 +41,6 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,27 +50,30 @@ import pandas as pd
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from forgeml.config import DriftMethod, check_ranges, plain
+from forgeml.config import check_monitor
+from forgeml.contract import probability_column
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
-from forgeml.io import atomic_path, read_json, write_json, write_text
+from forgeml.io import read_json, write_json, write_text
 from forgeml.layout import (
     CALIBRATION,
     DRIFT_PAGE,
     DRIFT_REPORT,
+    FEATURE_DRIFT_TABLE,
     MANIFEST,
     METRICS,
     MONITORING_PAGE,
     MONITORING_REPORT,
-    MONITORING_TABLES,
     PREPROCESSOR,
     REFERENCE_PREDICTIONS,
     REFERENCE_PROFILE,
+    WINDOWS_TABLE,
+    monitoring_table,
     split_file,
 )
 from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
 from forgeml.monitoring.drift import TESTS, DriftSettings, feature_references
-from forgeml.monitoring.logs import PROBABILITY_PREFIX, read_current, read_inference_log, select_window
+from forgeml.monitoring.logs import read_current, read_inference_log, select_window
 from forgeml.monitoring.performance import read_labels
 from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import (
@@ -84,18 +86,17 @@ from forgeml.monitoring.report import (
     windows_table,
 )
 from forgeml.monitoring.signals import with_signals
+from forgeml.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
-
-COLUMN_KEYS = frozenset({"method", "threshold"})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings, decay = drift_settings(monitor), decay_settings(monitor)
-    baseline, train = load_baseline(cfg, settings)
     matplotlib_loaded = preload_matplotlib()
     current, source = load_current(monitor)
+    baseline, train = load_baseline(cfg, settings, logged=len(current) > 0)
     current = with_predictions(current, cfg.paths.models_dir, cfg.paths.reports_dir)
     current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
@@ -111,8 +112,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_text(reports / DRIFT_PAGE, render_html(report, figures))
         write_json(reports / MONITORING_REPORT, monitoring)
         write_text(reports / MONITORING_PAGE, monitoring_page.result())
-    write_csv(reports / MONITORING_TABLES / "windows.csv", windows_table(monitoring))
-    write_csv(reports / MONITORING_TABLES / "feature_drift.csv", feature_statistics_table(monitoring))
+    write_table(windows_table(monitoring), monitoring_table(reports, WINDOWS_TABLE))
+    write_table(feature_statistics_table(monitoring), monitoring_table(reports, FEATURE_DRIFT_TABLE))
     wandb_run = None
     if monitor.wandb:
         wandb_config = {"source": source, "settings": monitoring["settings"], "model": report["model"]}
@@ -150,47 +151,13 @@ def drawing_processes(jobs: int) -> Executor:
 
 
 def drift_settings(monitor: DictConfig) -> DriftSettings:
-    """Check the monitor config before any work; every message names the key to change."""
-    check_ranges("monitor", monitor)
-    for kind in ("numeric", "categorical"):
-        method = plain(monitor[f"{kind}_method"])
-        if method != "auto" and method not in TESTS[kind]:
-            choices = ", ".join(["auto", *sorted(TESTS[kind])])
-            raise ForgeError(
-                f"monitor.{kind}_method={method} does not apply to {kind} features; choose {choices}"
-            )
-    for name, column in monitor.columns.items():
-        check_column_config(name, column)
-    for effect, threshold in (monitor.severe or {}).items():
-        if threshold is not None and threshold <= 0:
-            raise ForgeError(f"monitor.severe.{effect}={threshold} must be positive (or null: off)")
+    """The monitor config, checked before any work (config.check_monitor)."""
+    check_monitor(monitor)
     return DriftSettings.from_monitor(monitor)
 
 
-def check_column_config(name: str, column: Any) -> None:
-    """`monitor.columns.<name>`: a method among DriftMethod's and a positive threshold."""
-    if not isinstance(column, Mapping) or not set(column) <= COLUMN_KEYS:
-        found = ", ".join(sorted(column)) if isinstance(column, Mapping) else repr(column)
-        raise ForgeError(f"monitor.columns.{name}: expected the keys method, threshold; got {found}")
-    methods = [method.value for method in DriftMethod]
-    if column.get("method") is not None and column["method"] not in methods:
-        raise ForgeError(
-            f"monitor.columns.{name}.method={column['method']} is not a test; choose {', '.join(methods)}"
-        )
-    threshold = column.get("threshold")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold <= 0
-    ):
-        raise ForgeError(f"monitor.columns.{name}.threshold={threshold} must be a positive number")
-
-
 def decay_settings(monitor: DictConfig) -> DecaySettings:
-    if monitor.max_metric_drop is not None and monitor.max_metric_drop < 0:
-        raise ForgeError(f"monitor.max_metric_drop={monitor.max_metric_drop} must be >= 0 (or null: off)")
-    low = monitor.min_estimated_accuracy
-    if low is not None and not 0.0 <= low <= 1.0:
-        raise ForgeError(f"monitor.min_estimated_accuracy={low} must lie between 0 and 1 (or null: off)")
-    return DecaySettings(monitor.max_metric_drop, low)
+    return DecaySettings(monitor.max_metric_drop, monitor.min_estimated_accuracy)
 
 
 def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:
@@ -207,17 +174,20 @@ def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:
             )
 
 
-def load_baseline(cfg: DictConfig, settings: DriftSettings) -> tuple[Baseline, pd.DataFrame]:
+def load_baseline(cfg: DictConfig, settings: DriftSettings, logged: bool) -> tuple[Baseline, pd.DataFrame]:
     """The reference side, from files only (no torch): the train split and its profile, the
-    model's manifest, and what `evaluate` computed for monitoring."""
+    model's manifest, and what `evaluate` computed for monitoring. `logged`: whether there are
+    current records; without any, no hash of `monitor.hash` is compared, so none is keyed: a
+    fresh project has no key until `forgeml serve start` makes one, and reports "no data"."""
     processed, reports = Path(cfg.paths.processed_dir), Path(cfg.paths.reports_dir)
     profile, spec = read_json(processed / REFERENCE_PROFILE), read_json(processed / PREPROCESSOR)
     if not cfg.monitor.current:  # the inference log leaves out monitor.redact, hashes monitor.hash
         # a redacted datetime or text feature takes its drift signals out with it
         redacted = {"features": [f for f in spec["features"] if f["name"] in cfg.monitor.redact]}
         signals = list(with_signals(pd.DataFrame(), redacted)[1])
-        profile = private_profile(profile, signals, list(cfg.monitor.hash), cfg.serve.runtime_dir)
-    train = pd.read_parquet(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
+        hashed = list(cfg.monitor.hash) if logged else []
+        profile = private_profile(profile, signals, hashed, cfg.serve.runtime_dir)
+    train = read_table(split_file(processed, "train"), columns=[f["name"] for f in spec["features"]])
     train = with_signals(train, spec)[0][list(profile["features"])]
     references = feature_references(profile, train, settings)
     check_columns(settings, references)
@@ -286,7 +256,7 @@ def with_predictions(current: pd.DataFrame, models_dir: str, reports_dir: str) -
     """A table without served predictions gets the model's (the one case that loads torch), its
     classes decided as the endpoint decides them (the decision threshold evaluate picked)."""
     has_predictions = "prediction" in current.columns and current["prediction"].notna().any()
-    if has_predictions or not len(current) or not Path(models_dir, "model.json").is_file():
+    if has_predictions or not len(current) or not Path(models_dir, MANIFEST).is_file():
         return current
     from forgeml.models.artifact import ModelArtifact
     from forgeml.models.rare_classes import read_decision
@@ -299,7 +269,7 @@ def with_predictions(current: pd.DataFrame, models_dir: str, reports_dir: str) -
     if model.spec["task"] != "classification":
         return current.assign(prediction=outputs.reshape(-1))
     labels = [str(label) for label in model.spec["labels"]]
-    probabilities = {f"{PROBABILITY_PREFIX}{label}": outputs[:, k] for k, label in enumerate(labels)}
+    probabilities = {probability_column(label): outputs[:, k] for k, label in enumerate(labels)}
     decided = predicted_classes(outputs, read_decision(reports_dir, model.manifest["model_hash"]))
     return current.assign(prediction=np.asarray(labels)[decided], **probabilities)
 
@@ -315,8 +285,3 @@ def window_end(monitor: DictConfig) -> pd.Timestamp | None:
             f"monitor.window_end={monitor.window_end!r} is not a time (e.g. 2025-06-02T00:00Z)"
         ) from error
     return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, read_json
-from forgeml.layout import EVALUATION, MANIFEST, METRICS
+from forgeml.layout import EVALUATION, MANIFEST, METRICS, archive_file
 from forgeml.models.rare_classes import read_decision
 from forgeml.serving.archive import build_archive
 from forgeml.serving.registry import Registry, data_hash, sha256_of
@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     decision = read_decision(cfg.paths.reports_dir, manifest.get("model_hash"))
     version = cfg.serve.version or archive_version(manifest, decision)
     store = Path(cfg.serve.model_store)
+    archive = archive_file(store, name)
     registry = Registry(store)
     registry.load()  # a damaged registry stops here, before the archive is touched
     store.mkdir(parents=True, exist_ok=True)
@@ -71,12 +72,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "config_hash": manifest["config_hash"],
                 "data_hash": data_hash(cfg.paths.processed_dir),
                 "metrics": test_metrics(Path(cfg.paths.reports_dir), manifest["config_hash"]),
-                "archive": str(store / f"{name}.mar"),
+                "archive": str(archive),
                 "sha256": sha256_of(built),
             },
         )
-        os.replace(built, store / f"{name}.mar")
-    return {"archive": str(store / f"{name}.mar"), "model": name, **entry}
+        os.replace(built, archive)
+    return {"archive": str(archive), "model": name, **entry}
 
 
 def image_max_pixels(manifest: dict[str, Any]) -> int | None:

@@ -22,10 +22,11 @@ from forgeml.data.checks import TableSchema, TypeRules, check_table
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.sources import streaming_enabled
 from forgeml.errors import ForgeError
-from forgeml.io import atomic_path, write_json
+from forgeml.io import write_json
 from forgeml.layout import PREPROCESSOR, REFERENCE_PROFILE, split_file
-from forgeml.monitoring.profile import build_profile
+from forgeml.monitoring.profile import build_profile, streamed_profile
 from forgeml.monitoring.signals import with_signals
+from forgeml.tables import write_table
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         if not data.get("path"):
             raise ForgeError("data.streaming=true reads a file: use data=csv data.path=<file>")
-        rows, schema, preprocessor, profile = streaming.prepare_streaming(data.path, out, data, cfg.seed)
+        rows, schema, preprocessor, statistics = streaming.prepare_streaming(data.path, out, data, cfg.seed)
         write_json(out / PREPROCESSOR, preprocessor)
-        write_json(out / REFERENCE_PROFILE, profile)
+        write_json(out / REFERENCE_PROFILE, streamed_profile(statistics))
         return _summary(data.name, schema, rows, out)
     frame = instantiate(data.source)
     frame.columns = frame.columns.map(str)
@@ -58,8 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     splits = split_table(frame, schema, data.val_size, data.test_size, cfg.seed)
     for name, split in splits.items():
-        with atomic_path(split_file(out, name)) as tmp:
-            split.to_parquet(tmp, index=False)
+        write_table(split, split_file(out, name))
     preprocessor = fit_preprocessor(splits["train"], schema, rules)
     write_json(out / PREPROCESSOR, preprocessor)
     train, signals = with_signals(splits["train"], preprocessor)

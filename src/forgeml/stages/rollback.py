@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.config import check_ranges
 from forgeml.errors import ForgeError
 from forgeml.serving import deployments
 from forgeml.serving.registry import Registry
@@ -18,6 +19,7 @@ from forgeml.serving.server import TorchServe
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    check_ranges("serve", cfg.serve)  # a restart starts the server with this config
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)  # kept across a restart

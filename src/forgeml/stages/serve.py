@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.config import check_ranges
 from forgeml.layout import archive_file
 from forgeml.serving.deployments import serving_archives
 from forgeml.serving.examples import archived_preprocessor, curl_line, example_record
@@ -29,6 +30,7 @@ ACTIONS = ("start", "stop", "status", "example")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
+    check_ranges("serve", cfg.serve)
     # the workers write the sampled requests to monitor.log_dir (the archive sets the rate)
     archives = serving_archives(Registry(cfg.serve.model_store))
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)

@@ -35,11 +35,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from forgeml.config import MLPConfig, check_ranges, resolved_config
-from forgeml.data.datamodule import build_datamodule
+from forgeml.config import MLPConfig, check_ranges, check_scheduler, resolved_config
+from forgeml.data.factory import build_datamodule
 from forgeml.data.preprocessing import output_dim
 from forgeml.data.transform import FIRST_TOKEN_ID, feature_width
-from forgeml.errors import ForgeError
 from forgeml.layout import split_file
 from forgeml.models.artifact import check_exportable, export_model
 from forgeml.models.module import ForgeModule, InferenceModel, StepSettings
@@ -202,11 +201,10 @@ def export_best(
 
 def scheduler_and_interval(scheduler: DictConfig | None) -> tuple[Any, str]:
     """The scheduler's factory and whether it steps once per optimizer step or per epoch."""
+    check_scheduler(scheduler)
     if not scheduler:
         return None, "epoch"
     interval = scheduler.get("interval", "epoch")
-    if interval not in ("step", "epoch"):
-        raise ForgeError(f"scheduler.interval must be 'step' or 'epoch', got {interval!r}")
     return instantiate(without(scheduler, ("interval",))), interval
 
 
