@@ -37,6 +37,9 @@ MONITORING_REPORT = "monitoring.json"
 MONITORING_PAGE = "monitoring.html"
 # per-window tables for `dvc plots`
 MONITORING_TABLES = "monitoring"
+# `forgeml watch`, beside the monitor's reports: the last window judged, undelivered webhooks
+WATCH_STATE = "watch_state.json"
+WEBHOOK_OUTBOX = "webhook_outbox.json"
 
 
 def split_file(processed_dir: str | Path, split: str) -> Path:

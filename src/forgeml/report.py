@@ -86,9 +86,10 @@ def gate(stage: str, result: dict[str, Any], out: Console) -> None:
 
 
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every deploy and rollback, oldest first: when, what, the gate's numbers, who and where."""
+    """Every deploy, rollback and alert, oldest first: when, what, the gate's numbers, why
+    (an alert's cause), who and where."""
     table = Table(title=f"deployments recorded in {result['registry']}", title_justify="left")
-    for column in ("time", "model", "action", "version", "gate", "forced", "user@host"):
+    for column in ("time", "model", "action", "version", "gate", "forced", "cause", "user@host"):
         table.add_column(column)
     for event in result["events"]:
         table.add_row(
@@ -98,6 +99,7 @@ def history(stage: str, result: dict[str, Any], out: Console) -> None:
             event["version"],
             gate_numbers(event),
             "[bold red]FORCED[/]" if event.get("forced") else "no",
+            event.get("cause", "-"),
             f"{event.get('user', '?')}@{event.get('host', '?')}",
         )
     out.print(table)
@@ -109,6 +111,8 @@ def gate_numbers(event: dict[str, Any]) -> str:
     """The verdict and the metrics it compared (a rollback names the version it replaced)."""
     if event["action"] == "rollback":
         return f"back from {event.get('replaced', '?')}"
+    if event["action"] == "alert":
+        return f"{event.get('alert_action', '?')}: {event.get('outcome', '?')}"
     numbers = ", ".join(f"{name} {cell(value)}" for name, value in (event.get("metrics") or {}).items())
     return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
 
