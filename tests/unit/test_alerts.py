@@ -19,6 +19,7 @@ from forgeml.errors import ForgeError
 from forgeml.monitoring import webhook as webhook_module
 from forgeml.monitoring.alerts import alert_payload, alert_rules, fired
 from forgeml.monitoring.webhook import SIGNATURE_HEADER, Outbox, Webhook
+from forgeml.report import gate_numbers
 from forgeml.serving import deployments
 from forgeml.serving.registry import Registry
 from forgeml.stages import rollback as rollback_stage
@@ -313,3 +314,13 @@ def test_no_automatic_rollback_to_a_version_that_skipped_the_gate(monkeypatch, t
     event = registry.events("m")[-1]
     assert (event["action"], event["alert_action"]) == ("alert", "rollback")
     assert event["outcome"].startswith("refused") and event["cause"].startswith("alert: drift")
+
+
+def test_an_alert_event_changes_nothing_that_serves_and_history_shows_its_outcome(tmp_path):
+    registry = registry_with_two_deploys(tmp_path)
+    registry.record_event(
+        "m", "2", "alert", cause="alert: drift (x)", alert_action="webhook", outcome="delivered"
+    )
+    assert registry.deployed("m") == ["1", "2"] and registry.serving("m") == "2"
+    (alert,) = [event for event in registry.events("m") if event["action"] == "alert"]
+    assert gate_numbers(alert) == "webhook: delivered"

@@ -1,0 +1,185 @@
+"""`forgeml watch` end to end: the trained breast_cancer project, a drifted inference log in the
+serving handler's format, and a real HTTP receiver on 127.0.0.1 (a free port, in a thread) that
+checks each delivery's signature as a user's endpoint would."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import DictConfig
+
+from forgeml.cli import main
+from forgeml.monitoring import webhook
+from forgeml.serving.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+SECRET = "integration-secret"
+SHIFTED = ["mean radius", "mean texture", "worst smoothness", "area error", "mean symmetry"]
+MODEL = "breast_cancer"
+
+
+class Receiver(ThreadingHTTPServer):
+    """Records every POST (headers, raw body); answers the status codes of `answers` in turn,
+    then 200."""
+
+    def __init__(self, answers: list[int]) -> None:
+        super().__init__(("127.0.0.1", 0), ReceiverHandler)
+        self.answers, self.deliveries = list(answers), []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/forgeml"
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.deliveries.append((dict(self.headers), body))
+        status = self.server.answers.pop(0) if self.server.answers else 200
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        """Quiet: pytest shows the assertions."""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver([])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def signed_by_secret(headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver checks: the header is the HMAC-SHA256 of the raw body under the secret."""
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers.get("X-Forgeml-Signature", ""), expected)
+
+
+@pytest.fixture
+def project(trained_project: DictConfig, tmp_path: Path, monkeypatch) -> DictConfig:
+    """The trained project with this test's own reports and logs, a drifted inference log in the
+    last whole day, and a registry in which version 1 serves."""
+    cfg = trained_project.copy()
+    shutil.copytree(trained_project.paths.reports_dir, tmp_path / "reports")
+    cfg.paths.reports_dir = str(tmp_path / "reports")
+    cfg.paths.log_dir = str(tmp_path / "logs")
+    cfg.monitor.log_dir = str(tmp_path / "inference-log")
+    cfg.serve.model_store = str(tmp_path / "store")
+    write_drifted_log(cfg)
+    registry = Registry(cfg.serve.model_store)
+    registry.record(MODEL, {"version": "1", "metrics": {}})
+    registry.record_event(MODEL, "1", "deploy", forced=False, gate="gate passed")
+    monkeypatch.setenv("FORGEML_WEBHOOK_SECRET", SECRET)
+    monkeypatch.chdir(tmp_path)  # outside the repository: forgeml's shipped config
+    return cfg
+
+
+def write_drifted_log(cfg: DictConfig) -> None:
+    """Every prepared row, SHIFTED moved by 3 std, as logged requests: half stamped in the last
+    whole day, half now (also in it, should midnight pass before the watch runs)."""
+    processed = Path(cfg.paths.processed_dir)
+    rows = pd.concat([pd.read_parquet(processed / f"{split}.parquet") for split in ("train", "val", "test")])
+    rows = rows.drop(columns=cfg.data.target).reset_index(drop=True)
+    for name in SHIFTED:
+        rows[name] = rows[name] + 3 * rows[name].std()
+    now = pd.Timestamp(datetime.now(timezone.utc))
+    stamps = [(now.floor("1d") - pd.Timedelta(hours=1)).isoformat(), now.isoformat()]
+    records = rows.to_dict("records")
+    logged = [
+        {
+            "ts": stamps[i % 2],
+            "model": MODEL,
+            "version": "1",
+            "latency_ms": 2.0,
+            "id": f"r{i}",
+            "input": record,
+        }
+        for i, record in enumerate(records)
+    ]
+    lines = [json.dumps(record) for record in logged]
+    log_dir = Path(cfg.monitor.log_dir)
+    log_dir.mkdir(parents=True)
+    (log_dir / "worker-101.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def watch_once(cfg: DictConfig, receiver: Receiver, *overrides: str) -> int:
+    paths = [f"paths.{key}={value}" for key, value in cfg.paths.items() if key != "root_dir"]
+    return main(
+        [
+            "watch",
+            "--once",
+            *paths,
+            f"monitor.log_dir={cfg.monitor.log_dir}",
+            f"serve.model_store={cfg.serve.model_store}",
+            "monitor.window_duration=1d",
+            "monitor.share_threshold=0.15",
+            "monitor.wandb=false",
+            "monitor.alerts=[{on:drift,actions:[webhook]}]",
+            f"monitor.webhook.url={receiver.url}",
+            *overrides,
+        ]
+    )
+
+
+def test_watch_once_delivers_a_signed_webhook_and_history_shows_it(project, receiver, capsys):
+    assert watch_once(project, receiver) == 0
+    ((headers, body),) = receiver.deliveries
+    assert signed_by_secret(headers, body)
+    notice = json.loads(body)
+    assert notice["verdict"] == "drift" and notice["rule"] == {"on": "drift", "actions": ["webhook"]}
+    assert (notice["model"], notice["version"]) == (MODEL, "1")
+    assert sorted(notice["numbers"]["drifted_features"]) == sorted(SHIFTED)
+    assert Path(notice["report"]).is_file() and notice["window"]["end"].endswith("00:00:00+00:00")
+    assert headers["X-Forgeml-Delivery"] == notice["id"]
+    alert = Registry(project.serve.model_store).events(MODEL)[-1]
+    assert (alert["action"], alert["alert_action"], alert["outcome"]) == ("alert", "webhook", "delivered")
+    assert alert["cause"].startswith("alert: drift (5 of 30 features drifted")
+    capsys.readouterr()
+    assert main(["history", "--json", f"serve.model_store={project.serve.model_store}"]) == 0
+    listed = json.loads(capsys.readouterr().out)["history"]["events"]
+    assert [(e["action"], e.get("alert_action")) for e in listed] == [("deploy", None), ("alert", "webhook")]
+    # the same window again (a cron job's next run before the day ends): nothing sent twice
+    assert watch_once(project, receiver) == 0
+    assert len(receiver.deliveries) == 1
+
+
+def test_a_receiver_that_fails_twice_gets_the_same_signed_notice_three_times(project, receiver, monkeypatch):
+    monkeypatch.setattr(webhook, "BACKOFF_S", 0.01)
+    receiver.answers = [503, 502]
+    assert watch_once(project, receiver) == 0
+    bodies = [body for _, body in receiver.deliveries]
+    assert len(bodies) == 3 and len(set(bodies)) == 1
+    assert all(signed_by_secret(headers, body) for headers, body in receiver.deliveries)
+    assert Registry(project.serve.model_store).events(MODEL)[-1]["outcome"] == "delivered"
+
+
+def test_an_undelivered_notice_waits_in_the_outbox_and_goes_out_at_the_next_run(
+    project, receiver, monkeypatch
+):
+    monkeypatch.setattr(webhook, "BACKOFF_S", 0.01)
+    receiver.answers = [503, 503]
+    assert watch_once(project, receiver, "monitor.webhook.retries=1") == 0
+    outbox = Path(project.paths.reports_dir) / "webhook_outbox.json"
+    (queued,) = json.loads(outbox.read_text())["pending"]
+    event = Registry(project.serve.model_store).events(MODEL)[-1]
+    assert event["outcome"].startswith("not delivered (HTTP 503")
+    assert watch_once(project, receiver) == 0  # the window was judged: only the outbox is sent
+    headers, body = receiver.deliveries[-1]
+    assert len(receiver.deliveries) == 3 and json.loads(body)["id"] == queued["id"]
+    assert signed_by_secret(headers, body)
+    assert json.loads(outbox.read_text())["pending"] == []
