@@ -1,13 +1,17 @@
 """`forgeml watch` end to end: the trained breast_cancer project, a drifted inference log in the
-serving handler's format, and a real HTTP receiver on 127.0.0.1 (a free port, in a thread) that
-checks each delivery's signature as a user's endpoint would."""
+serving handler's format, a real HTTP receiver on 127.0.0.1 (a free port, in a thread) that
+checks each delivery's signature as a user's endpoint would, and a real TorchServe that a
+rollback or retrain alert switches (the retrain's `dvc repro` is stood in for by a real
+`forgeml package` process of a new version: the pipeline itself is DVC's, tested in test_dvc)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -21,6 +25,8 @@ from omegaconf import DictConfig
 from forgeml.cli import main
 from forgeml.monitoring import webhook
 from forgeml.serving.registry import Registry
+from forgeml.stages import deploy, package, serve, watch
+from tests.helpers.serving import packaged_and_served, serving_config
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +119,7 @@ def write_drifted_log(cfg: DictConfig) -> None:
     ]
     lines = [json.dumps(record) for record in logged]
     log_dir = Path(cfg.monitor.log_dir)
-    log_dir.mkdir(parents=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "worker-101.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -183,3 +189,68 @@ def test_an_undelivered_notice_waits_in_the_outbox_and_goes_out_at_the_next_run(
     assert len(receiver.deliveries) == 3 and json.loads(body)["id"] == queued["id"]
     assert signed_by_secret(headers, body)
     assert json.loads(outbox.read_text())["pending"] == []
+
+
+@pytest.fixture(scope="module")
+def served(trained_project, tmp_path_factory) -> DictConfig:
+    """breast_cancer v1 then v2 deployed on a running TorchServe (model API on); a drifted log."""
+    workdir = tmp_path_factory.mktemp("watched")
+    cfg = serving_config(trained_project, workdir, model_api=True, version="v1")
+    cfg.monitor.log_dir = str(workdir / "inference-log")
+    write_drifted_log(cfg)
+    with packaged_and_served(cfg):
+        v2 = copy.deepcopy(cfg)
+        v2.serve.version = "v2"
+        package.run(v2)
+        deploy.run(v2)
+        yield cfg
+
+
+def watching(cfg: DictConfig, workdir: Path, actions: list[str]) -> DictConfig:
+    """One check of the last whole day, with this test's reports, a drift rule doing `actions`."""
+    watched = copy.deepcopy(cfg)
+    shutil.copytree(cfg.paths.reports_dir, workdir / "reports")
+    watched.paths.reports_dir = str(workdir / "reports")
+    watched.paths.log_dir = str(workdir / "logs")
+    watched.monitor.merge_with(
+        {
+            "window_duration": "1d",
+            "share_threshold": 0.15,
+            "wandb": False,
+            "alerts": [{"on": "drift", "actions": actions}],
+        }
+    )
+    watched.watch.max_runs = 1
+    return watched
+
+
+def default_version(cfg: DictConfig) -> str:
+    return serve.status(cfg)["models"][MODEL]["default_version"]
+
+
+def test_a_rollback_alert_rolls_a_real_torchserve_back_and_records_why(served, tmp_path):
+    assert default_version(served) == "v2"
+    (judged,) = watch.run(watching(served, tmp_path, ["rollback"]))["judged"]
+    assert judged["actions"] == [{"on": "drift", "action": "rollback", "outcome": "rolled back to v1"}]
+    assert default_version(served) == "v1"
+    event = Registry(served.serve.model_store).events(MODEL)[-1]
+    assert (event["action"], event["version"], event["replaced"]) == ("rollback", "v1", "v2")
+    assert event["cause"].startswith("alert: drift (5 of 30 features drifted")
+
+
+def test_a_retrain_alert_deploys_the_new_package_through_the_gate(served, tmp_path, monkeypatch):
+    settings = {
+        "paths.models_dir": served.paths.models_dir,
+        "paths.reports_dir": served.paths.reports_dir,
+        "serve.model_store": served.serve.model_store,
+        "serve.version": "v3",
+    }
+    packaging = [sys.executable, "-m", "forgeml.cli", "package", *(f"{k}={v}" for k, v in settings.items())]
+    monkeypatch.setattr(watch, "RETRAIN_COMMAND", tuple(packaging))
+    monkeypatch.chdir(tmp_path)  # outside the repository: forgeml's shipped config
+    (judged,) = watch.run(watching(served, tmp_path, ["retrain"]))["judged"]
+    assert judged["actions"][0]["outcome"] == "retrained and deployed (gate passed)"
+    assert default_version(served) == "v3"
+    event = Registry(served.serve.model_store).events(MODEL)[-1]
+    assert (event["action"], event["version"], event["gate"]) == ("deploy", "v3", "gate passed")
+    assert event["cause"].startswith("alert: drift (5 of 30 features drifted")

@@ -8,6 +8,7 @@ import hmac
 import io
 import json
 import logging
+import subprocess
 import urllib.error
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from forgeml.errors import ForgeError
+from forgeml.errors import ForgeError, Refused
 from forgeml.monitoring import webhook as webhook_module
 from forgeml.monitoring.alerts import alert_payload, alert_rules, fired
 from forgeml.monitoring.webhook import SIGNATURE_HEADER, Outbox, Webhook
@@ -324,3 +325,20 @@ def test_an_alert_event_changes_nothing_that_serves_and_history_shows_its_outcom
     assert registry.deployed("m") == ["1", "2"] and registry.serving("m") == "2"
     (alert,) = [event for event in registry.events("m") if event["action"] == "alert"]
     assert gate_numbers(alert) == "webhook: delivered"
+
+
+def test_a_retrain_the_gate_refuses_is_recorded_not_raised(monkeypatch, tmp_path, make_config):
+    registry = registry_with_two_deploys(tmp_path / "serve" / "model-store")
+    monkeypatch.setattr(watch.monitor, "run", fake_monitor(tmp_path, "drift", []))
+    repro = subprocess.CompletedProcess(watch.RETRAIN_COMMAND, 0, "", "")
+    monkeypatch.setattr(watch.subprocess, "run", lambda *args, **kwargs: repro)
+
+    def refuse(cfg, **details):
+        raise Refused("m 3: test/accuracy 0.8000 is below the required minimum 0.9000")
+
+    monkeypatch.setattr(watch.deploy, "run", refuse)
+    (judged,) = watch.run(watch_config(make_config, "{on:drift,actions:[retrain]}"))["judged"]
+    assert judged["actions"][0]["outcome"].startswith("refused: m 3: test/accuracy 0.8000")
+    assert registry.serving("m") == "2"
+    event = registry.events("m")[-1]
+    assert (event["action"], event["alert_action"]) == ("alert", "retrain")
