@@ -117,6 +117,17 @@ def gate_numbers(event: dict[str, Any]) -> str:
     return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
 
 
+def watched(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Each window judged, its verdict and what each fired rule's actions did."""
+    for window in result["judged"]:
+        out.print(f"window ending {window['window_end']}: [bold]{window['verdict']}[/]")
+        for action in window["actions"]:
+            out.print(f"  {action['on']} -> {action['action']}: {action['outcome']}", markup=False)
+    if not result["judged"]:
+        out.print("no new window to judge (the last one was judged already)")
+    out.print(f"{result['checks']} check(s); state: {result['state']}")
+
+
 def request_example(stage: str, result: dict[str, Any], out: Console) -> None:
     """The body alone, then the line that sends it: both copied as they are."""
     out.print(json.dumps(result["body"], indent=2), markup=False)
@@ -143,6 +154,7 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "monitor": drift,
     "gate": gate,
     "history": history,
+    "watch": watched,
     "serve example": request_example,
     "doctor": prerequisites,
 }

@@ -8,7 +8,10 @@ import hmac
 import io
 import json
 import logging
+import os
+import signal
 import subprocess
+import threading
 import urllib.error
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from omegaconf import OmegaConf
 from forgeml.errors import ForgeError, Refused
 from forgeml.monitoring import webhook as webhook_module
 from forgeml.monitoring.alerts import alert_payload, alert_rules, fired
-from forgeml.monitoring.webhook import SIGNATURE_HEADER, Outbox, Webhook
+from forgeml.monitoring.webhook import SIGNATURE_HEADER, Outbox, Webhook, shown
 from forgeml.report import gate_numbers
 from forgeml.serving import deployments
 from forgeml.serving.registry import Registry
@@ -342,3 +345,27 @@ def test_a_retrain_the_gate_refuses_is_recorded_not_raised(monkeypatch, tmp_path
     assert registry.serving("m") == "2"
     event = registry.events("m")[-1]
     assert (event["action"], event["alert_action"]) == ("alert", "retrain")
+
+
+def test_sigterm_while_waiting_for_the_next_window_stops_the_watch(monkeypatch, tmp_path, make_config):
+    judged = []
+    monkeypatch.setattr(watch.monitor, "run", fake_monitor(tmp_path, "no_drift", judged))
+
+    def next_window_in(moment):
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return 30.0
+
+    monkeypatch.setattr(watch, "seconds_until", next_window_in)
+    cfg = watch_config(make_config)
+    cfg.watch.max_runs = 2  # without the signal: a second check, 30 s later
+    handler = signal.getsignal(signal.SIGTERM)
+    result = watch.run(cfg)
+    assert result["checks"] == 1 and len(judged) == 1
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_logs_name_the_webhook_host_not_its_token():
+    assert (
+        shown("https://user:pw@hooks.example.com:8443/services/T0/B0/XYZ?k=1")
+        == "https://hooks.example.com:8443/..."
+    )

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ def signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def shown(url: str) -> str:
+    """The URL as logs show it: scheme and host only (chat webhooks carry a token in the path)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
+
+
 @dataclass
 class Webhook:
     """A configured endpoint (`monitor.webhook`); `sleep` is the wait between tries."""
@@ -75,7 +82,9 @@ class Webhook:
         if secret:
             headers[SIGNATURE_HEADER] = signature(body, secret)
         elif not self.warned_unsigned:
-            log.warning("webhook deliveries to %s are unsigned: $%s is not set", self.url, self.secret_env)
+            log.warning(
+                "webhook deliveries to %s are unsigned: $%s is not set", shown(self.url), self.secret_env
+            )
             self.warned_unsigned = True
         return headers
 
@@ -90,7 +99,9 @@ class Webhook:
             problem, retryable = self.post(body, headers)
             if problem is None:
                 return None
-            log.warning("webhook %s, try %d of %d: %s", self.url, attempt + 1, 1 + self.retries, problem)
+            log.warning(
+                "webhook %s, try %d of %d: %s", shown(self.url), attempt + 1, 1 + self.retries, problem
+            )
             if not retryable:
                 break
         return problem

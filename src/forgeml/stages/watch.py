@@ -8,7 +8,9 @@ check judges the last window that has ended, unless it was judged already: the e
 window judged is kept in <paths.reports_dir>/watch_state.json (written atomically, saved as soon
 as the verdict is known, so a restart never judges a window twice nor repeats its actions). Then
 it sleeps until the next window ends. SIGTERM or Ctrl-C stops it between windows; a window being
-judged is finished first. `watch.max_runs` (`--once`: 1) ends it after that many checks.
+judged is finished first. `watch.max_runs` (`--once`: 1) ends it after that many checks. Windows
+that ended while no watcher ran are not judged afterwards: a check judges the last whole window
+only (its report still covers `monitor.windows` windows).
 
 A judgement is `forgeml monitor` on that window (its reports as usual, `monitor.window_end`
 set to the window's end), then the rules of `monitor.alerts` (monitoring/alerts.py) on its drift
@@ -25,11 +27,13 @@ report, then each fired rule's actions in order:
 The registry records each action with its cause (`cause: "alert: drift (...)"`): a rollback or
 deploy as such, anything else (a delivery, a refusal, a failure) as an `alert` event;
 `forgeml history` lists them. An action that fails is recorded and logged, never raised past the
-watcher, and no action changes the verdict. Exit 0 unless the config is wrong (2).
+watcher, and no action changes the verdict. Exit 0 unless the config is wrong or a window
+cannot be judged (the monitor's error, exit 2: a supervisor such as systemd restarts it).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import subprocess
@@ -154,7 +158,7 @@ def judge(
     outbox: Outbox,
 ) -> dict[str, Any]:
     """`forgeml monitor` on the window ending at `end`, then the actions of the rules it fired."""
-    window = cfg.copy()
+    window = copy.deepcopy(cfg)
     window.monitor.window_end = end.isoformat()
     result = monitor.run(window)
     state.save(end)
