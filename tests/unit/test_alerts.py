@@ -20,6 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from forgeml.errors import ForgeError, Refused
+from forgeml.monitoring import decay
 from forgeml.monitoring import webhook as webhook_module
 from forgeml.monitoring.alerts import alert_payload, alert_rules, fired
 from forgeml.monitoring.webhook import SIGNATURE_HEADER, Outbox, Webhook, shown
@@ -369,3 +370,9 @@ def test_logs_name_the_webhook_host_not_its_token():
         shown("https://user:pw@hooks.example.com:8443/services/T0/B0/XYZ?k=1")
         == "https://hooks.example.com:8443/..."
     )
+
+
+def test_the_window_report_carries_the_latency_the_p99_rule_reads():
+    served = pd.DataFrame({"latency_ms": [float(ms) for ms in range(1, 101)] + [None]})
+    assert decay.latency(served) == {"requests": 100, "p50_ms": 50.5, "p99_ms": pytest.approx(99.01)}
+    assert decay.latency(pd.DataFrame({"rejected": ["bad"]})) is None
