@@ -308,6 +308,9 @@ def test_a_rollback_action_serves_the_previous_version_and_records_the_cause(
     event = registry.events("m")[-1]
     assert event["action"] == "rollback" and event["replaced"] == "2"
     assert event["cause"].startswith("alert: drift (2 of 7 features drifted")
+    # the shift outlasts the rollback: the next window does not walk back another version
+    with pytest.raises(Refused, match="serves after an automatic rollback"):
+        watch.roll_back(cfg, "alert: drift (again)")
 
 
 def test_no_automatic_rollback_to_a_version_that_skipped_the_gate(monkeypatch, tmp_path, make_config):
@@ -336,6 +339,7 @@ def test_a_retrain_the_gate_refuses_is_recorded_not_raised(monkeypatch, tmp_path
     monkeypatch.setattr(watch.monitor, "run", fake_monitor(tmp_path, "drift", []))
     repro = subprocess.CompletedProcess(watch.RETRAIN_COMMAND, 0, "", "")
     monkeypatch.setattr(watch.subprocess, "run", lambda *args, **kwargs: repro)
+    monkeypatch.setattr(watch, "archive_identity", lambda archive: ("m", "3"))
 
     def refuse(cfg, **details):
         raise Refused("m 3: test/accuracy 0.8000 is below the required minimum 0.9000")
@@ -376,3 +380,13 @@ def test_the_window_report_carries_the_latency_the_p99_rule_reads():
     served = pd.DataFrame({"latency_ms": [float(ms) for ms in range(1, 101)] + [None]})
     assert decay.latency(served) == {"requests": 100, "p50_ms": 50.5, "p99_ms": pytest.approx(99.01)}
     assert decay.latency(pd.DataFrame({"rejected": ["bad"]})) is None
+
+
+def test_a_retrain_that_packaged_nothing_new_deploys_nothing(monkeypatch, tmp_path, make_config):
+    registry = registry_with_two_deploys(tmp_path / "serve" / "model-store")
+    repro = subprocess.CompletedProcess(watch.RETRAIN_COMMAND, 0, "", "")
+    monkeypatch.setattr(watch.subprocess, "run", lambda *args, **kwargs: repro)
+    monkeypatch.setattr(watch, "archive_identity", lambda archive: ("m", "2"))
+    outcome = watch.retrain(watch_config(make_config), "alert: drift (x)")
+    assert outcome == watch.Outcome("retrained: the packaged version 2 serves already, nothing deployed")
+    assert [event["action"] for event in registry.events("m")] == ["deploy", "deploy"]

@@ -20,9 +20,12 @@ report, then each fired rule's actions in order:
               delivery waits in <paths.reports_dir>/webhook_outbox.json and is sent again first
               at the next check
     rollback  to the version deployed before the serving one, if that deploy passed the gate
-              (not forced), as `forgeml rollback`
+              (not forced), as `forgeml rollback`; once: while the version an alert rolled back
+              to serves, a further rollback is refused (a shift in the traffic outlasts any
+              version: it would walk back one version per window)
     retrain   `dvc repro` in the project directory, then `forgeml deploy` of the new package
-              (the promotion gate first)
+              (the promotion gate first); nothing is deployed when the package is the version
+              serving (DVC found nothing changed)
 
 The registry records each action with its cause (`cause: "alert: drift (...)"`): a rollback or
 deploy as such, anything else (a delivery, a refusal, a failure) as an `alert` event;
@@ -51,11 +54,12 @@ from omegaconf import DictConfig
 from forgeml.config import AlertRule
 from forgeml.errors import ForgeError, Refused
 from forgeml.io import read_json, write_json
-from forgeml.layout import WATCH_STATE, WEBHOOK_OUTBOX
+from forgeml.layout import WATCH_STATE, WEBHOOK_OUTBOX, archive_file
 from forgeml.monitoring.alerts import Firing, alert_payload, alert_rules, fired
 from forgeml.monitoring.decay import parse_duration
 from forgeml.monitoring.webhook import Outbox, Webhook
-from forgeml.serving.registry import Registry
+from forgeml.serving.archive import archive_identity
+from forgeml.serving.registry import SWITCHES, Registry
 from forgeml.stages import deploy, monitor, rollback
 
 log = logging.getLogger(__name__)
@@ -209,17 +213,25 @@ def resend(outbox: Outbox, webhook: Webhook) -> None:
 
 
 def roll_back(cfg: DictConfig, cause: str) -> Outcome:
-    """To the version deployed before the serving one, if that one went through the gate."""
-    registry = Registry(cfg.serve.model_store)
-    stack = registry.deployed(cfg.serve.model_name)
-    if len(stack) >= 2 and was_forced(registry, cfg.serve.model_name, stack[-2]):
+    """To the version deployed before the serving one, if that one went through the gate. Once
+    only: a shift that outlasts a rollback would otherwise walk back one version per window."""
+    registry, model = Registry(cfg.serve.model_store), cfg.serve.model_name
+    switches = [event for event in registry.events(model) if event["action"] in SWITCHES]
+    last = switches[-1] if switches else {}
+    if last.get("action") == "rollback" and last.get("cause", "").startswith("alert:"):
+        raise Refused(
+            f"{last['version']} serves after an automatic rollback ({last['cause']}); "
+            "roll back further with `forgeml rollback`"
+        )
+    stack = registry.deployed(model)
+    if len(stack) >= 2 and was_forced(switches, stack[-2]):
         raise Refused(f"{stack[-2]} was deployed with --force, not through the gate: not rolled back")
     rollback.run(cfg, cause=cause)
     return Outcome(f"rolled back to {stack[-2]}", switched=True)
 
 
-def was_forced(registry: Registry, model: str, version: str) -> bool:
-    deploys = [e for e in registry.events(model) if e["action"] == "deploy" and e["version"] == version]
+def was_forced(switches: list[dict[str, Any]], version: str) -> bool:
+    deploys = [event for event in switches if event["action"] == "deploy" and event["version"] == version]
     return bool(deploys) and bool(deploys[-1].get("forced"))
 
 
@@ -232,6 +244,10 @@ def retrain(cfg: DictConfig, cause: str) -> Outcome:
     if completed.returncode != 0:
         last = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-1:]
         raise ForgeError(f"{' '.join(RETRAIN_COMMAND)} exited {completed.returncode}: {' '.join(last)}")
+    # nothing changed since the last retrain (DVC ran no stage): the package is what serves
+    _, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))
+    if version == Registry(cfg.serve.model_store).serving(cfg.serve.model_name):
+        return Outcome(f"retrained: the packaged version {version} serves already, nothing deployed")
     deployed = deploy.run(cfg, cause=cause)
     return Outcome(f"retrained and deployed ({deployed['gate']})", switched=True)
 
