@@ -390,3 +390,14 @@ def test_a_retrain_that_packaged_nothing_new_deploys_nothing(monkeypatch, tmp_pa
     outcome = watch.retrain(watch_config(make_config), "alert: drift (x)")
     assert outcome == watch.Outcome("retrained: the packaged version 2 serves already, nothing deployed")
     assert [event["action"] for event in registry.events("m")] == ["deploy", "deploy"]
+
+
+def test_while_the_receiver_is_down_the_outbox_tries_only_its_oldest_notice(monkeypatch, tmp_path):
+    outbox = Outbox(tmp_path / "outbox.json")
+    outbox.save([{"id": "n1"}, {"id": "n2"}, {"id": "n3"}])
+    down = Receiver(*[server_error()] * 4)
+    assert outbox.flush(hook(monkeypatch, down)) == []
+    assert {json.loads(request.data)["id"] for request in down.requests} == {"n1"}
+    assert [payload["id"] for payload in outbox.pending()] == ["n1", "n2", "n3"]
+    assert outbox.flush(hook(monkeypatch, Receiver())) == ["n1", "n2", "n3"]
+    assert outbox.pending() == []

@@ -12,8 +12,9 @@ warning. `X-Forgeml-Delivery` repeats the payload's id, the same on every retry.
 A delivery is tried `1 + monitor.webhook.retries` times, `timeout_s` each, waiting 1 s, 2 s, 4 s...
 between tries; a 4xx answer other than 408/429 is the receiver's final no and is not retried.
 What still failed is logged and kept in the outbox (a JSON file beside the monitor's reports,
-written atomically), sent again before the next window's notices; it never blocks the watch
-or changes a verdict. Only the standard library: urllib.
+written atomically), sent again at the next check, oldest first, until one fails (a receiver
+still down costs one notice's retries, not every one's); it never changes a verdict or an exit
+code. Only the standard library: urllib.
 """
 
 from __future__ import annotations
@@ -142,18 +143,15 @@ class Outbox:
         self.save([*self.pending(), payload])
 
     def flush(self, webhook: Webhook) -> list[str]:
-        """Send every pending notice again; the ids delivered now (the rest stay)."""
-        pending, delivered = self.pending(), []
-        if not pending:
-            return delivered
-        kept = []
-        for payload in pending:
-            if webhook.send(payload) is None:
-                delivered.append(payload["id"])
-            else:
-                kept.append(payload)
-        self.save(kept)
-        return delivered
+        """Send the pending notices again, oldest first, until one fails (the receiver is still
+        down: the rest wait too, rather than each costing its retries); the ids delivered now."""
+        pending = self.pending()
+        delivered = 0
+        while delivered < len(pending) and webhook.send(pending[delivered]) is None:
+            delivered += 1
+        if delivered:
+            self.save(pending[delivered:])
+        return [payload["id"] for payload in pending[:delivered]]
 
     def deliver(self, webhook: Webhook, payload: dict[str, Any]) -> str:
         """Send `payload`; on failure keep it for the next run. The outcome, in words."""
