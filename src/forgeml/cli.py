@@ -40,15 +40,16 @@ STAGES = {
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
     "gate": "the promotion gate on the packaged version, alone: exit 1 when it refuses",
-    "history": "every deploy and rollback: time, version, gate numbers, forced, user and host",
+    "history": "every deploy, rollback and alert: time, version, gate numbers, cause, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
+    "watch": "judge each monitor.window_duration window once and run its alerts' actions (--once: one check)",
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status", "example")}
 # command-line flags that stand for an override
-FLAGS = {"--force": "gate.force=true"}
+FLAGS = {"--force": "gate.force=true", "--once": "watch.max_runs=1"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],

@@ -287,6 +287,58 @@ class CallbacksConfig:
     early_stopping: EarlyStoppingConfig | None = field(default_factory=EarlyStoppingConfig)
 
 
+class AlertOn(str, Enum):
+    """What an alert rule watches in the monitor's verdict on a window (monitoring/alerts.py)."""
+
+    drift = "drift"
+    decay = "decay"
+    estimated_drop = "estimated_drop"
+    measured_drop = "measured_drop"
+    rejection_rate = "rejection_rate"
+    p99_latency = "p99_latency"
+
+
+class AlertAction(str, Enum):
+    """What a fired rule does: notify, return to the last gated version, or retrain and deploy."""
+
+    webhook = "webhook"
+    rollback = "rollback"
+    retrain = "retrain"
+
+
+@dataclass
+class AlertRule:
+    """One entry of `monitor.alerts`, checked at setup by `monitoring.alerts.alert_rules`."""
+
+    on: AlertOn = MISSING
+    actions: list[AlertAction] = field(default_factory=lambda: [AlertAction.webhook])
+
+
+@dataclass
+class WebhookConfig:
+    """Where the `webhook` action POSTs; the signing secret is read from the variable named."""
+
+    url: str | None = None
+    secret_env: str = "FORGEML_WEBHOOK_SECRET"
+    timeout_s: float = 5.0
+    retries: int = 3
+
+
+@dataclass
+class AlertThresholds:
+    """The limits of the rules the verdict has no limit for (rejections, latency)."""
+
+    rejection_rate: float = 0.05
+    p99_latency_ms: float = 1000.0
+
+
+@dataclass
+class WatchConfig:
+    """`forgeml watch`: how many windows to judge before it exits (null: until stopped)."""
+
+    max_runs: int | None = None
+
+
 @dataclass
 class SevereConfig:
     """When one feature's shift is dataset drift on its own: a drifted feature whose effect size
@@ -351,6 +403,11 @@ class MonitorConfig:
     severe: SevereConfig | None = field(default_factory=SevereConfig)
     min_samples: int = 100
     wandb: bool = True
+    # alerts (`forgeml watch`): a list of {on: <AlertOn>, actions: [<AlertAction>, ...]}. Typed
+    # Any: YAML 1.1 reads an unquoted `on` key as true, so each rule is checked at setup
+    alerts: list[Any] = field(default_factory=list)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    alert_thresholds: AlertThresholds = field(default_factory=AlertThresholds)
 
 
 # what OmegaConf cannot check: the range a number must lie in, per group and key (checked, once,
@@ -579,6 +636,7 @@ class ForgeConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     # `forgeml predict input=... output=...`: the table to score and where to write it
     input: str | None = None
     output: str | None = None

@@ -46,6 +46,9 @@ MONITORING_PAGE = "monitoring.html"
 MONITORING_TABLES = "monitoring"
 WINDOWS_TABLE = "windows.csv"
 FEATURE_DRIFT_TABLE = "feature_drift.csv"
+# `forgeml watch`, beside the monitor's reports: the last window judged, undelivered webhooks
+WATCH_STATE = "watch_state.json"
+WEBHOOK_OUTBOX = "webhook_outbox.json"
 
 
 def split_file(processed_dir: str | Path, split: str) -> Path:

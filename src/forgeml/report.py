@@ -86,9 +86,10 @@ def gate(stage: str, result: dict[str, Any], out: Console) -> None:
 
 
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every deploy and rollback, oldest first: when, what, the gate's numbers, who and where."""
+    """Every deploy, rollback and alert, oldest first: when, what, the gate's numbers, why
+    (an alert's cause), who and where."""
     table = Table(title=f"deployments recorded in {result['registry']}", title_justify="left")
-    for column in ("time", "model", "action", "version", "gate", "forced", "user@host"):
+    for column in ("time", "model", "action", "version", "gate", "forced", "cause", "user@host"):
         table.add_column(column)
     for event in result["events"]:
         table.add_row(
@@ -98,6 +99,7 @@ def history(stage: str, result: dict[str, Any], out: Console) -> None:
             event["version"],
             gate_numbers(event),
             "[bold red]FORCED[/]" if event.get("forced") else "no",
+            event.get("cause", "-"),
             f"{event.get('user', '?')}@{event.get('host', '?')}",
         )
     out.print(table)
@@ -109,8 +111,21 @@ def gate_numbers(event: dict[str, Any]) -> str:
     """The verdict and the metrics it compared (a rollback names the version it replaced)."""
     if event["action"] == "rollback":
         return f"back from {event.get('replaced', '?')}"
+    if event["action"] == "alert":
+        return f"{event.get('alert_action', '?')}: {event.get('outcome', '?')}"
     numbers = ", ".join(f"{name} {cell(value)}" for name, value in (event.get("metrics") or {}).items())
     return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
+
+
+def watched(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Each window judged, its verdict and what each fired rule's actions did."""
+    for window in result["judged"]:
+        out.print(f"window ending {window['window_end']}: [bold]{window['verdict']}[/]")
+        for action in window["actions"]:
+            out.print(f"  {action['on']} -> {action['action']}: {action['outcome']}", markup=False)
+    if not result["judged"]:
+        out.print("no new window to judge (the last one was judged already)")
+    out.print(f"{result['checks']} check(s); state: {result['state']}")
 
 
 def request_example(stage: str, result: dict[str, Any], out: Console) -> None:
@@ -139,6 +154,7 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "monitor": drift,
     "gate": gate,
     "history": history,
+    "watch": watched,
     "serve example": request_example,
     "doctor": prerequisites,
 }

@@ -16,9 +16,7 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +30,14 @@ from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
 from forgeml.serving.management import http_request
-from forgeml.serving.processes import free_ports
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import PORT_KEYS, TorchServe
+from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
+from tests.helpers.serving import MAX_INSTANCES, packaged_and_served, serving_config
 
 pytestmark = pytest.mark.slow
 
 MODEL = "breast_cancer"
-MAX_INSTANCES = 64
-
-
-def serving_config(trained: DictConfig, workdir: Path, **serve_settings: Any) -> DictConfig:
-    """The trained project's config with its own store, runtime directory and free ports."""
-    cfg = copy.deepcopy(trained)
-    cfg.serve.merge_with(
-        {
-            **dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True)),
-            "model_store": str(workdir / "store"),
-            "runtime_dir": str(workdir / "runtime"),
-            "max_instances": MAX_INSTANCES,
-            **serve_settings,
-        }
-    )
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +52,6 @@ def served(trained_project, tmp_path_factory) -> DictConfig:
     )
     with packaged_and_served(cfg):
         yield cfg
-
-
-@contextmanager
-def packaged_and_served(cfg: DictConfig) -> Iterator[None]:
-    """The config's model packaged, on a started server (model API on) and deployed; the server
-    is stopped whatever happens."""
-    package.run(cfg)
-    try:
-        serve.start(cfg)
-        deploy.run(cfg)
-        yield
-    finally:
-        TorchServe(cfg.serve).stop()
 
 
 @pytest.fixture(scope="module")

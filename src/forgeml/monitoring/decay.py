@@ -174,6 +174,7 @@ def window_report(
         "source": source,
         "window": {"start": stamp(window.start), "end": stamp(window.end)},
         "rows": {"reference": reference.rows, "current": rows, "rejected": int(rejected.sum())},
+        "latency": latency(frame),
         "min_samples": settings.min_samples,
         **drift,
         "prediction": prediction,
@@ -182,6 +183,17 @@ def window_report(
         "model": reference.model,
         "settings": asdict(settings),
     }
+
+
+def latency(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The window's served latency (what the p99_latency alert reads); None without any."""
+    if "latency_ms" not in frame.columns:
+        return None
+    values = pd.to_numeric(frame["latency_ms"], errors="coerce").dropna()
+    if not len(values):
+        return None
+    p50, p99 = values.quantile([0.5, 0.99]).tolist()
+    return {"requests": len(values), "p50_ms": p50, "p99_ms": p99}
 
 
 def no_test(settings: DriftSettings) -> dict[str, Any]:

@@ -93,8 +93,9 @@ def restart_serving(server: TorchServe, registry: Registry, model: str, version:
         raise
 
 
-def rollback(server: TorchServe, registry: Registry, model: str) -> dict[str, Any]:
-    """Make the version deployed before the current one the default again, and record it."""
+def rollback(server: TorchServe, registry: Registry, model: str, **details: Any) -> dict[str, Any]:
+    """Make the version deployed before the current one the default again, and record it with
+    `details` (an alert's `cause`)."""
     stack = registry.deployed(model)
     if len(stack) < 2:
         raise ForgeError(
@@ -103,5 +104,5 @@ def rollback(server: TorchServe, registry: Registry, model: str) -> dict[str, An
         )
     previous, current = stack[-2:]
     switch(server, registry, model, previous)
-    registry.record_event(model, previous, "rollback", replaced=current)
+    registry.record_event(model, previous, "rollback", replaced=current, **details)
     return {"model": model, **server.api.model_status(model)}

@@ -36,7 +36,10 @@ from forgeml.layout import SPLITS, split_file
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
 VERSIONS_DIR = ".versions"
-ACTIONS = ("deploy", "rollback")
+# "alert": what an alert action of `forgeml watch` did without changing what serves
+ACTIONS = ("deploy", "rollback", "alert")
+# the events that change what serves
+SWITCHES = ("deploy", "rollback")
 
 
 class RegistryError(ForgeError):
@@ -107,7 +110,7 @@ class Registry:
         raise ForgeError(f"model '{name}' has no registered version '{version}' (registered: {known})")
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        """Every deploy and rollback of `name`, oldest first."""
+        """Every deploy, rollback and alert of `name`, oldest first."""
         return self.load()["models"].get(name, {}).get("events", [])
 
     def deployed(self, name: str) -> list[str]:
@@ -116,6 +119,8 @@ class Registry:
         replaces the top)."""
         stack: list[str] = []
         for event in self.events(name):
+            if event["action"] not in SWITCHES:
+                continue
             if event["action"] == "rollback":
                 stack = stack[:-1]
             if stack[-1:] != [event["version"]]:
@@ -137,8 +142,8 @@ class Registry:
         return entry
 
     def record_event(self, name: str, version: str, action: str, **details: Any) -> None:
-        """Log a deploy or rollback, with who ran it where: the registry traces which version
-        served when."""
+        """Log a deploy, rollback or alert, with who ran it where: the registry traces which
+        version served when, and why (an alert's `cause`)."""
         self.version(name, version)
         event = {"version": version, "action": action, "at": _now(), **details}
         event |= {"user": _user(), "host": socket.gethostname()}

@@ -33,7 +33,8 @@ from forgeml.serving.server import TorchServe
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, **details: Any) -> dict[str, Any]:
+    """`details` go into the registry's event (`forgeml watch` records the alert's cause)."""
     check_ranges("serve", cfg.serve)  # a restart starts the server with this config
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
@@ -43,7 +44,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
     model, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))
     numbers = gate(cfg, registry, model, version)
-    deployed = deployments.deploy(server, registry, model, version, **numbers)
+    deployed = deployments.deploy(server, registry, model, version, **numbers, **details)
     return {**deployed, "gate": numbers["gate"]}
 
 

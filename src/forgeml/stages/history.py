@@ -1,5 +1,6 @@
-"""history: every deploy and rollback in the registry, oldest first: when, which version, the
-gate's verdict and numbers, forced or not, and who ran it on which host.
+"""history: every deploy, rollback and alert in the registry, oldest first: when, which version,
+the gate's verdict and numbers, forced or not, the cause (an alert of `forgeml watch`), and who
+ran it on which host.
 
     forgeml history           # a table for people
     forgeml history --json    # the same events as JSON, for scripts

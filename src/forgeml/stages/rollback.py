@@ -18,11 +18,12 @@ from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, **details: Any) -> dict[str, Any]:
+    """`details` go into the registry's event (`forgeml watch` records the alert's cause)."""
     check_ranges("serve", cfg.serve)  # a restart starts the server with this config
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
     server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)  # kept across a restart
     if server.pid() is None:
         raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
-    return deployments.rollback(server, registry, cfg.serve.model_name)
+    return deployments.rollback(server, registry, cfg.serve.model_name, **details)
