@@ -16,9 +16,7 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +29,20 @@ from omegaconf import DictConfig
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
-from forgeml.serving.management import http_request
-from forgeml.serving.processes import free_ports
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import PORT_KEYS, TorchServe
+from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
+from tests.helpers.serving import (
+    MAX_INSTANCES,
+    MODEL,
+    ask,
+    huge_integer,
+    packaged_and_served,
+    records,
+    serving_config,
+)
 
 pytestmark = pytest.mark.slow
-
-MODEL = "breast_cancer"
-MAX_INSTANCES = 64
-
-
-def serving_config(trained: DictConfig, workdir: Path, **serve_settings: Any) -> DictConfig:
-    """The trained project's config with its own store, runtime directory and free ports."""
-    cfg = copy.deepcopy(trained)
-    cfg.serve.merge_with(
-        {
-            **dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True)),
-            "model_store": str(workdir / "store"),
-            "runtime_dir": str(workdir / "runtime"),
-            "max_instances": MAX_INSTANCES,
-            **serve_settings,
-        }
-    )
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -72,31 +59,10 @@ def served(trained_project, tmp_path_factory) -> DictConfig:
         yield cfg
 
 
-@contextmanager
-def packaged_and_served(cfg: DictConfig) -> Iterator[None]:
-    """The config's model packaged, on a started server (model API on) and deployed; the server
-    is stopped whatever happens."""
-    package.run(cfg)
-    try:
-        serve.start(cfg)
-        deploy.run(cfg)
-        yield
-    finally:
-        TorchServe(cfg.serve).stop()
-
-
 @pytest.fixture(scope="module")
 def test_rows(trained_project) -> pd.DataFrame:
     test = pd.read_parquet(Path(trained_project.paths.processed_dir) / "test.parquet")
     return test.drop(columns=["target"]).head(12)
-
-
-def ask(cfg: DictConfig, body: Any, token: str | None = "inference", model: str = MODEL) -> tuple[int, Any]:
-    """POST one request to the model's endpoint; `body` bytes are sent as they are."""
-    server = TorchServe(cfg.serve)
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    key = server.token(token) if token else None
-    return http_request("POST", f"{server.url('inference')}/predictions/{model}", key, data)
 
 
 def backend_calls(cfg: DictConfig) -> int:
@@ -108,10 +74,6 @@ def backend_calls(cfg: DictConfig) -> int:
 def labels_and_probabilities(answer: dict[str, Any]) -> tuple[list[Any], list[list[float]]]:
     predictions = answer["predictions"]
     return [p["label"] for p in predictions], [list(p["probabilities"].values()) for p in predictions]
-
-
-def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(rows.to_json(orient="records"))
 
 
 def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
@@ -182,15 +144,6 @@ def test_bad_input_gets_400_with_its_message(served, test_rows, case, field, mes
     assert status == 400
     assert message in answer["error"]
     assert answer["field"] == field
-
-
-def huge_integer(row: dict[str, Any]) -> bytes:
-    """`row` with a 5,000-digit integer as its mean area: past Python's int-from-text limit."""
-    return (
-        json.dumps({**row, "mean area": 1})
-        .encode()
-        .replace(b'"mean area": 1', b'"mean area": 1' + b"0" * 4999)
-    )
 
 
 @pytest.mark.parametrize(

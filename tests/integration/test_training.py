@@ -15,7 +15,7 @@ import torch
 
 from forgeml.io import read_json
 from forgeml.stages import evaluate, prepare, train
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 SANE_SCORES = {
     "breast_cancer": ("test/accuracy", 0.9),

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from forgeml import __version__
 from forgeml import conf as package_conf
 from forgeml.config import BASE_CONFIG, SCHEMAS, FeatureType
-from tests.conftest import PACKAGE_MODULE, PROJECT_CONF, PROJECT_ROOT, config_sources
+from tests.helpers.config import PACKAGE_MODULE, PROJECT_CONF, PROJECT_ROOT, config_sources
 
 
 def forgeml(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from forgeml.models.nets import ResNet
 from forgeml.monitoring.signals import with_signals
 from forgeml.stages import prepare, train
 from forgeml.stages.train import image_shape
-from tests.conftest import random_images
+from tests.helpers.data import random_images
 
 
 def fitted(images: list[bytes], size: list[int] | None = None) -> dict:

@@ -9,7 +9,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from forgeml.layout import stage_outputs
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 
 def declared(entries: list) -> set[Path]:

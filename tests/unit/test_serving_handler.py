@@ -20,7 +20,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from forgeml.config import MonitorConfig
@@ -32,7 +31,8 @@ from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import input_schema
 from forgeml.serving.runtime_files import HANDLER_METRICS, metrics_config
 from forgeml.serving.server import LOG_DIR_VARIABLE
-from tests.conftest import TOY_SPEC, random_images
+from tests.helpers.data import TOY_SPEC, random_images
+from tests.helpers.handler import make_context, serve
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec
 MAX_INSTANCES = 5
@@ -77,23 +77,6 @@ def handler(model_dir: Path) -> handler_module.ForgemlHandler:
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(model_dir, requests=0))
     return service
-
-
-def make_context(model_dir: Path, requests: int, metrics: Any = None) -> Context:
-    manifest = {"model": {"modelName": "tiny", "modelVersion": "3", "serializedFile": "model.pt2"}}
-    context = Context("tiny", str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics)
-    context.request_processor = [RequestProcessor({}) for _ in range(requests)]
-    if metrics is not None:
-        metrics.request_ids = {i: f"request-{i}" for i in range(requests)}
-    return context
-
-
-def serve(handler, model_dir: Path, *bodies: Any) -> list[tuple[int, dict[str, Any]]]:
-    """Run one dynamic batch through the handler: (status, body) per request."""
-    handler.context = make_context(model_dir, len(bodies))
-    batch = handler.preprocess([{"body": body} for body in bodies])
-    answers = handler.postprocess(handler.inference(batch))
-    return [(handler.context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
 
 
 def probabilities(answer: dict[str, Any]) -> list[float]:
