@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from forgeml import conf as package_conf
 from forgeml.config import BASE_CONFIG, SCHEMAS, FeatureType
@@ -91,29 +91,35 @@ def test_group_typo_raises_missing_config(make_config):
         make_config("trainer=gpus")
 
 
-def test_every_group_option_composes(make_config):
-    options = [
-        "data=wine",
-        "data=diabetes",
-        "data=digits",
-        "data=synthetic",
-        "model=cnn",
-        "trainer=cpu",
-        "trainer=gpu",
-        "trainer=ddp",
-        "logger=csv",
-        "logger=tensorboard",
-        "logger=wandb",
-        "experiment=digits",
-        "experiment=diabetes",
-    ]
-    for option in options:
-        group = option.split("=")[0]
-        cfg = make_config(option)
-        chosen = option.split("=")[1]
-        assert group == "experiment" or cfg[group].get("name", chosen) == chosen or cfg[group]._target_
-    assert make_config("experiment=digits").model._target_.endswith("CNN")
-    assert make_config("trainer=gpu").trainer.precision == "bf16-mixed"
+def package_composition(*overrides: str) -> DictConfig:
+    """The shipped config composed with `overrides` alone (no test paths, no forced CPU)."""
+    with initialize_config_module(PACKAGE_MODULE, version_base="1.3"):
+        return compose(BASE_CONFIG, overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("option", "key", "value"),
+    [
+        ("data=wine", "data.name", "wine"),
+        ("data=diabetes", "data.task", "regression"),
+        ("data=digits", "data.name", "digits"),
+        ("data=synthetic", "data.source._target_", "forgeml.data.sources.synthetic"),
+        ("model=cnn", "model._target_", "forgeml.models.nets.CNN"),
+        ("trainer=cpu", "trainer.accelerator", "cpu"),
+        ("trainer=gpu", "trainer.precision", "bf16-mixed"),
+        ("trainer=ddp", "trainer.strategy", "ddp"),
+        ("logger=csv", "logger._target_", "pytorch_lightning.loggers.CSVLogger"),
+        ("logger=tensorboard", "logger._target_", "pytorch_lightning.loggers.TensorBoardLogger"),
+        ("logger=wandb", "logger._target_", "pytorch_lightning.loggers.WandbLogger"),
+        ("experiment=digits", "model._target_", "forgeml.models.nets.CNN"),
+        ("experiment=diabetes", "model.hidden", [64, 32]),
+    ],
+)
+def test_every_group_option_composes_to_its_own_settings(option, key, value):
+    """Each option sets what tells it apart from the default composition (taken without a logger:
+    the default logger, csv, is one of the options)."""
+    assert OmegaConf.select(package_composition(option), key) == value
+    assert OmegaConf.select(package_composition("logger=none"), key) != value
 
 
 def test_range_checks_name_the_key_for_every_stage_that_uses_the_group(make_config):
