@@ -1,9 +1,13 @@
 """Shared fixtures: the config composed with paths under a temporary directory (forgeml's shipped
 config, never this repository's conf/), and one trained project for the whole test run. Helpers
-that are not fixtures live in tests/helpers/."""
+that are not fixtures live in tests/helpers/.
+
+The lanes: everything under tests/integration is marked `integration` (processes, servers,
+browsers, real training); `make test-fast` runs tests/unit alone, `make test` runs both."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,19 +16,49 @@ from omegaconf import DictConfig
 
 from tests.helpers.config import compose_config
 
+INTEGRATION = Path(__file__).parent / "integration"
+TRAINED_EPOCHS = "trainer.max_epochs=8"
+# written once the shared project is trained and evaluated: the other workers read it from then on
+TRAINED_MARK = "trained.done"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the integration lane by directory, and run it first: its modules are the long ones, so
+    pytest-xdist's workers start on them and end on the short unit modules."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: INTEGRATION not in item.path.parents)
+
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_config(tmp_path, *overrides)
 
 
-@pytest.fixture(scope="session")
-def trained_project(tmp_path_factory: pytest.TempPathFactory) -> DictConfig:
-    """breast_cancer prepared, trained (a few epochs) and evaluated once for the whole session."""
+def train_once(workdir: Path) -> DictConfig:
+    """breast_cancer prepared, trained (a few epochs) and evaluated in `workdir`, unless it was."""
     from forgeml.stages import evaluate, prepare, train
 
-    cfg = compose_config(tmp_path_factory.mktemp("trained"), "trainer.max_epochs=8")
-    prepare.run(cfg)
-    train.run(cfg)
-    evaluate.run(cfg)
+    cfg = compose_config(workdir, TRAINED_EPOCHS)
+    if not (workdir / TRAINED_MARK).is_file():
+        prepare.run(cfg)
+        train.run(cfg)
+        evaluate.run(cfg)
+        (workdir / TRAINED_MARK).touch()
     return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> DictConfig:
+    """One trained breast_cancer project for the whole test run, which tests only read. Under
+    pytest-xdist the first worker to need it trains it in the run's shared temporary directory
+    while the others wait on a file lock, then read the same files."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return train_once(tmp_path_factory.mktemp("trained"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "trained"
+    with FileLock(f"{shared}.lock"):
+        shared.mkdir(exist_ok=True)
+        return train_once(shared)

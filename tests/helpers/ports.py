@@ -11,7 +11,7 @@ import random
 from forgeml.serving.processes import port_free
 from forgeml.serving.server import PORT_KEYS
 
-BLOCK_START, BLOCK_SIZE, BLOCKS = 20_000, 1_000, 12
+BLOCK_START, BLOCK_SIZE, BLOCKS = 20_000, 200, 63  # 20000..32599: below the ephemeral range
 # a random start inside the block keeps two test runs of the same worker name apart too
 _offsets = itertools.count(random.randrange(BLOCK_SIZE))
 
