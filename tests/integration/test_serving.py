@@ -1,10 +1,9 @@
 """A real TorchServe on loopback, started, queried, redeployed and stopped through forgeml.
 
 One server (free ports, its own runtime directory) serves the session's trained breast_cancer
-model for the whole module; its batching waits long enough to batch concurrent requests.
-Tests run in file order: start -> predict -> bad inputs -> batching -> auth -> deploy/rollback
--> a second server side by side -> failures -> stop.
-"""
+model for the whole module; its batching waits long enough to batch concurrent requests. No test
+depends on another having run: a test that deploys another version rolls it back, and the tests
+that start or stop a server start their own."""
 
 from __future__ import annotations
 
@@ -206,17 +205,18 @@ def test_request_without_token_is_refused(served, test_rows):
 
 
 def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
-    v1 = serve.status(served)["models"][MODEL]["default_version"]
+    before = serve.status(served)["models"][MODEL]
+    v1, registered = before["default_version"], set(before["versions"]) | {"v2"}
     v2 = copy.deepcopy(served)
     v2.serve.version = "v2"
     package.run(v2)
     deployed = deploy.run(v2)
     assert deployed["default_version"] == "v2"
-    assert set(deployed["versions"]) == {v1, "v2"}
+    assert set(deployed["versions"]) == registered
     assert ask(served, records(test_rows)[0])[0] == 200
     rolled_back = rollback.run(served)
     assert rolled_back["default_version"] == v1
-    assert set(rolled_back["versions"]) == {v1, "v2"}
+    assert set(rolled_back["versions"]) == registered
     with pytest.raises(ForgeError, match="nothing to roll back to"):
         rollback.run(served)
 
@@ -309,13 +309,15 @@ def test_crash_looping_worker_fails_start_quoting_the_model_log(served, tmp_path
     assert not serve.status(broken)["running"]
 
 
-def test_stop_leaves_no_process_behind(served):
-    server = TorchServe(served.serve)
-    frontend = server.pid()
-    workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
-    assert workers
-    assert serve.stop(served)["stopped"]
-    for pid in [frontend, *workers]:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert not server.key_file.exists()
-    assert server.read_log("ts_log.log")  # the runtime directory stays for its logs
+def test_stop_leaves_no_process_behind(trained_project, tmp_path):
+    cfg = serving_config(trained_project, tmp_path, model_api=True)
+    with packaged_and_served(cfg):
+        server = TorchServe(cfg.serve)
+        frontend = server.pid()
+        workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
+        assert workers
+        assert serve.stop(cfg)["stopped"]
+        for pid in [frontend, *workers]:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert not server.key_file.exists()
+        assert server.read_log("ts_log.log")  # the runtime directory stays for its logs
