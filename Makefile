@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-# pytest-xdist workers for `make test` and `make test-fast` (auto: one per CPU)
+# pytest-xdist workers for `make test` (auto: one per CPU)
 TEST_WORKERS ?= auto
 BIN := $(CURDIR)/$(VENV)/bin
 # DVC stages call `forgeml`: put the environment's commands first on PATH
@@ -38,9 +38,10 @@ browser:
 test: setup browser
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
-# the unit lane alone: no process, server or browser, a few training steps at most (minutes)
+# the unit lane alone: no process, server or browser, a few training steps at most. In one process:
+# on two cores the workers' own start (torch, Hydra, Lightning imports) costs more than it saves
 test-fast: setup
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 tests/unit
+	$(BIN)/pytest -q --durations=10 tests/unit
 
 lint: setup
 	$(BIN)/ruff check src tests bench examples
