@@ -3,11 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# pytest-xdist workers for `make test` (auto: one per CPU)
+TEST_WORKERS ?= auto
 BIN := $(CURDIR)/$(VENV)/bin
 # DVC stages call `forgeml`: put the environment's commands first on PATH
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser demo test lint format docs bench clean
+.PHONY: setup browser demo test test-fast lint format docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,13 +28,20 @@ demo: setup
 	dvc metrics show
 	python examples/production_loop.py
 
-# the monitoring page is checked in a real headless browser (tests/unit/test_monitoring_windows.py):
+# the monitoring page is checked in a real headless browser (tests/integration/test_monitoring_page.py):
 # Debian's chromium, installed here when missing (as root, as CI runs)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
+# every test, unit and integration (servers, DVC, training, the browser), in parallel: a module's
+# tests stay on one worker (they share its server or project); the 25 slowest are listed
 test: setup browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+
+# the unit lane alone: no process, server or browser, a few training steps at most. In one process:
+# on two cores the workers' own start (torch, Hydra, Lightning imports) costs more than it saves
+test-fast: setup
+	$(BIN)/pytest -q --durations=10 tests/unit
 
 lint: setup
 	$(BIN)/ruff check src tests bench examples

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 
 def bench_module(name: str):

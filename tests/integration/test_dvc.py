@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,37 +13,15 @@ from dvc.repo import Repo
 
 from forgeml.io import read_json
 from forgeml.layout import SPLITS
+from tests.helpers.cli import commit_all, run
 
 FAST = ["trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"]
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    bin_dir = os.path.dirname(sys.executable)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "forgeml-test",
-        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "forgeml-test",
-        "GIT_COMMITTER_EMAIL": "test@example.invalid",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    env.pop("FORGEML_CONFIG_DIR", None)
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def copy_project(destination: Path) -> Path:
     """A new project, as `forgeml init` writes it: git and DVC repositories, conf/, dvc.yaml."""
     run(["forgeml", "init", str(destination)], destination.parent)
     return destination
-
-
-def commit_all(repo: Path) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "snapshot"], repo)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import yaml
 
 from forgeml.data.sources import mixed
 from forgeml.stages import evaluate, monitor, prepare, train
-from tests.integration.test_dvc import commit_all, run
-from tests.integration.test_package import WORKER_MODULES
-from tests.integration.test_project import free_serve_ports
+from tests.helpers.cli import commit_all, run
+from tests.helpers.ports import free_serve_ports
+from tests.helpers.serving import WORKER_MODULES
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,8 @@ import yaml
 from PIL import Image
 
 from forgeml.data.sources import write_digits_images
-from forgeml.serving.processes import free_ports
-from forgeml.serving.server import PORT_KEYS
-from tests.integration.test_dvc import commit_all, run
+from tests.helpers.cli import commit_all, run
+from tests.helpers.ports import free_serve_ports
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +56,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["forgeml", "init", "digits"], root)
     project = root / "digits"
     write_digits_images(project / "data/raw/digits")
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
-    serve = "serve:\n" + "".join(f"  {key}: {port}\n" for key, port in ports.items())
-    (project / "conf/config.yaml").write_text(CONFIG + serve)
+    (project / "conf/config.yaml").write_text(CONFIG + free_serve_ports())
     run(["forgeml", "compose"], project)
     commit_all(project)
     run(["dvc", "repro"], project)

@@ -21,7 +21,7 @@ from forgeml.cli import main
 from forgeml.models.artifact import ModelArtifact
 from forgeml.monitoring.report import render_monitoring_html
 from forgeml.stages import monitor, prepare
-from tests.conftest import chile_like_table
+from tests.helpers.data import chile_like_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIFTED = ["mean radius", "mean texture", "worst smoothness", "area error", "mean symmetry"]

@@ -13,7 +13,7 @@ import pandas as pd
 from forgeml.layout import DRIFT_REPORT
 from forgeml.monitoring.privacy import KEY_FILE
 from forgeml.stages import monitor, prepare
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 def test_fresh_project_with_hashed_columns_reports_no_data(tmp_path):

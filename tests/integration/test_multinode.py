@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from forgeml.io import read_json
-from forgeml.serving.processes import free_ports
 from forgeml.stages import prepare
-from tests.conftest import compose_config, package_config_env
+from tests.helpers.config import compose_config, package_config_env
+from tests.helpers.ports import free_ports
 
 # 1000 synthetic rows: 700 train, 150 validation (even: each node validates 75, no padding);
 # 10 batches of 64 an epoch leave out the last, partial batch, which the two sides would split differently

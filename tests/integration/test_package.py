@@ -25,13 +25,11 @@ from forgeml.serving import archive as archive_module
 from forgeml.serving.archive import archive_identity
 from forgeml.serving.registry import Registry, sha256_of
 from forgeml.stages import package
-from tests.conftest import package_config_env
+from tests.helpers.config import package_config_env
+from tests.helpers.serving import WORKER_MODULES
 
 pytestmark = pytest.mark.slow
 
-# what a stock TorchServe worker has: the standard library, torch, numpy, PyYAML and ts, plus
-# Pillow (PIL), which transform.py imports only when it decodes an image feature
-WORKER_MODULES = {*sys.stdlib_module_names, "torch", "numpy", "yaml", "ts", "PIL"}
 # what every archive holds (and a decision threshold when `evaluate` picked one)
 ARCHIVE_FILES = {
     *archive_module.MODULES,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from forgeml.serving.processes import free_ports
-from tests.conftest import load_example
+from tests.helpers.data import load_example
+from tests.helpers.ports import free_ports
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from forgeml.serving.processes import free_ports
-from tests.integration.test_dvc import commit_all, run
+from tests.helpers.cli import commit_all, run
+from tests.helpers.ports import free_serve_ports
 
 pytestmark = pytest.mark.slow
 
@@ -63,13 +63,6 @@ width: 32
 blocks: 2
 """
 FAST = ["model=resmlp", "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "logger=none"]
-PORT_KEYS = ["inference", "management", "metrics", "grpc_inference", "grpc_management"]
-
-
-def free_serve_ports() -> str:
-    """A `serve:` block for a project's conf/config.yaml putting every port on a free one."""
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
-    return "serve:\n" + "".join(f"  {key}_port: {port}\n" for key, port in ports.items())
 
 
 @pytest.fixture(scope="module")

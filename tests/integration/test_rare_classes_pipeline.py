@@ -18,7 +18,7 @@ from forgeml.io import read_json
 from forgeml.layout import DECISION_THRESHOLD, METRICS, split_file
 from forgeml.stages import evaluate, package, prepare, train
 from forgeml.stages.monitor import with_predictions
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 RARE = ("data=rare_events", "data.source.n_samples=10000", "trainer.max_epochs=3")
 

@@ -1,10 +1,9 @@
 """A real TorchServe on loopback, started, queried, redeployed and stopped through forgeml.
 
 One server (free ports, its own runtime directory) serves the session's trained breast_cancer
-model for the whole module; its batching waits long enough to batch concurrent requests.
-Tests run in file order: start -> predict -> bad inputs -> batching -> auth -> deploy/rollback
--> a second server side by side -> failures -> stop.
-"""
+model for the whole module; its batching waits long enough to batch concurrent requests. No test
+depends on another having run: a test that deploys another version rolls it back, and the tests
+that start or stop a server start their own."""
 
 from __future__ import annotations
 
@@ -29,15 +28,20 @@ from omegaconf import DictConfig
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
-from forgeml.serving.management import http_request
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
-from tests.helpers.serving import MAX_INSTANCES, packaged_and_served, serving_config
+from tests.helpers.serving import (
+    MAX_INSTANCES,
+    MODEL,
+    ask,
+    huge_integer,
+    packaged_and_served,
+    records,
+    serving_config,
+)
 
 pytestmark = pytest.mark.slow
-
-MODEL = "breast_cancer"
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +64,6 @@ def test_rows(trained_project) -> pd.DataFrame:
     return test.drop(columns=["target"]).head(12)
 
 
-def ask(cfg: DictConfig, body: Any, token: str | None = "inference", model: str = MODEL) -> tuple[int, Any]:
-    """POST one request to the model's endpoint; `body` bytes are sent as they are."""
-    server = TorchServe(cfg.serve)
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    key = server.token(token) if token else None
-    return http_request("POST", f"{server.url('inference')}/predictions/{model}", key, data)
-
-
 def backend_calls(cfg: DictConfig) -> int:
     """How many batches the workers have received: each logs one line per batch."""
     log = Path(cfg.serve.runtime_dir) / "logs" / "model_log.log"
@@ -77,10 +73,6 @@ def backend_calls(cfg: DictConfig) -> int:
 def labels_and_probabilities(answer: dict[str, Any]) -> tuple[list[Any], list[list[float]]]:
     predictions = answer["predictions"]
     return [p["label"] for p in predictions], [list(p["probabilities"].values()) for p in predictions]
-
-
-def records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(rows.to_json(orient="records"))
 
 
 def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
@@ -153,15 +145,6 @@ def test_bad_input_gets_400_with_its_message(served, test_rows, case, field, mes
     assert answer["field"] == field
 
 
-def huge_integer(row: dict[str, Any]) -> bytes:
-    """`row` with a 5,000-digit integer as its mean area: past Python's int-from-text limit."""
-    return (
-        json.dumps({**row, "mean area": 1})
-        .encode()
-        .replace(b'"mean area": 1', b'"mean area": 1' + b"0" * 4999)
-    )
-
-
 @pytest.mark.parametrize(
     ("bad", "field", "message"),
     [
@@ -222,17 +205,18 @@ def test_request_without_token_is_refused(served, test_rows):
 
 
 def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
-    v1 = serve.status(served)["models"][MODEL]["default_version"]
+    before = serve.status(served)["models"][MODEL]
+    v1, registered = before["default_version"], set(before["versions"]) | {"v2"}
     v2 = copy.deepcopy(served)
     v2.serve.version = "v2"
     package.run(v2)
     deployed = deploy.run(v2)
     assert deployed["default_version"] == "v2"
-    assert set(deployed["versions"]) == {v1, "v2"}
+    assert set(deployed["versions"]) == registered
     assert ask(served, records(test_rows)[0])[0] == 200
     rolled_back = rollback.run(served)
     assert rolled_back["default_version"] == v1
-    assert set(rolled_back["versions"]) == {v1, "v2"}
+    assert set(rolled_back["versions"]) == registered
     with pytest.raises(ForgeError, match="nothing to roll back to"):
         rollback.run(served)
 
@@ -325,13 +309,15 @@ def test_crash_looping_worker_fails_start_quoting_the_model_log(served, tmp_path
     assert not serve.status(broken)["running"]
 
 
-def test_stop_leaves_no_process_behind(served):
-    server = TorchServe(served.serve)
-    frontend = server.pid()
-    workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
-    assert workers
-    assert serve.stop(served)["stopped"]
-    for pid in [frontend, *workers]:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert not server.key_file.exists()
-    assert server.read_log("ts_log.log")  # the runtime directory stays for its logs
+def test_stop_leaves_no_process_behind(trained_project, tmp_path):
+    cfg = serving_config(trained_project, tmp_path, model_api=True)
+    with packaged_and_served(cfg):
+        server = TorchServe(cfg.serve)
+        frontend = server.pid()
+        workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
+        assert workers
+        assert serve.stop(cfg)["stopped"]
+        for pid in [frontend, *workers]:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert not server.key_file.exists()
+        assert server.read_log("ts_log.log")  # the runtime directory stays for its logs

@@ -24,9 +24,8 @@ from omegaconf import DictConfig
 from forgeml.data.transform import keyed_hashes
 from forgeml.monitoring.privacy import KEY_FILE
 from forgeml.stages import evaluate, monitor, prepare, train
-from tests.conftest import compose_config
-from tests.integration.test_serving import ask, packaged_and_served, serving_config
-from tests.integration.test_serving_monitoring import logged
+from tests.helpers.config import compose_config
+from tests.helpers.serving import ask, logged, packaged_and_served, serving_config
 
 pytestmark = pytest.mark.slow
 

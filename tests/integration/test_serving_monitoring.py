@@ -26,11 +26,13 @@ from omegaconf import DictConfig
 from forgeml.monitoring.logs import read_inference_log
 from forgeml.serving.server import TorchServe
 from forgeml.stages import serve
-from tests.integration.test_serving import (
+from tests.helpers.serving import (
     MAX_INSTANCES,
     MODEL,
     ask,
     huge_integer,
+    log_lines,
+    logged,
     packaged_and_served,
     records,
     serving_config,
@@ -95,23 +97,6 @@ def traffic(monitored, trained_project) -> dict[str, Any]:
     }
 
 
-def log_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.monitor.log_dir)
-
-
-def log_lines(cfg: DictConfig) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for path in sorted(log_dir(cfg).glob("*.jsonl"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
-
-
-def logged(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The accepted records' lines (a rejected request's line has its reason instead)."""
-    return [line for line in log_lines(cfg) if "rejected" not in line]
-
-
 def canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True)
 
@@ -152,7 +137,7 @@ def metrics_once_counted(cfg: DictConfig, predictions: int) -> dict[str, list]:
 
 
 def test_every_worker_logs_its_accepted_records_in_its_own_file(monitored, traffic):
-    names = [path.name for path in log_dir(monitored).glob("*.jsonl")]
+    names = [path.name for path in Path(monitored.monitor.log_dir).glob("*.jsonl")]
     pids = {int(re.fullmatch(r"worker-(\d+)(\.\d+)?\.jsonl", name).group(1)) for name in names}
     assert len(pids) >= 2
     assert pids == worker_pids(monitored)
@@ -174,7 +159,7 @@ def test_log_records_carry_the_answered_prediction_and_the_model_version(monitor
 
 
 def test_the_monitor_reads_the_log_as_one_table(monitored, traffic):
-    frame = read_inference_log(log_dir(monitored))
+    frame = read_inference_log(Path(monitored.monitor.log_dir))
     assert frame["rejected"].value_counts().to_dict() == traffic["rejected"]
     frame = frame[frame["rejected"].isna()]
     assert len(frame) == len(traffic["accepted"])
@@ -230,7 +215,7 @@ def test_metrics_port_counts_values_outside_the_training_range_per_feature(monit
 
 
 def test_log_rotates_at_the_cap_keeping_every_record(monitored, traffic):
-    files = list(log_dir(monitored).glob("*.jsonl"))
+    files = list(Path(monitored.monitor.log_dir).glob("*.jsonl"))
     assert any(path.name.endswith(".1.jsonl") for path in files)
     for path in files:
         # a file passes the cap only when it holds one batch (one ts and latency) that alone does
@@ -252,4 +237,4 @@ def test_stopped_workers_leave_every_accepted_record_behind(monitored, traffic):
     for pid in processes:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     rejected = sum(traffic["rejected"].values())
-    assert len(read_inference_log(log_dir(monitored))) == len(traffic["accepted"]) + rejected
+    assert len(read_inference_log(Path(monitored.monitor.log_dir))) == len(traffic["accepted"]) + rejected

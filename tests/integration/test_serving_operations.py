@@ -28,8 +28,8 @@ from forgeml.serving.management import http_request
 from forgeml.serving.runtime_files import LOGGERS, allowed_urls, render_properties
 from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, history, models, package, rollback, serve
-from tests.conftest import package_config_env
-from tests.integration.test_serving import MODEL, ask, packaged_and_served, records, serving_config
+from tests.helpers.config import package_config_env
+from tests.helpers.serving import MODEL, ask, packaged_and_served, records, serving_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from forgeml.io import read_json
 from forgeml.models.artifact import ModelArtifact
 from forgeml.serving.batch import predict_file
 from forgeml.stages import evaluate, package, prepare, train
-from tests.conftest import compose_config, package_config_env
+from tests.helpers.config import compose_config, package_config_env
 
 ROWS = 6000
 

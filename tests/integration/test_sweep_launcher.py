@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from forgeml.stages import prepare
-from tests.conftest import compose_config, package_config_env
+from tests.helpers.config import compose_config, package_config_env
 
 
 def test_submitit_local_launcher_runs_each_sweep_job_as_its_own_process(tmp_path):

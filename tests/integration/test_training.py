@@ -15,7 +15,7 @@ import torch
 
 from forgeml.io import read_json
 from forgeml.stages import evaluate, prepare, train
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 SANE_SCORES = {
     "breast_cancer": ("test/accuracy", 0.9),
@@ -55,11 +55,12 @@ def test_exported_model_keeps_the_config_and_a_dynamic_batch(trained_project):
         assert torch.allclose(probabilities.sum(-1), torch.ones(batch))
 
 
-def test_evaluate_rebuilds_from_the_artifact_not_from_todays_config(trained_project, make_config):
+def test_evaluate_rebuilds_from_the_artifact_not_from_todays_config(trained_project, make_config, tmp_path):
     """Changing the model config after training does not change what evaluate measures."""
     before = read_json(f"{trained_project.paths.reports_dir}/metrics.json")
     today = make_config("model.hidden=[7]", "model.activation=tanh")
     today.paths = trained_project.paths
+    today.paths.reports_dir = str(tmp_path / "reports")  # the shared project is only read
     assert evaluate.run(today) == before
 
 

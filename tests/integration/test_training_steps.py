@@ -13,7 +13,7 @@ import torch
 
 from forgeml.errors import ForgeError
 from forgeml.stages import prepare, train
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 BATCHES_PER_EPOCH = 7  # ceil(398 / 64)
 

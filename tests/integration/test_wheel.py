@@ -22,7 +22,7 @@ import yaml
 from sklearn.datasets import load_breast_cancer
 
 from forgeml import __version__
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import threading
 import urllib.error
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -337,7 +337,7 @@ def test_an_alert_event_changes_nothing_that_serves_and_history_shows_its_outcom
 def test_a_retrain_the_gate_refuses_is_recorded_not_raised(monkeypatch, tmp_path, make_config):
     registry = registry_with_two_deploys(tmp_path / "serve" / "model-store")
     monkeypatch.setattr(watch.monitor, "run", fake_monitor(tmp_path, "drift", []))
-    repro = subprocess.CompletedProcess(watch.RETRAIN_COMMAND, 0, "", "")
+    repro = SimpleNamespace(args=watch.RETRAIN_COMMAND, returncode=0, stdout="", stderr="")
     monkeypatch.setattr(watch.subprocess, "run", lambda *args, **kwargs: repro)
     monkeypatch.setattr(watch, "archive_identity", lambda archive: ("m", "3"))
 
@@ -384,7 +384,7 @@ def test_the_window_report_carries_the_latency_the_p99_rule_reads():
 
 def test_a_retrain_that_packaged_nothing_new_deploys_nothing(monkeypatch, tmp_path, make_config):
     registry = registry_with_two_deploys(tmp_path / "serve" / "model-store")
-    repro = subprocess.CompletedProcess(watch.RETRAIN_COMMAND, 0, "", "")
+    repro = SimpleNamespace(args=watch.RETRAIN_COMMAND, returncode=0, stdout="", stderr="")
     monkeypatch.setattr(watch.subprocess, "run", lambda *args, **kwargs: repro)
     monkeypatch.setattr(watch, "archive_identity", lambda archive: ("m", "2"))
     outcome = watch.retrain(watch_config(make_config), "alert: drift (x)")

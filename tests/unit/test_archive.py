@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from forgeml.config import ServeConfig
 from forgeml.errors import ForgeError
 from forgeml.serving import archive
 from forgeml.stages import package
-from tests.conftest import TOY_SPEC
+from tests.helpers.data import TOY_SPEC
 
 
 @pytest.fixture
@@ -25,13 +25,13 @@ def archiver_calls(monkeypatch) -> list[dict[str, Any]]:
     the archive where `--export-path` says."""
     calls = []
 
-    def archiver(command: list[str], cwd: Path, env: dict[str, str], **_: Any) -> subprocess.CompletedProcess:
+    def archiver(command: list[str], cwd: Path, env: dict[str, str], **_: Any) -> SimpleNamespace:
         tmpdir = env["TMPDIR"]
         calls.append({"cwd": str(cwd), "tmpdir": tmpdir, "tmpdir_exists": os.path.isdir(tmpdir)})
         name = command[command.index("--model-name") + 1]
         export = Path(cwd) / command[command.index("--export-path") + 1]
         (export / f"{name}.mar").write_bytes(b"archive")
-        return subprocess.CompletedProcess(command, 0, "", "")
+        return SimpleNamespace(args=command, returncode=0, stdout="", stderr="")
 
     monkeypatch.setattr(archive.subprocess, "run", archiver)
     return calls

@@ -21,7 +21,7 @@ from forgeml.monitoring.drift import (
 )
 from forgeml.monitoring.profile import SKETCHES
 from forgeml.stages.monitor import drift_settings
-from tests.conftest import chile_like_table
+from tests.helpers.data import chile_like_table
 
 # what the Chile traffic of the issue did: older by 25 years, three times the income
 CHILE_SHIFT = {"age": lambda age: age + 25, "income": lambda income: income * 3}

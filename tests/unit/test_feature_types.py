@@ -24,7 +24,7 @@ from forgeml.models.nets import MLP, MixedInputNet
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import copy_modules, input_schema
 from forgeml.serving.batch import predict_file
-from tests.unit.test_serving_handler import make_context, serve
+from tests.helpers.handler import make_context, serve
 
 TYPES = {"amount": "numeric", "channel": "categorical", "opened": "datetime", "note": "text"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from forgeml.errors import ForgeError
 from forgeml.serving.gate import promotion_gate
 from forgeml.serving.registry import Registry, RegistryError, data_hash
+from tests.helpers.registry import entry
 
 
 def test_gate_refuses_a_model_below_the_threshold_and_quotes_the_numbers():
@@ -38,10 +38,6 @@ def test_gate_refuses_a_regression_against_the_deployed_model():
 def test_gate_names_a_metric_that_was_not_measured():
     decision = promotion_gate({"test/r2": 0.5}, None, {"test/accuracy": 0.9}, 0.02)
     assert "test/accuracy was not measured (measured: test/r2)" in decision.reasons[0]
-
-
-def entry(version: str, accuracy: float = 0.9) -> dict:
-    return {"version": version, "config_hash": "c", "data_hash": "d", "metrics": {"test/accuracy": accuracy}}
 
 
 def test_registry_records_versions_and_what_serves(tmp_path):
@@ -77,21 +73,6 @@ def test_registry_survives_a_crash_mid_write(tmp_path, monkeypatch):
     assert registry.path.read_text() == before
     assert [e["version"] for e in registry.versions("m")] == ["v1"]
     assert not list(tmp_path.glob(".*.tmp*"))
-
-
-def _record_many(store: str, prefix: str) -> None:
-    for i in range(15):
-        Registry(store).record("m", entry(f"{prefix}{i}"))
-
-
-def test_concurrent_writers_lose_no_entry(tmp_path):
-    workers = [multiprocessing.Process(target=_record_many, args=(str(tmp_path), p)) for p in "ab"]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    assert len(Registry(tmp_path).versions("m")) == 30
-    json.loads(Registry(tmp_path).path.read_text())
 
 
 def test_data_hash_prefers_dvc_lock(tmp_path):

@@ -1,11 +1,10 @@
 """Image features without a server: the fitted encoding, reading a folder per class and an
-image-path column, the refusal of undecodable files, the ResNet's shapes and export, a short
-training run of it, and the drift signals."""
+image-path column, the refusal of undecodable files, the ResNet's shapes and export, and the drift
+signals (a short training run: tests/integration/test_images_training.py)."""
 
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,14 +13,13 @@ import torch
 
 from forgeml.data.checks import TypeRules, check_table
 from forgeml.data.preprocessing import fit_preprocessor
-from forgeml.data.sources import image_folder, read_table, write_digits_images
+from forgeml.data.sources import image_folder, read_table
 from forgeml.data.transform import encode_features, feature_width, image_signals
 from forgeml.errors import ForgeError
 from forgeml.models.nets import ResNet
 from forgeml.monitoring.signals import with_signals
-from forgeml.stages import prepare, train
 from forgeml.stages.train import image_shape
-from tests.conftest import random_images
+from tests.helpers.data import random_images
 
 
 def fitted(images: list[bytes], size: list[int] | None = None) -> dict:
@@ -93,27 +91,6 @@ def test_cnn_on_pixel_columns_keeps_the_configured_image_shape(make_config):
     assert image_shape(cfg.model, spec) == {}
     image = {"name": "image", "type": "image", "size": [5, 7], "channels": 3}
     assert image_shape(cfg.model, {"features": [image]}) == {"image_shape": [3, 5, 7]}
-
-
-def test_resnet_trains_an_epoch_on_tiny_images_decoded_in_a_worker(make_config, tmp_path):
-    folder = write_digits_images(tmp_path / "digits")
-    for digit in folder.iterdir():
-        for extra in sorted(digit.glob("*.png"))[8:]:
-            extra.unlink()  # a few images per class are enough to train and export
-    cfg = make_config(
-        "data=images",
-        f"data.path={folder}",
-        "data.num_workers=1",
-        "model=resnet",
-        "model.width=8",
-        "trainer.max_epochs=1",
-    )
-    prepare.run(cfg)
-    metrics = train.run(cfg)
-    assert np.isfinite(metrics["val/loss"])
-    # exported with a dynamic batch: any number of rows
-    program = torch.export.load(Path(cfg.paths.models_dir) / "model.pt2").module()
-    assert program(torch.zeros(3, 64)).shape == (3, 10)
 
 
 def test_drift_signals_of_logged_images_equal_those_of_their_bytes():

@@ -19,7 +19,7 @@ from forgeml.layout import (
     plot_file,
     stage_outputs,
 )
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 
 def declared(entries: list) -> set[Path]:

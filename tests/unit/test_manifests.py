@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from forgeml.project import TEMPLATES
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 SERVE = TEMPLATES / "serve"
 

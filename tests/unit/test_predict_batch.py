@@ -14,7 +14,7 @@ from forgeml.data.transform import encode_features
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import ModelArtifact
 from forgeml.serving.batch import predict_file
-from tests.conftest import TOY_SPEC
+from tests.helpers.data import TOY_SPEC
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec
 

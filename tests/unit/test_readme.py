@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
 MAX_LINES = 200

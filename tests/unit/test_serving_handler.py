@@ -21,7 +21,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image, ImageFile
-from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from forgeml.config import MonitorConfig
@@ -40,7 +39,8 @@ from forgeml.serving import handler as handler_module
 from forgeml.serving import monitoring as monitoring_module
 from forgeml.serving.archive import copy_modules, input_schema
 from forgeml.serving.runtime_files import metrics_config
-from tests.conftest import TOY_SPEC, random_images
+from tests.helpers.data import TOY_SPEC, random_images
+from tests.helpers.handler import make_context, serve
 
 SPEC = TOY_SPEC  # the shared toy preprocessing spec
 MAX_INSTANCES = 5
@@ -85,22 +85,6 @@ def handler(model_dir: Path) -> handler_module.ForgemlHandler:
     service = handler_module.ForgemlHandler()
     service.initialize(make_context(model_dir, requests=0))
     return service
-
-
-def make_context(model_dir: Path, requests: int, metrics: Any = None) -> Context:
-    manifest = {"model": {"modelName": "tiny", "modelVersion": "3", "serializedFile": "model.pt2"}}
-    context = Context("tiny", str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics)
-    context.request_processor = [RequestProcessor({}) for _ in range(requests)]
-    if metrics is not None:
-        metrics.request_ids = {i: f"request-{i}" for i in range(requests)}
-    return context
-
-
-def serve(handler, model_dir: Path, *bodies: Any) -> list[tuple[int, dict[str, Any]]]:
-    """Run one dynamic batch through the handler, without monitoring: (status, body) per request."""
-    context = make_context(model_dir, len(bodies))
-    answers = handler.respond(handler.inference.infer(handler.requests.batch(list(bodies))), context)
-    return [(context.get_response_status(i)[0], json.loads(a)) for i, a in enumerate(answers)]
 
 
 def probabilities(answer: dict[str, Any]) -> list[float]:

@@ -6,23 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from forgeml.data.checks import check_table
 from forgeml.data.preprocessing import fit_preprocessor
 from forgeml.data.sources import streaming_enabled
 from forgeml.data.streaming import (
     CountingLoader,
-    StreamingSplit,
     median_rank_bound,
     prepare_streaming,
 )
 from forgeml.errors import ForgeError
 from forgeml.monitoring.profile import build_profile, streamed_profile
+from tests.helpers.streaming import epoch_rows, id_split, write_parquet
 
 ROWS = 20_000
 DATA = {"target": "label", "task": "auto", "features": {}, "drop": [], "val_size": 0.15, "test_size": 0.15}
@@ -36,11 +34,6 @@ def mixed_table(rows: int = ROWS, seed: int = 0) -> pd.DataFrame:
     frame["city"] = rng.choice(["berlin", "paris", "rome", None], rows)
     frame["label"] = np.where(frame["x0"] + (frame["city"] == "rome") > 0.5, "yes", "no")
     return frame
-
-
-def write_parquet(frame: pd.DataFrame, path: Path, row_group_size: int = 4096) -> Path:
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_size)
-    return path
 
 
 def in_memory_fit(out: Path) -> tuple[dict, dict]:
@@ -150,55 +143,6 @@ def test_streaming_a_bundled_dataset_is_refused_naming_what_to_set(make_config):
 
 
 # ---------------------------------------------------------------- the sharded dataset
-
-ID_SPEC = {
-    "format": "forgeml.preprocessor/1",
-    "task": "regression",
-    "target": "y",
-    "features": [{"name": "id", "type": "numeric", "fill": 0.0, "mean": 0.0, "std": 1.0}],
-    "input_dim": 1,
-    "target_mean": 0.0,
-    "target_std": 1.0,
-}
-
-
-def id_split(
-    tmp_path: Path, rows: int, row_group_size: int, batch: int, shuffle: bool = True
-) -> StreamingSplit:
-    """A split whose only feature is the row's number, so batches say which rows they hold."""
-    ids = np.arange(rows, dtype=np.float64)
-    path = write_parquet(pd.DataFrame({"id": ids, "y": ids}), tmp_path / "train.parquet", row_group_size)
-    split = StreamingSplit(path, ID_SPEC, batch, shuffle=shuffle, seed=7)
-    split.shuffle_rows = 3 * row_group_size
-    return split
-
-
-def epoch_rows(split: StreamingSplit, rank: int, world: int, workers: int) -> list[torch.Tensor]:
-    split.rank, split.world_size = rank, world
-    loader = DataLoader(split, batch_size=None, num_workers=workers)
-    return [inputs[:, 0] for inputs, _ in loader]
-
-
-def test_an_epoch_reads_every_row_once_across_two_ranks_and_two_workers(tmp_path):
-    split = id_split(tmp_path, rows=10_000, row_group_size=700, batch=64)
-    batches = {rank: epoch_rows(split, rank, world=2, workers=2) for rank in (0, 1)}
-    seen = torch.cat([torch.cat(b) for b in batches.values()]).long().sort().values
-    assert torch.equal(seen, torch.arange(10_000))
-    # the same number of steps on every rank (DDP would hang otherwise), and as announced
-    assert len(batches[0]) == len(batches[1]) == len(split)
-    # shuffled: neither the file's order nor one row group at a time
-    first = batches[0][0]
-    assert not torch.equal(first, first.sort().values)
-    assert len(set((first // 700).tolist())) > 1
-
-
-def test_ranks_with_rows_that_do_not_divide_take_equal_steps_with_one_padded_row(tmp_path):
-    split = id_split(tmp_path, rows=1001, row_group_size=100, batch=50)
-    batches = {rank: epoch_rows(split, rank, world=2, workers=3) for rank in (0, 1)}
-    assert len(batches[0]) == len(batches[1]) == len(split)
-    seen = torch.cat([torch.cat(b) for b in batches.values()]).long()
-    assert set(seen.tolist()) == set(range(1001))
-    assert len(seen) == 1002
 
 
 def test_each_epoch_has_its_own_order_and_the_same_rows(tmp_path):

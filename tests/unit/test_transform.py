@@ -33,9 +33,12 @@ def test_missing_category_is_its_own_category_and_unknown_is_all_zeros():
     assert encoded.sum(axis=1).tolist() == [1.0, 1.0, 0.0]
 
 
-def test_constant_column_does_not_divide_by_zero():
+def test_constant_column_keeps_a_unit_scale_instead_of_dividing_by_zero():
     _, spec = fitted(pd.DataFrame({"x": [5.0] * 4, "y": [0, 1, 0, 1]}))
-    assert np.isfinite(encode_features(spec, {"x": np.array([5.0, 7.0])})).all()
+    assert spec["features"][0]["std"] == 1.0
+    encoded = encode_features(spec, {"x": np.array([5.0, 7.0, np.nan])})
+    # centred on the constant, unscaled; a missing value is the constant itself
+    assert encoded[:, 0].tolist() == [0.0, 2.0, 0.0]
 
 
 def test_labels_round_trip():

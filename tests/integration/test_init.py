@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers.config import PROJECT_ROOT
 
 # the files this repository holds as the example project, exactly as `forgeml init` writes them
 EXAMPLE_FILES = [
