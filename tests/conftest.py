@@ -17,18 +17,38 @@ from omegaconf import DictConfig
 from tests.helpers.config import compose_config
 
 INTEGRATION = Path(__file__).parent / "integration"
+# the integration modules that take longest (the full suite's --durations), longest first
+LONGEST_FIRST = (
+    "test_production_loop",
+    "test_wheel",
+    "test_images_pipeline",
+    "test_feature_types_pipeline",
+    "test_training",
+    "test_dvc",
+    "test_serving_operations",
+    "test_project",
+    "test_serving",
+)
 TRAINED_EPOCHS = "trainer.max_epochs=8"
 # written once the shared project is trained and evaluated: the other workers read it from then on
 TRAINED_MARK = "trained.done"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the integration lane by directory, and run it first: its modules are the long ones, so
-    pytest-xdist's workers start on them and end on the short unit modules."""
+    """Mark the integration lane by directory, and run it first, its longest modules first: the
+    workers of `--dist loadfile` take modules in this order, so none is left with a long module
+    at the end while the other idles (the longest first is the classic schedule for that)."""
     for item in items:
         if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: INTEGRATION not in item.path.parents)
+    items.sort(key=run_order)
+
+
+def run_order(item: pytest.Item) -> tuple[bool, int]:
+    """Integration before unit; within each, LONGEST_FIRST's modules first, in its order."""
+    name = item.path.stem
+    rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    return INTEGRATION not in item.path.parents, rank
 
 
 @pytest.fixture
