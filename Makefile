@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python bench/serve_throughput.py
 	$(BIN)/python bench/drift_speed.py
 	$(BIN)/python bench/streaming.py
+	$(BIN)/python bench/short_text.py
 
 clean:
 	rm -rf logs outputs multirun

@@ -159,7 +159,7 @@ class MLPConfig:
     depth: int = 2
     dropout: float = 0.1
     activation: Activation = Activation.relu
-    # text features: `mean` of token embeddings (EmbeddingBag-style), or a small `transformer`
+    # text features: `mean` of token embeddings (a bag of words), or a small `transformer`
     text_encoder: TextEncoder = TextEncoder.mean
     text_embedding_dim: int = 32
 

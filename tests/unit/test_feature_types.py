@@ -20,7 +20,7 @@ from forgeml.data.sources import mixed
 from forgeml.data.streaming import infer_schema
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import ModelArtifact, check_exportable
-from forgeml.models.nets import MLP, MixedInputNet
+from forgeml.models.nets import EMBEDDING_START_STD, EMBEDDING_STEP_SCALE, MLP, MeanEmbedding, MixedInputNet
 from forgeml.serving import handler as handler_module
 from forgeml.serving.archive import copy_modules, input_schema
 from forgeml.serving.batch import predict_file
@@ -148,6 +148,16 @@ def test_mixed_input_net_exports_with_a_dynamic_batch_and_embeds_empty_text(enco
     out = program(rows)
     assert out.shape == (3, 2) and torch.isfinite(out).all()
     torch.testing.assert_close(out, net(rows))
+
+
+def test_mean_encoder_averages_a_texts_token_vectors_leaving_padding_out_and_starts_near_zero():
+    torch.manual_seed(0)
+    encoder = MeanEmbedding(vocabulary=500, max_tokens=4, dim=16)
+    vectors = encoder.embedding.weight.detach() * EMBEDDING_STEP_SCALE
+    out = encoder(torch.tensor([[2.0, 3.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(out[:2], torch.stack([vectors[[2, 3]].mean(0), vectors[4]]))
+    assert not out[2].any()
+    assert vectors[1:].std() == pytest.approx(EMBEDDING_START_STD, rel=0.1)
 
 
 @pytest.fixture(scope="module")

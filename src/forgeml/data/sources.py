@@ -219,3 +219,39 @@ def rare_events(
     frame = pd.DataFrame(features, columns=[f"x{i}" for i in range(n_features)])
     frame["target"] = pd.Series(target).map({0: "legit", 1: "fraud"})
     return frame
+
+
+# short business names (word lists, space-separated): each kind has its own keywords (the first
+# common, the last rare); every name draws from the same place, family and style words
+NAME_KEYWORDS = {
+    "food": "bakery cafe kitchen bistro diner pizzeria grill deli eatery tavern",
+    "motor": "garage motors autos tyres carwash bodyshop mechanics towing dealership autoparts",
+    "health": "clinic pharmacy dental physio optician chemist medical surgery wellness hospital",
+}
+NAME_WORDS = (
+    "riverside northgate oakwood hillcrest westside harbour meadow station market bridge church park "
+    "valley kings queens green lake mill high street smith patel garcia murphy jones okafor nguyen "
+    "kowalski rossi haddad golden royal city family united premier quality express central village "
+    "sons brothers ltd co group and the new old best"
+)
+
+
+def short_names(n_samples: int, seed: int | None, ambiguous_share: float = 0.08) -> pd.DataFrame:
+    """Short business names (2-5 words) and their `kind` (food, motor, health): one keyword
+    mostly decides the kind, the other words are shared by every kind. Keywords are drawn with
+    Zipf shares, so the rare ones are seen a handful of times in a few hundred rows;
+    `ambiguous_share` of the names carry no keyword, or a random kind's, so no model reaches
+    accuracy 1."""
+    rng = np.random.default_rng(seed)
+    keywords = {kind: words.split() for kind, words in NAME_KEYWORDS.items()}
+    zipf = 1.0 / np.arange(1, len(keywords["food"]) + 1)
+    labels = rng.choice(list(keywords), n_samples)
+    names = []
+    for label in labels:
+        words = rng.choice(NAME_WORDS.split(), rng.integers(2, 6), replace=False)
+        if rng.random() >= ambiguous_share:
+            words[0] = rng.choice(keywords[label], p=zipf / zipf.sum())
+        elif rng.random() < 0.5:
+            words[0] = rng.choice(keywords[rng.choice(list(keywords))])
+        names.append(" ".join(rng.permutation(words)))
+    return pd.DataFrame({"name": names, "kind": labels})
