@@ -1,8 +1,10 @@
-"""Atomic file writes: a failure half-way never leaves a truncated artifact behind."""
+"""Atomic file writes: a failure half-way never leaves a truncated artifact behind; and a
+library's notices kept off the console where forgeml says the same thing once, better."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -49,3 +51,15 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """The logger `name` says only what is at `level` or above while inside."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

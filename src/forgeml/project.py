@@ -18,22 +18,19 @@ is renamed into place only when complete, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from forgeml import __version__
 from forgeml.errors import ForgeError
-from forgeml.io import current_umask
+from forgeml.io import current_umask, quiet_logger
 
 TEMPLATES = Path(__file__).with_name("templates")
 # the serving templates are this repository's own example project's files, for this model name
@@ -250,18 +247,6 @@ def git(root: Path, *arguments: str, check: bool = True) -> subprocess.Completed
     except (OSError, subprocess.CalledProcessError) as error:
         command = " ".join(arguments)
         raise ForgeError(f"git {command} failed: {getattr(error, 'stderr', None) or error}") from error
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str) -> Iterator[None]:
-    """The logger `name` says only warnings and errors while inside."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def compose_params(root: Path) -> None:

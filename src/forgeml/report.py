@@ -53,18 +53,41 @@ def metrics(stage: str, result: dict[str, Any], out: Console) -> None:
 
 
 def registry(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every registered version, its test metrics, and which one serves."""
+    """Every registered version, its summary test metrics (per-class ones: `--json`), and which
+    one serves; the version id whole, as it is the key of deploy, rollback and history."""
     for model, versions in result["models"].items():
         table = Table(title=f"{model} ({result['registry']})", title_justify="left")
-        for column in ("version", "serving", "created", "metrics"):
+        table.add_column("version", no_wrap=True)
+        for column in ("serving", "created", "test metrics"):
             table.add_column(column)
         for entry in versions:
-            shown = ", ".join(f"{k} {cell(v)}" for k, v in sorted(entry["metrics"].items()))
             marker = "[bold green]serving[/]" if entry["serving"] else ""
-            table.add_row(entry["version"], marker, entry["created_at"], shown or "-")
+            table.add_row(entry["version"], marker, minutes(entry["created_at"]), summary(entry["metrics"]))
         out.print(table)
     if not result["models"]:
         out.print(f"no packaged model in {result['registry']} yet: run `forgeml package` (or `dvc repro`)")
+
+
+def summary(metrics: dict[str, Any] | None) -> str:
+    """The model-wide metrics (`test/accuracy`), not the per-class ones (`test/recall/yes`), and
+    without the split's prefix: what fits a table cell."""
+    shown = [
+        f"{key.split('/')[1]} {cell(value)}"
+        for key, value in sorted((metrics or {}).items())
+        if key.count("/") == 1
+    ]
+    return ", ".join(shown) or "-"
+
+
+def minutes(timestamp: str) -> str:
+    """An ISO 8601 time to the minute: `2026-12-07T21:20:05+00:00` -> `2026-12-07 21:20`."""
+    return timestamp[:16].replace("T", " ")
+
+
+def package(stage: str, result: dict[str, Any], out: Console) -> None:
+    """The archive and its version; the test metrics it was recorded with, summarised."""
+    out.print(f"packaged {result['model']} version {result['version']}: {result['archive']}")
+    out.print(f"test metrics: {summary(result['metrics'])}")
 
 
 def drift(stage: str, result: dict[str, Any], out: Console) -> None:
@@ -86,23 +109,16 @@ def gate(stage: str, result: dict[str, Any], out: Console) -> None:
 
 
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every deploy, rollback and alert, oldest first: when, what, the gate's numbers, why
-    (an alert's cause), who and where."""
-    table = Table(title=f"deployments recorded in {result['registry']}", title_justify="left")
-    for column in ("time", "model", "action", "version", "gate", "forced", "cause", "user@host"):
-        table.add_column(column)
+    """Every deploy, rollback and alert, oldest first, one line each: when, what, the gate's
+    numbers or the alert's outcome, why (an alert's cause), who and where."""
+    out.print(f"[bold]deployments recorded in {result['registry']}[/]")
     for event in result["events"]:
-        table.add_row(
-            event["at"],
-            event["model"],
-            event["action"],
-            event["version"],
-            gate_numbers(event),
-            "[bold red]FORCED[/]" if event.get("forced") else "no",
-            event.get("cause", "-"),
-            f"{event.get('user', '?')}@{event.get('host', '?')}",
+        forced = " [bold red]FORCED[/]" if event.get("forced") else ""
+        cause = f" ({event['cause']})" if event.get("cause") else ""
+        out.print(
+            f"{minutes(event['at'])}  {event['model']} {event['action']}{forced} {event['version']}: "
+            f"{gate_numbers(event)}{cause} - {event.get('user', '?')}@{event.get('host', '?')}"
         )
-    out.print(table)
     if not result["events"]:
         out.print("nothing deployed yet: `forgeml serve start`, then `forgeml deploy`")
 
@@ -113,8 +129,7 @@ def gate_numbers(event: dict[str, Any]) -> str:
         return f"back from {event.get('replaced', '?')}"
     if event["action"] == "alert":
         return f"{event.get('alert_action', '?')}: {event.get('outcome', '?')}"
-    numbers = ", ".join(f"{name} {cell(value)}" for name, value in (event.get("metrics") or {}).items())
-    return f"{event.get('gate', '?')}\n{numbers or 'no test metrics'}"
+    return f"{event.get('gate', '?')}; {summary(event.get('metrics'))}"
 
 
 def watched(stage: str, result: dict[str, Any], out: Console) -> None:
@@ -151,6 +166,7 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "train": metrics,
     "evaluate": metrics,
     "models": registry,
+    "package": package,
     "monitor": drift,
     "gate": gate,
     "history": history,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 
+import pytest
+import torch
+
+from forgeml.errors import ForgeError
+from forgeml.models.artifact import check_exportable
 from forgeml.models.quiet import HARMLESS, LIGHTNING_INFO_LOGGER, ProgressBar, progress_bars, quiet_lightning
 
 SAMPLES = [
@@ -41,3 +46,22 @@ def test_progress_bar_follows_the_terminal_unless_set(monkeypatch):
     assert progress_bars(False) == []
     [bar] = progress_bars(True)
     assert isinstance(bar, ProgressBar)
+
+
+class DataDependent(torch.nn.Module):
+    """A net torch.export cannot trace: its branch depends on the values."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.layer(x) if x.sum() > 0 else -self.layer(x)
+
+
+def test_an_untraceable_net_is_refused_in_one_message_without_torch_graph_dumps(capfd):
+    with pytest.raises(ForgeError, match=r"cannot be exported with torch\.export"):
+        check_exportable(DataDependent(), 3)
+    printed = capfd.readouterr()
+    assert "def forward" not in printed.err + printed.out
+    assert "Unable to find user code" not in printed.err

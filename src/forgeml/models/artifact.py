@@ -9,9 +9,13 @@ Evaluation, batch prediction and packaging rebuild from these files, never from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +28,11 @@ import torch
 from forgeml.data.preprocessing import feature_columns
 from forgeml.data.transform import encode_features
 from forgeml.errors import ForgeError
-from forgeml.io import atomic_path, read_json, write_json
+from forgeml.io import atomic_path, quiet_logger, read_json, write_json
 from forgeml.layout import MANIFEST, PREPROCESSOR, PROGRAM
+
+# where torch.export warns when it cannot trace a net
+SHAPES_LOGGER = "torch.fx.experimental.symbolic_shapes"
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -52,8 +59,13 @@ def check_exportable(net: torch.nn.Module, input_dim: int) -> None:
     flow, unsupported operations): the model artifact and the archive are its exported program.
     A one-row batch is exported first, which takes seconds, not an epoch."""
     was_training = net.training
+    # a net torch cannot trace makes it warn and print the traced graph before it raises: the
+    # refusal below says what failed, so that is held back, and passed on only when tracing works
+    printed = io.StringIO()
     try:
-        torch.export.export(net.eval(), (torch.zeros(1, input_dim),))
+        with quiet_logger(SHAPES_LOGGER, logging.ERROR), contextlib.redirect_stderr(printed):
+            torch.export.export(net.eval(), (torch.zeros(1, input_dim),))
+        sys.stderr.write(printed.getvalue())
     except Exception as error:
         reason = next(
             (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__

@@ -118,7 +118,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if monitor.wandb:
         wandb_config = {"source": source, "settings": monitoring["settings"], "model": report["model"]}
         wandb_run = str(log_to_wandb(report, figures, cfg.paths.log_dir, wandb_config))
-    log.info("%s (reports: %s, %s)", report["message"], reports / DRIFT_PAGE, reports / MONITORING_PAGE)
+    # the command prints the verdict itself (report.drift): the log file keeps it, the console once
+    log.debug("%s (reports: %s, %s)", report["message"], reports / DRIFT_PAGE, reports / MONITORING_PAGE)
     return {
         "verdict": report["verdict"],
         "exit_code": report["exit_code"],
