@@ -503,23 +503,27 @@ def check_column_test(name: str, column: Any) -> None:
 
 
 def check_logged_columns(monitor: Any, feature_types: Mapping[str, str]) -> dict[str, list[str]]:
-    """`monitor.redact` and `monitor.hash` against a model's features ({name: type}): a typo
-    would otherwise log the very column it was meant to hide. Returns both lists."""
+    """`monitor.redact` and `monitor.hash` against what the log holds: a model's features
+    ({name: type}) and `monitor.log_extra_fields`. A typo would otherwise log the very column it
+    was meant to hide. Returns both lists."""
+    named = ", ".join(feature_types)
+    # an extra field has no type: what a client sends, hashed as its text
+    types = {**{name: "categorical" for name in monitor.log_extra_fields}, **feature_types}
     redact, hashed = list(monitor.redact), list(monitor.hash)
     for key, names in (("redact", redact), ("hash", hashed)):
         for name in names:
-            if name not in feature_types:
+            if name not in types:
                 raise ForgeError(
-                    f"monitor.{key}: {name!r} is not a feature of the model; its features: "
-                    f"{', '.join(feature_types)}"
+                    f"monitor.{key}: {name!r} is not a feature of the model; its features: {named} "
+                    "(a request's other fields are logged only if listed in monitor.log_extra_fields)"
                 )
     for name in hashed:
         if name in redact:
             raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
-        if feature_types[name] != "categorical":
+        if types[name] != "categorical":
             raise ForgeError(
-                f"monitor.hash: {name!r} is {feature_types[name]}, and hashed values are no categories "
-                "to compare; leave it out of the log with monitor.redact"
+                f"monitor.hash: {name!r} is {types[name]}, and hashed values are no categories to "
+                "compare; leave it out of the log with monitor.redact"
             )
     return {"redact": redact, "hash": hashed}
 

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from forgeml import contract
-from forgeml.config import check_ranges
+from forgeml.config import check_logged_columns, check_ranges
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json, write_text
 
@@ -121,35 +121,8 @@ def inference_log_settings(monitor: Any, features: list[dict[str, Any]]) -> dict
         "log_max_bytes": int(monitor.log_max_bytes),
         "log_backups": int(monitor.log_backups),
         "log_extra_fields": list(monitor.log_extra_fields),
-        **private_columns(monitor, features),
+        **check_logged_columns(monitor, {feature["name"]: feature["type"] for feature in features}),
     }
-
-
-def private_columns(monitor: Any, features: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """`monitor.redact` and `monitor.hash`, checked against what the log holds (the model's
-    features and `monitor.log_extra_fields`): a typo would otherwise log the very column it was
-    meant to hide."""
-    types = {feature["name"]: feature["type"] for feature in features}
-    named = ", ".join(types)
-    # an extra field has no type: what a client sends, hashed as its text
-    types |= {name: "categorical" for name in monitor.log_extra_fields if name not in types}
-    redact, hashed = list(monitor.redact), list(monitor.hash)
-    for key, names in (("redact", redact), ("hash", hashed)):
-        for name in names:
-            if name not in types:
-                raise ForgeError(
-                    f"monitor.{key}: {name!r} is not a feature of the model; its features: {named} "
-                    "(a request's other fields are logged only if listed in monitor.log_extra_fields)"
-                )
-    for name in hashed:
-        if name in redact:
-            raise ForgeError(f"monitor.hash and monitor.redact both name {name!r}: choose one")
-        if types[name] != "categorical":
-            raise ForgeError(
-                f"monitor.hash: {name!r} is {types[name]}, and hashed values are no categories to "
-                "compare; leave it out of the log with monitor.redact"
-            )
-    return {"redact": redact, "hash": hashed}
 
 
 def model_config(serve: Any) -> dict[str, Any]:
