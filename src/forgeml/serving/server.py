@@ -18,6 +18,7 @@ inference log ($FORGEML_INFERENCE_LOG_DIR, from `monitor.log_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -227,7 +228,10 @@ class TorchServe:
         try:
             wait_for(lambda: not process_alive(pid), STOP_TIMEOUT, "TorchServe to stop")
         except ForgeError:
-            os.kill(pid, signal.SIGKILL)
+            # its ports are free only once it is gone: a restart right after a kill found one taken
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not process_alive(pid), STOP_TIMEOUT, "TorchServe to exit after SIGKILL")
         # the frontend stops its workers; any it left behind are ended here
         for worker in workers:
             if process_alive(worker):
