@@ -36,3 +36,16 @@ def test_stop_waits_for_a_killed_frontend_to_exit(make_config, monkeypatch):
     assert TorchServe(make_config().serve).stop()
     assert frontend.signals == [signal.SIGTERM, signal.SIGKILL]
     assert frontend.polls_to_exit < 0
+
+
+def test_stop_waits_until_the_servers_ports_are_released(make_config, monkeypatch):
+    frontend = Frontend(polls_to_exit=0)
+    frontend.signals.append(signal.SIGKILL)  # gone at the first poll
+    answers = iter([False, False, True])
+    monkeypatch.setattr(TorchServe, "pid", lambda self: 4242)
+    monkeypatch.setattr(server_module, "descendants", lambda pid: [])
+    monkeypatch.setattr(server_module, "process_alive", frontend.alive)
+    monkeypatch.setattr(server_module.os, "kill", frontend.kill)
+    monkeypatch.setattr(TorchServe, "ports_free", lambda self: next(answers))
+    assert TorchServe(make_config().serve).stop()
+    assert next(answers, "released") == "released"

@@ -57,6 +57,8 @@ from forgeml.serving.runtime_files import (
 READY = "READY"
 POLL_SECONDS = 0.5
 STOP_TIMEOUT = 30.0
+# seconds `stop` waits for the server's ports to be free once its processes are gone
+PORT_RELEASE_TIMEOUT = 10.0
 # a worker that died this many times while loading is crash-looping, not starting slowly
 CRASH_LOOP_DEATHS = 2
 QUOTED_LOG_LINES = 15
@@ -237,6 +239,10 @@ class TorchServe:
             if process_alive(worker):
                 os.kill(worker, signal.SIGKILL)
         wait_for(lambda: not any(map(process_alive, workers)), STOP_TIMEOUT, "workers to exit")
+        # the kernel may hold a port a moment after its process is gone (a restart found the gRPC
+        # port taken): a restart waits for them; a port still taken after that, start names
+        with contextlib.suppress(ForgeError):
+            wait_for(self.ports_free, PORT_RELEASE_TIMEOUT, "the server's ports to be released")
         self.pid_file.unlink(missing_ok=True)
         self.key_file.unlink(missing_ok=True)
         return True
@@ -283,6 +289,9 @@ class TorchServe:
             certificate, key = tls.certificate_pair(serve, self.runtime)
             properties |= {"certificate_file": certificate, "private_key_file": key, "enable_grpc_ssl": True}
         return properties
+
+    def ports_free(self) -> bool:
+        return all(port_free(self.serve.host, self.serve[key]) for key in PORT_KEYS)
 
     def check_ports_free(self) -> None:
         for key in PORT_KEYS:
