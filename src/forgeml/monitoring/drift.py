@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgeml.config import DRIFT_TESTS, MonitorConfig, SevereConfig, plain
+from forgeml.config import MonitorConfig, SevereConfig, plain
 from forgeml.data.transform import MISSING_CATEGORY
 from forgeml.monitoring.signals import count_tokens
 
@@ -90,7 +90,6 @@ KS_EXACT_MAX_ROWS = 10_000
 
 P_VALUE_TESTS = frozenset({"ks", "chi2"})
 NUMERIC_ONLY_TESTS = frozenset({"ks", "wasserstein"})
-TESTS = DRIFT_TESTS
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from forgeml.config import check_monitor
+from forgeml.config import DRIFT_TESTS, check_monitor
 from forgeml.contract import probability_column
 from forgeml.data.transform import predicted_classes
 from forgeml.errors import ForgeError
@@ -72,7 +72,7 @@ from forgeml.layout import (
     split_file,
 )
 from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
-from forgeml.monitoring.drift import TESTS, DriftSettings, feature_references
+from forgeml.monitoring.drift import DriftSettings, feature_references
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
 from forgeml.monitoring.performance import read_labels
 from forgeml.monitoring.privacy import private_profile
@@ -167,8 +167,8 @@ def check_columns(settings: DriftSettings, references: dict[str, Any]) -> None:
         if name not in references:
             raise ForgeError(f"monitor.columns.{name}: no such feature; features: {', '.join(references)}")
         kind = references[name].kind
-        if column.method not in (None, "auto") and column.method not in TESTS[kind]:
-            choices = ", ".join(["auto", *sorted(TESTS[kind])])
+        if column.method not in (None, "auto") and column.method not in DRIFT_TESTS[kind]:
+            choices = ", ".join(["auto", *sorted(DRIFT_TESTS[kind])])
             raise ForgeError(
                 f"monitor.columns.{name}.method={column.method} does not apply to {kind} feature "
                 f"'{name}'; choose {choices}"
