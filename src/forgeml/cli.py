@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ STAGES = {
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
     "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
-    "serve": "start | stop | status | example: a local TorchServe serving the model store",
+    "serve": "start | stop | status | restart | example | rotate: the local server (gateway + TorchServe)",
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
@@ -47,7 +48,7 @@ STAGES = {
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
-ACTIONS = {"serve": ("start", "stop", "status", "example")}
+ACTIONS = {"serve": ("start", "stop", "status", "restart", "example", "rotate")}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true", "--once": "watch.max_runs=1"}
 # stages that only read the config: no run directory, no log file
@@ -123,10 +124,16 @@ def add_project_source() -> None:
         sys.path.insert(0, str(source))
 
 
-def run_stage(stage: str, cfg: Any, as_json: bool = False) -> dict[str, Any]:
+def run_stage(
+    stage: str, cfg: Any, as_json: bool = False, given: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """`given`: the keys the command line set, for the stages that act on a running server and
+    refuse a setting that contradicts it."""
     name, _, action = stage.partition(" ")
     module = importlib.import_module(f"forgeml.stages.{name}")
-    result = getattr(module, action or "run")(cfg)
+    function = getattr(module, action or "run")
+    takes_given = "given" in inspect.signature(function).parameters
+    result = function(cfg, given=given) if takes_given else function(cfg)
     if result and is_rank_zero():
         with reader_may_close():
             if as_json:
@@ -180,7 +187,12 @@ def run_from_params(stage: str, args: list[str], as_json: bool = False) -> int:
         )
     cfg = OmegaConf.merge(OmegaConf.structured(ForgeConfig), snapshot)
     apply_overrides(cfg, [*args[:position], *args[position + 2 :]], params)
-    return exit_code_of(run_stage(stage, cfg, as_json))
+    return exit_code_of(run_stage(stage, cfg, as_json, given_keys(args)))
+
+
+def given_keys(args: list[str]) -> frozenset[str]:
+    """The config keys that `key=value` arguments set (`+key=`, `++key=` and `~key` included)."""
+    return frozenset(arg.partition("=")[0].lstrip("+~") for arg in args if "=" in arg or arg.startswith("~"))
 
 
 def apply_overrides(cfg: Any, overrides: list[str], params: Path) -> None:
@@ -226,7 +238,7 @@ def run_hydra_app(stage: str, args: list[str], as_json: bool = False) -> int:
         # what a relaunch re-runs (Lightning's DDP starts each rank as `forgeml <stage> ...`)
         sys.argv = [script, stage, *args]
         try:
-            result = run_stage(stage, cfg, as_json)
+            result = run_stage(stage, cfg, as_json, given_keys(args))
         except ForgeError as error:
             # reported here, not raised through Hydra, which would print the overrides first
             exit_codes.append(report_error(stage, error))

@@ -15,8 +15,8 @@ from typing import Any
 
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
+from forgeml.serving.local_server import LocalServer
 from forgeml.serving.registry import Registry, sha256_of
-from forgeml.serving.server import TorchServe
 
 
 def served_archive(registry: Registry, model: str, version: str) -> str:
@@ -48,7 +48,7 @@ def serving_archives(registry: Registry) -> dict[str, str]:
     return archives
 
 
-def make_default(server: TorchServe, registry: Registry, model: str, version: str) -> None:
+def make_default(server: LocalServer, registry: Registry, model: str, version: str) -> None:
     """Register `version` unless the server holds it, wait until READY, make it the default;
     a version registered here that never gets READY is unregistered again."""
     held = server.api.holds(model, version)
@@ -63,37 +63,21 @@ def make_default(server: TorchServe, registry: Registry, model: str, version: st
     server.api.set_default(model, version)
 
 
-def deploy(server: TorchServe, registry: Registry, model: str, version: str, **gate: Any) -> dict[str, Any]:
+def deploy(server: LocalServer, registry: Registry, model: str, version: str, **gate: Any) -> dict[str, Any]:
     """Make `version` the default and record the deploy with the gate's numbers (`gate`)."""
     switch(server, registry, model, version)
     registry.record_event(model, version, "deploy", **gate)
     return {"model": model, **server.api.model_status(model)}
 
 
-def switch(server: TorchServe, registry: Registry, model: str, version: str) -> None:
-    """Serve `version` of `model`: at runtime through the model API when it is on, else by
-    restarting the server with it."""
-    if server.model_api():
-        make_default(server, registry, model, version)
-    else:
-        restart_serving(server, registry, model, version)
+def switch(server: LocalServer, registry: Registry, model: str, version: str) -> None:
+    """Serve `version` of `model` in place: the backend behind the gateway registers it (its
+    model API is on, on loopback, for forgeml only) and makes it the default once READY, while
+    the version before keeps answering; no restart, no request lost."""
+    make_default(server, registry, model, version)
 
 
-def restart_serving(server: TorchServe, registry: Registry, model: str, version: str) -> None:
-    """With the model API off (the default) nothing can be registered at runtime: restart the
-    server with `version` in place of what serves (a few seconds without answers). A version
-    that never gets READY fails the deploy, and the server is restarted with what served before."""
-    before = serving_archives(registry)
-    server.stop()
-    try:
-        server.start({**before, model: served_archive(registry, model, version)})
-    except ForgeError:
-        server.stop()
-        server.start(before)
-        raise
-
-
-def rollback(server: TorchServe, registry: Registry, model: str, **details: Any) -> dict[str, Any]:
+def rollback(server: LocalServer, registry: Registry, model: str, **details: Any) -> dict[str, Any]:
     """Make the version deployed before the current one the default again, and record it with
     `details` (an alert's `cause`)."""
     stack = registry.deployed(model)

@@ -62,6 +62,8 @@ PORT_RELEASE_TIMEOUT = 10.0
 # a worker that died this many times while loading is crash-looping, not starting slowly
 CRASH_LOOP_DEATHS = 2
 QUOTED_LOG_LINES = 15
+# a year: the keys of a running server outlive any deploy, and are new at each start anyway
+TOKEN_LIFETIME_MINUTES = 525600
 PORT_KEYS = (
     "inference_port",
     "management_port",
@@ -85,13 +87,18 @@ def jvm_options() -> str:
 class TorchServe:
     """One TorchServe instance described by a `serve` config node."""
 
-    def __init__(self, serve: Any, inference_log_dir: str | Path | None = None):
+    def __init__(
+        self, serve: Any, inference_log_dir: str | Path | None = None, log_key_dir: str | Path | None = None
+    ):
         """`inference_log_dir` (`monitor.log_dir`): where a server started here has its workers
-        write the inference log; None: no inference log."""
+        write the inference log; None: no inference log. `log_key_dir`: the directory whose
+        inference-log key hashes the logged columns (default: the runtime directory), so that
+        servers that replace one another hash alike."""
         self.serve = serve
         self.runtime = Path(serve.runtime_dir).resolve()
         self.store = Path(serve.model_store).resolve()
         self.inference_log_dir = Path(inference_log_dir).resolve() if inference_log_dir else None
+        self.log_key_dir = Path(log_key_dir).resolve() if log_key_dir else self.runtime
 
     # --- files of the runtime directory -------------------------------------------------
 
@@ -198,7 +205,7 @@ class TorchServe:
         env.pop(LOG_KEY_VARIABLE, None)
         if self.inference_log_dir:
             env[LOG_DIR_VARIABLE] = str(self.inference_log_dir)
-            env[LOG_KEY_VARIABLE] = str(log_key_file(self.runtime))
+            env[LOG_KEY_VARIABLE] = str(log_key_file(self.log_key_dir))
         if java_home:
             env["JAVA_HOME"] = java_home
         command = [
@@ -274,6 +281,8 @@ class TorchServe:
             "allowed_urls": allowed_urls(self.store),
             "enable_model_api": serve.model_api,
             "disable_token_authorization": not serve.token_auth,
+            # TorchServe's keys expire after an hour by default; they live as long as the server
+            "token_expiration_min": TOKEN_LIFETIME_MINUTES,
             "enable_envvars_config": False,
             "install_py_dep_per_model": False,
             "metrics_mode": "prometheus",

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
 from forgeml.errors import ForgeError
-from forgeml.io import write_text
+from forgeml.io import write_private, write_text
 
 SELF_SIGNED_DAYS = 365
 SELF_SIGNED_NAMES = ("localhost",)
@@ -71,15 +70,6 @@ def write_self_signed(cert: Path, key: Path) -> None:
     )
     write_private(key, key_bytes)
     write_text(cert, certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write `path` readable by its owner only, from its first byte on, replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-        file.write(data)
-    os.replace(tmp, path)
 
 
 def client_context(certificate: str | Path) -> ssl.SSLContext:

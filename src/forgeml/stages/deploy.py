@@ -6,10 +6,9 @@ no worse than the version serving now by more than `gate.max_regression`; a refu
 numbers. `--force` (gate.force=true) deploys anyway and says so loudly, in the log and in the
 registry (`forced: true`).
 
-Then it registers the registry's copy of the version in serve/model-store/<serve.model_name>.mar,
-waits until its workers are READY and makes it the default. With the model API off (the
-default) it restarts the server instead, with the deploy command's `serve` config (a few seconds
-without answers; start with `serve.model_api=true` for a deploy without a gap). The registry
+Then the running server (local_server.py) registers the registry's copy of the version, waits
+until its workers are READY and makes it the default, while the version before answers: no
+restart, no request lost, the clients' keys and the server's TLS unchanged. The registry
 records the deploy with the gate's numbers, user and host (`forgeml history`); the previous
 version stays registered, so `forgeml rollback` can return to it.
 """
@@ -17,31 +16,28 @@ version stays registered, so `forgeml rollback` can return to it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from omegaconf import DictConfig
 
-from forgeml.config import check_ranges
-from forgeml.errors import ForgeError, Refused
+from forgeml.errors import Refused
 from forgeml.layout import archive_file
 from forgeml.serving import deployments
 from forgeml.serving.archive import archive_identity
 from forgeml.serving.gate import judge
+from forgeml.serving.local_server import running_server
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import TorchServe
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, **details: Any) -> dict[str, Any]:
-    """`details` go into the registry's event (`forgeml watch` records the alert's cause)."""
-    check_ranges("serve", cfg.serve)  # a restart starts the server with this config
+def run(cfg: DictConfig, given: Iterable[str] = (), **details: Any) -> dict[str, Any]:
+    """`given`: the settings the command line named (one contradicting the running server is
+    refused); `details` go into the registry's event (`forgeml watch` records the alert's cause)."""
     registry = Registry(cfg.serve.model_store)
     registry.load()  # a damaged registry stops here, before the server is touched
-    # a restart (model API off) keeps the inference log where `serve start` put it
-    server = TorchServe(cfg.serve, inference_log_dir=cfg.monitor.log_dir)
-    if server.pid() is None:
-        raise ForgeError("no TorchServe running; start one with `forgeml serve start`")
+    server = running_server(cfg.serve, given)
     model, version = archive_identity(archive_file(cfg.serve.model_store, cfg.serve.model_name))
     numbers = gate(cfg, registry, model, version)
     deployed = deployments.deploy(server, registry, model, version, **numbers, **details)

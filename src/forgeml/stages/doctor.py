@@ -16,12 +16,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from forgeml.errors import EXIT_OK, EXIT_REFUSED
+from forgeml.serving.local_server import LocalServer
 from forgeml.serving.prerequisites import serving_checks
-from forgeml.serving.server import TorchServe
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    checks = serving_checks(cfg.serve, TorchServe(cfg.serve).pid())
+    checks = serving_checks(cfg.serve, LocalServer(cfg.serve).pid())
     passed = all(check.passed for check in checks)
     return {
         "ready": passed,
