@@ -1,4 +1,5 @@
-"""A trained model on a real TorchServe: its config with private ports and directories, the server's
+"""A trained model on a real server (forgeml's gateway, TorchServe behind it): its config with
+private ports and directories, the server's
 lifecycle, requests and what the workers logged."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from forgeml.serving.local_server import LocalServer
 from forgeml.serving.management import http_request
-from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, serve
 from tests.helpers.ports import serve_ports
 
@@ -53,12 +54,12 @@ def packaged_and_served(cfg: DictConfig) -> Iterator[None]:
         deploy.run(cfg)
         yield
     finally:
-        TorchServe(cfg.serve).stop()
+        LocalServer(cfg.serve).stop()
 
 
 def ask(cfg: DictConfig, body: Any, token: str | None = "inference", model: str = MODEL) -> tuple[int, Any]:
     """POST one request to the model's endpoint; `body` bytes are sent as they are."""
-    server = TorchServe(cfg.serve)
+    server = LocalServer(cfg.serve)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     key = server.token(token) if token else None
     return http_request("POST", f"{server.url('inference')}/predictions/{model}", key, data)

@@ -28,8 +28,9 @@ from omegaconf import DictConfig
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
+from forgeml.serving.local_server import LocalServer
+from forgeml.serving.management import http_request
 from forgeml.serving.registry import Registry
-from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, package, predict, rollback, serve
 from tests.helpers.serving import (
     MAX_INSTANCES,
@@ -66,7 +67,7 @@ def test_rows(trained_project) -> pd.DataFrame:
 
 def backend_calls(cfg: DictConfig) -> int:
     """How many batches the workers have received: each logs one line per batch."""
-    log = Path(cfg.serve.runtime_dir) / "logs" / "model_log.log"
+    log = LocalServer(cfg.serve).backend().logs_dir / "model_log.log"
     return log.read_text().count("Backend received inference at")
 
 
@@ -79,13 +80,18 @@ def test_start_waits_until_every_worker_is_ready_and_binds_loopback(served):
     status = serve.status(served)
     assert status["models"][MODEL]["versions"] == {status["models"][MODEL]["default_version"]: ["READY"]}
     assert Path(status["key_file"]).is_file()
-    properties = TorchServe(served.serve).running_properties()
+    for api in ("inference", "management", "metrics"):
+        assert status[f"{api}_url"].startswith("http://127.0.0.1:")
+    # the backend behind the gateway: loopback, its own keys, kept valid while it runs
+    backend = LocalServer(served.serve).backend()
+    properties = backend.running_properties()
     for api in ("inference", "management", "metrics"):
         assert properties[f"{api}_address"].startswith("http://127.0.0.1:")
     assert properties["metrics_mode"] == "prometheus"
     assert properties["disable_token_authorization"] == "false"
+    assert int(properties["token_expiration_min"]) >= 365 * 24 * 60
     # the frontend JVM runs with the flags forgeml gives it (server.jvm_options)
-    command = psutil.Process(TorchServe(served.serve).pid()).cmdline()
+    command = psutil.Process(backend.pid()).cmdline()
     assert set(properties["vmargs"].split()) <= set(command)
     store = Path(served.serve.model_store).resolve()
     assert re.fullmatch(properties["allowed_urls"], f"file://{store}/{MODEL}.mar")
@@ -184,7 +190,7 @@ def test_bad_request_in_batch_fails_alone(served, test_rows, bad, field, message
 
 
 def test_400_for_a_huge_value_has_a_short_status_line_and_a_bounded_body(served, test_rows):
-    server = TorchServe(served.serve)
+    server = LocalServer(served.serve)
     body = json.dumps({**records(test_rows)[0], "mean area": "x" * 900_000}).encode()
     address = urllib.parse.urlsplit(server.url("inference"))
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
@@ -198,10 +204,17 @@ def test_400_for_a_huge_value_has_a_short_status_line_and_a_bounded_body(served,
     assert json.loads(answer)["field"] == "mean area"
 
 
-def test_request_without_token_is_refused(served, test_rows):
+def test_request_without_or_with_a_wrong_token_is_refused_with_401(served, test_rows):
     status, answer = ask(served, records(test_rows)[0], token=None)
-    assert status in (400, 401)
+    assert status == 401
     assert "Token Authorization failed" in answer["message"]
+    server = LocalServer(served.serve)
+    url = f"{server.url('inference')}/predictions/{MODEL}"
+    body = json.dumps(records(test_rows)[0]).encode()
+    assert http_request("POST", url, "not-the-key", body)[0] == 401
+    # the backend's own key is not a client key
+    assert http_request("POST", url, server.backend().token("inference"), body)[0] == 401
+    assert http_request("POST", url, server.token("inference"), body)[0] == 200
 
 
 def test_deploy_v2_then_rollback_serves_v1_again(served, test_rows):
@@ -258,7 +271,7 @@ def labels_of(answer: dict[str, Any]) -> list[str]:
     return list(answer["predictions"][0]["probabilities"])
 
 
-def test_second_server_with_the_model_api_off_deploys_by_restarting(served, tmp_path):
+def test_second_server_with_the_model_api_off_deploys_in_place(served, tmp_path):
     second = serving_config(served, tmp_path, model_api=False, version="other")
     package.run(second)
     try:
@@ -267,11 +280,13 @@ def test_second_server_with_the_model_api_off_deploys_by_restarting(served, tmp_
         assert status["models"] == {}, "a packaged version that was never deployed is not served"
         assert "forgeml deploy" in status["note"]
         assert serve.status(served)["running"]
+        backend = serve.status(second)["backend"]["pid"]
         deployed = deploy.run(second)
         assert deployed["default_version"] == "other"
         after = serve.status(second)
         assert after["model_api"] is False and after["running"]
         assert after["models"][second.serve.model_name]["default_version"] == "other"
+        assert after["backend"]["pid"] == backend, "deployed without a restart"
         assert serve.status(served)["running"], "the first server is untouched"
     finally:
         serve.stop(second)
@@ -312,12 +327,14 @@ def test_crash_looping_worker_fails_start_quoting_the_model_log(served, tmp_path
 def test_stop_leaves_no_process_behind(trained_project, tmp_path):
     cfg = serving_config(trained_project, tmp_path, model_api=True)
     with packaged_and_served(cfg):
-        server = TorchServe(cfg.serve)
-        frontend = server.pid()
+        server = LocalServer(cfg.serve)
+        backend = server.backend()
+        gateway, frontend = server.pid(), backend.pid()
         workers = [w.pid for w in psutil.Process(frontend).children(recursive=True)]
         assert workers
         assert serve.stop(cfg)["stopped"]
-        for pid in [frontend, *workers]:
+        for pid in [gateway, frontend, *workers]:
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        assert not server.key_file.exists()
-        assert server.read_log("ts_log.log")  # the runtime directory stays for its logs
+        assert not backend.key_file.exists(), "the backend's own keys end with it"
+        assert server.key_file.exists(), "the clients' keys stay for the next start"
+        assert backend.read_log("ts_log.log")  # the runtime directory stays for its logs

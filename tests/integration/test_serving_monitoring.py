@@ -24,7 +24,7 @@ import pytest
 from omegaconf import DictConfig
 
 from forgeml.monitoring.logs import read_inference_log
-from forgeml.serving.server import TorchServe
+from forgeml.serving.local_server import LocalServer
 from forgeml.stages import serve
 from tests.helpers.serving import (
     MAX_INSTANCES,
@@ -102,14 +102,14 @@ def canonical(record: dict[str, Any]) -> str:
 
 
 def worker_pids(cfg: DictConfig) -> set[int]:
-    server = TorchServe(cfg.serve)
+    server = LocalServer(cfg.serve)
     version = server.api.default_version(MODEL)
     return {int(worker["pid"]) for worker in server.api.describe(MODEL, version)["workers"]}
 
 
 def metrics(cfg: DictConfig) -> dict[str, list[tuple[dict[str, str], float]]]:
     """The forgeml metrics on the metrics port: name -> [(labels, value)]."""
-    url = TorchServe(cfg.serve).url("metrics") + "/metrics"
+    url = LocalServer(cfg.serve).url("metrics") + "/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     found: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -147,7 +147,7 @@ def test_every_worker_logs_its_accepted_records_in_its_own_file(monitored, traff
 
 def test_log_records_carry_the_answered_prediction_and_the_model_version(monitored, traffic):
     entries = logged(monitored)
-    version = TorchServe(monitored.serve).api.default_version(MODEL)
+    version = LocalServer(monitored.serve).api.default_version(MODEL)
     assert Counter((canonical(e["input"]), e["prediction"]) for e in entries) == Counter(
         (canonical(record), label) for record, label in traffic["answered"]
     )
@@ -185,7 +185,7 @@ def test_metrics_port_counts_predictions_per_class_as_answered(monitored, traffi
     found = metrics_once_counted(monitored, len(traffic["accepted"]))
     answered = Counter(str(label) for _, label in traffic["answered"])
     assert by_label(found["forgeml_predictions"], "Class") == dict(answered)
-    version = TorchServe(monitored.serve).api.default_version(MODEL)
+    version = LocalServer(monitored.serve).api.default_version(MODEL)
     assert {labels["ModelVersion"] for labels, _ in found["forgeml_predictions"]} == {version}
 
 
@@ -231,8 +231,8 @@ def test_log_rotates_at_the_cap_keeping_every_record(monitored, traffic):
 
 
 def test_stopped_workers_leave_every_accepted_record_behind(monitored, traffic):
-    server = TorchServe(monitored.serve)
-    processes = [server.pid(), *worker_pids(monitored)]
+    server = LocalServer(monitored.serve)
+    processes = [server.pid(), server.backend().pid(), *worker_pids(monitored)]
     assert serve.stop(monitored)["stopped"]
     for pid in processes:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -24,9 +24,9 @@ import pytest
 from omegaconf import DictConfig
 
 from forgeml.errors import ForgeError
+from forgeml.serving.local_server import LocalServer
 from forgeml.serving.management import http_request
 from forgeml.serving.runtime_files import LOGGERS, allowed_urls, render_properties
-from forgeml.serving.server import TorchServe
 from forgeml.stages import deploy, history, models, package, rollback, serve
 from tests.helpers.config import package_config_env
 from tests.helpers.serving import MODEL, ask, packaged_and_served, records, serving_config
@@ -146,7 +146,8 @@ def test_unevaluated_candidate_is_refused_and_force_deploys_it_on_record(operate
 
 
 def test_percent_encoded_dot_dot_registration_is_refused_and_copies_nothing(operated, tmp_path):
-    server = TorchServe(operated.serve)
+    # the backend's model API, which forgeml's deploys use (the gateway refuses the public one)
+    server = LocalServer(operated.serve).backend()
     store = Path(operated.serve.model_store).resolve()
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -196,6 +197,7 @@ def test_allowed_urls_reads_back_in_java_as_the_intended_regex(operated, tmp_pat
 
 def test_no_runtime_file_grows_per_request_without_rotation(operated, trained_project):
     runtime = Path(operated.serve.runtime_dir)
+    logs = LocalServer(operated.serve).backend().logs_dir
 
     def sizes() -> dict[Path, int]:
         return {p: p.stat().st_size for p in runtime.rglob("*") if p.is_file()}
@@ -212,7 +214,6 @@ def test_no_runtime_file_grows_per_request_without_rotation(operated, trained_pr
     pattern = re.compile(rf"({'|'.join(rotated)})(\.\d+)?\.log")
     unrotated = sorted(str(p.relative_to(runtime)) for p in grown if not pattern.fullmatch(p.name))
     assert unrotated == [], "files growing per request without a rotation policy"
-    logs = runtime / "logs"
     assert (logs / "access_log.1.log").is_file(), "5,000 requests should have rotated the access log"
     for path in logs.glob("*.log"):
         assert path.stat().st_size <= LOG_MAX_BYTES + 4096, path
@@ -248,7 +249,7 @@ def test_tls_serves_every_endpoint_over_verified_https_only(tls_served, trained_
     key = Path(tls_served.serve.runtime_dir) / "tls" / "key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     verified = ssl.create_default_context(cafile=str(certificate))
-    server = TorchServe(tls_served.serve)
+    server = LocalServer(tls_served.serve)
     test = pd.read_parquet(Path(trained_project.paths.processed_dir) / "test.parquet")
     body = json.dumps({"instances": records(test.drop(columns=["target"]).head(2))}).encode()
     calls = {
