@@ -1,6 +1,5 @@
 """A trained model on a real server (forgeml's gateway, TorchServe behind it): its config with
-private ports and directories, the server's
-lifecycle, requests and what the workers logged."""
+private ports and directories, the server's lifecycle, requests and what the workers logged."""
 
 from __future__ import annotations
 
