@@ -45,12 +45,23 @@ STAGES = {
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
     "watch": "judge each monitor.window_duration window once and run its alerts' actions (--once: one check)",
+    "rollout": "VERSION [--shadow] [--no-wait] | --status | --promote | --abort: live traffic decides",
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status", "restart", "example", "rotate")}
 # command-line flags that stand for an override
-FLAGS = {"--force": "gate.force=true", "--once": "watch.max_runs=1"}
+FLAGS = {
+    "--force": "gate.force=true",
+    "--once": "watch.max_runs=1",
+    "--shadow": "serve.rollout.shadow_only=true",
+    "--no-wait": "serve.rollout.wait=false",
+    "--status": "serve.rollout.action=status",
+    "--promote": "serve.rollout.action=promote",
+    "--abort": "serve.rollout.action=abort",
+}
+# stages whose first argument, when it is no override, is a value: `forgeml rollout v2`
+POSITIONAL = {"rollout": "serve.rollout.candidate"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
@@ -59,6 +70,7 @@ QUIET_STAGES = {
     "gate": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "history": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "doctor": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
+    "rollout": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"forgeml {stage}: choose an action: {' | '.join(ACTIONS[stage])}", file=sys.stderr)
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
+    if stage in POSITIONAL and args and "=" not in args[0] and not args[0].startswith("-"):
+        args = [f"{POSITIONAL[stage]}={args[0]}", *args[1:]]
     args = [FLAGS.get(arg, arg) for arg in args]
     as_json = "--json" in args
     args = [arg for arg in args if arg != "--json"]

@@ -485,6 +485,26 @@ def check_monitor(monitor: Any) -> None:
             raise ForgeError(f"monitor.severe.{effect}={threshold} must be positive (or null: off)")
 
 
+ROLLOUT_ACTIONS = ("start", "status", "promote", "abort")
+
+
+def check_rollout(rollout: Any) -> None:
+    """`serve.rollout`: steps "shadow" or rising percentages ending at 100, sensible limits."""
+    if rollout.action not in ROLLOUT_ACTIONS:
+        raise ForgeError(f"serve.rollout.action={rollout.action}: choose one of {', '.join(ROLLOUT_ACTIONS)}")
+    shares = [step for step in rollout.steps if str(step) != "shadow"]
+    if not rollout.steps or any(not isinstance(s, int) or not 0 < s <= 100 for s in shares):
+        raise ForgeError(
+            f"serve.rollout.steps={list(rollout.steps)}: each step is shadow or a percentage in 1..100"
+        )
+    if shares != sorted(shares) or (shares and shares[-1] != 100):
+        raise ForgeError(f"serve.rollout.steps={list(rollout.steps)}: the percentages rise and end at 100")
+    if rollout.min_requests < 1 or rollout.min_minutes < 0:
+        raise ForgeError("serve.rollout.min_requests must be at least 1 and min_minutes at least 0")
+    if not 0 < rollout.shadow_fraction <= 1 or not 0 <= rollout.min_agreement <= 1:
+        raise ForgeError("serve.rollout.shadow_fraction must lie in (0, 1] and min_agreement in [0, 1]")
+
+
 def check_column_test(name: str, column: Any) -> None:
     """`monitor.columns.<name>`: a method among DriftMethod's and a positive threshold."""
     if not isinstance(column, Mapping) or not set(column) <= COLUMN_TEST_KEYS:
@@ -548,6 +568,31 @@ def check_scheduler(scheduler: Any) -> None:
 
 
 @dataclass
+class RolloutConfig:
+    """`forgeml rollout VERSION`: the steps live traffic walks and what each must show."""
+
+    # "shadow" (the candidate answers a copy, never the client) or a percentage of live traffic
+    steps: list[Any] = field(default_factory=lambda: ["shadow", 5, 25, 50, 100])
+    min_requests: int = 500  # per step, answered by the candidate (shadow: mirrored)
+    min_minutes: float = 10.0  # per step
+    shadow_fraction: float = 1.0  # share of requests mirrored during the shadow step
+    sticky_field: str = "id"  # routing key: one caller sees one version
+    # a step fails when the candidate: errs (5xx) on more than this share of its requests,
+    max_error_rate: float = 0.001
+    # rejects (400) a larger share than production by more than this,
+    max_rejection_increase: float = 0.001
+    # answers with a p99 latency above this multiple of production's,
+    max_latency_ratio: float = 2.0
+    # or, in the shadow step, agrees with production on fewer answers than this
+    min_agreement: float = 0.95
+    # the command: the candidate (`forgeml rollout VERSION`), what to do, whether to wait
+    candidate: str | None = None
+    action: str = "start"  # start | status | promote | abort
+    wait: bool = True
+    shadow_only: bool = False  # `--shadow`: stop after the shadow step
+
+
+@dataclass
 class ServeConfig:
     """TorchServe: archive contents (batching, workers) and the local server (ports, security)."""
 
@@ -583,6 +628,7 @@ class ServeConfig:
     # TorchServe's logs (runtime_dir/logs) rotate at this size, keeping log_backups old files
     log_max_bytes: int = 10485760
     log_backups: int = 5
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass

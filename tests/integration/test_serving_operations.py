@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig
 
-from forgeml.errors import ForgeError
+from forgeml.errors import ForgeError, Refused
 from forgeml.serving.local_server import LocalServer
 from forgeml.serving.management import http_request
 from forgeml.serving.runtime_files import LOGGERS, allowed_urls, render_properties
@@ -266,3 +266,26 @@ def test_tls_serves_every_endpoint_over_verified_https_only(tls_served, trained_
         with pytest.raises(ForgeError, match="CERTIFICATE_VERIFY_FAILED"):
             http_request(method, url + path, server.token(api), data, context=ssl.create_default_context())
     assert status["models"][MODEL]["versions"] == {status["models"][MODEL]["default_version"]: ["READY"]}
+
+
+def test_a_tls_server_stays_tls_and_refuses_a_contradicting_setting(tls_served):
+    """Commands act on the running server: a restart keeps its TLS, address and keys; a setting
+    on the command line that contradicts it is refused, naming it, and changes nothing."""
+    server = LocalServer(tls_served.serve)
+    before = (server.url("inference"), server.token("inference"), server.certificate())
+    plain = copy.deepcopy(tls_served)
+    plain.serve.tls = False
+    for command in (deploy.run, rollback.run, serve.restart, serve.stop):
+        with pytest.raises(Refused, match=r"serve\.tls=false contradicts the running server \(tls=true"):
+            command(plain, given=frozenset({"serve.tls"}))
+    # the same config without naming serve.tls acts on the running server as it is
+    restarted = serve.restart(plain)
+    assert restarted["inference_url"].startswith("https://")
+    assert (server.url("inference"), server.token("inference"), server.certificate()) == before
+    status, _ = http_request(
+        "GET",
+        f"{server.url('management')}/models",
+        server.token("management"),
+        context=server.client_context(),
+    )
+    assert status == 200

@@ -36,8 +36,9 @@ from forgeml.layout import SPLITS, split_file
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
 VERSIONS_DIR = ".versions"
-# "alert": what an alert action of `forgeml watch` did without changing what serves
-ACTIONS = ("deploy", "rollback", "alert")
+# "alert": what an alert action of `forgeml watch` did without changing what serves; "rollout":
+# a step of a rollout (rollout.py) and its verdict
+ACTIONS = ("deploy", "rollback", "alert", "rollout")
 # the events that change what serves
 SWITCHES = ("deploy", "rollback")
 
