@@ -43,7 +43,7 @@ def body(live, trained_project) -> dict[str, Any]:
     test = pd.read_parquet(Path(trained_project.paths.processed_dir) / "test.parquet")
     rows = records(test.drop(columns=["target"]))
     _, answer = ask(live, {"instances": rows})
-    first = list(answer["predictions"][0]["probabilities"])[0]
+    first = next(iter(answer["predictions"][0]["probabilities"]))
     chosen = [
         row
         for row, p in zip(rows, answer["predictions"], strict=True)
