@@ -41,7 +41,7 @@ def live(trained_project, tmp_path_factory) -> DictConfig:
 def body(live, trained_project) -> dict[str, Any]:
     """Two records production labels with its first class, neither with certainty."""
     test = pd.read_parquet(Path(trained_project.paths.processed_dir) / "test.parquet")
-    rows = records(test.drop(columns=["target"]))
+    rows = records(test.drop(columns=["target"]).head(60))
     _, answer = ask(live, {"instances": rows})
     first = next(iter(answer["predictions"][0]["probabilities"]))
     chosen = [
