@@ -486,6 +486,16 @@ def check_monitor(monitor: Any) -> None:
 
 
 ROLLOUT_ACTIONS = ("start", "status", "promote", "abort")
+GATE_EVIDENCE = ("offline", "replay", "shadow")
+
+
+def check_gate(gate: Any) -> None:
+    unknown = [kind for kind in gate.require if kind not in GATE_EVIDENCE]
+    if unknown:
+        raise ForgeError(
+            f"gate.require={list(gate.require)}: {', '.join(unknown)} unknown; "
+            f"choose from {', '.join(GATE_EVIDENCE)}"
+        )
 
 
 def check_rollout(rollout: Any) -> None:
@@ -644,6 +654,9 @@ class GateConfig:
     # the least recall of each class on the test split: one number for every class, or
     # {class: minimum}; null: none
     min_class_recall: Any = None
+    # what a version must have passed before it takes all traffic: offline (the checks above),
+    # replay (`forgeml replay VERSION`), shadow (the shadow step of `forgeml rollout VERSION`)
+    require: list[str] = field(default_factory=lambda: ["offline"])
 
 
 @dataclass

@@ -108,8 +108,8 @@ def test_a_canary_that_rejects_what_production_accepts_is_aborted_at_its_first_s
 
 
 def test_a_candidate_that_answers_differently_is_refused_by_its_shadow(live, body, tmp_path):
-    """A decision threshold no probability reaches turns every first-class label into the
-    second: the shadow's answers disagree with production's, and no client sees one."""
+    """A decision threshold of 1 on the first class turns first-class labels into the second:
+    the shadow's answers disagree with production's, and no client sees one."""
     before = serve.status(live)["models"][MODEL]["default_version"]
     flipped = candidate(live, "flipped", tmp_path)
     flipped.paths.reports_dir = str(tmp_path / "reports")
@@ -123,7 +123,7 @@ def test_a_candidate_that_answers_differently_is_refused_by_its_shadow(live, bod
     result, load = roll_out_under_load(live, flipped, body)
     assert result["exit_code"] == EXIT_DRIFT
     assert [step["step"] for step in result["steps"]] == ["shadow"]
-    assert result["steps"][0]["candidate"]["agreement"] == 0.0
+    assert result["steps"][0]["candidate"]["agreement"] < live.serve.rollout.min_agreement
     assert "agrees with production" in result["steps"][0]["verdict"]
     assert load.failed == 0 and load.routes["candidate"] == 0, "the shadow answered no client"
     assert serve.status(live)["models"][MODEL]["default_version"] == before

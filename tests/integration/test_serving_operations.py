@@ -176,7 +176,7 @@ def test_allowed_urls_reads_back_in_java_as_the_intended_regex(operated, tmp_pat
         lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
         return lines[0].encode("ascii").decode("unicode_escape"), [line == "true" for line in lines[1:]]
 
-    running = Path(operated.serve.runtime_dir) / "config.properties"
+    running = LocalServer(operated.serve).backend().properties_file
     value, matches = java_reads(
         running,
         f"file://{store}/{MODEL}.mar",

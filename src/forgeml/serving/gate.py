@@ -7,6 +7,10 @@ deployed version by more than `gate.max_regression` (relative: 0.02 = 2 % worse)
 class's test recall is below `gate.min_class_recall` (one number for every class, or
 {class: minimum}). Every refusal quotes the numbers and names the class.
 
+Live evidence: `gate.require` lists what a version must have passed before it takes all traffic:
+`offline` (the checks above), `replay` (`forgeml replay VERSION` on logged traffic), `shadow`
+(the shadow step of `forgeml rollout`). The registry's events are the evidence.
+
 The regression check compares the summary metrics (`test/accuracy`, not the per-class
 `test/recall/<class>`): a rare class's scores move by a whole row, so they are held by
 `min_class_recall` instead.
@@ -26,6 +30,31 @@ NOT_EVALUATED = (
     "the candidate has no test metrics: it was never evaluated; run `forgeml evaluate`, "
     "then `forgeml package`"
 )
+
+
+# what each kind of live evidence is in the registry's events: (action, step)
+LIVE_EVIDENCE = {"replay": ("replay", None), "shadow": ("rollout", "shadow")}
+PASSED = "passed"
+
+
+def missing_evidence(events: list[dict[str, Any]], version: str, require: list[str]) -> list[str]:
+    """What `gate.require` asks of `version` beyond the offline checks that no passed event shows."""
+    reasons = []
+    for kind in require:
+        if kind not in LIVE_EVIDENCE:
+            continue
+        action, step = LIVE_EVIDENCE[kind]
+        found = any(
+            e["version"] == version
+            and e["action"] == action
+            and e.get("step") == step
+            and e.get("verdict") == PASSED
+            for e in events
+        )
+        if not found:
+            command = f"forgeml replay {version}" if kind == "replay" else f"forgeml rollout {version}"
+            reasons.append(f"gate.require has {kind}, and {version} has passed none: run `{command}`")
+    return reasons
 
 
 def lower_is_better(metric: str) -> bool:

@@ -21,11 +21,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from forgeml.config import check_gate
 from forgeml.errors import Refused
 from forgeml.layout import archive_file
 from forgeml.serving import deployments
 from forgeml.serving.archive import archive_identity
-from forgeml.serving.gate import judge
+from forgeml.serving.gate import GateDecision, judge, missing_evidence
 from forgeml.serving.local_server import running_server
 from forgeml.serving.registry import Registry
 
@@ -44,11 +45,17 @@ def run(cfg: DictConfig, given: Iterable[str] = (), **details: Any) -> dict[str,
     return {**deployed, "gate": numbers["gate"]}
 
 
-def gate(cfg: DictConfig, registry: Registry, model: str, version: str) -> dict[str, Any]:
+def gate(cfg: DictConfig, registry: Registry, model: str, version: str, live: bool = True) -> dict[str, Any]:
     """The gate's verdict on `version` against the version serving now, with the numbers it
-    compared; raises Refused (exit 1, as `forgeml gate`) on a refusal unless forced."""
+    compared; raises Refused (exit 1, as `forgeml gate`) on a refusal unless forced. `live`:
+    also the live evidence `gate.require` asks for (a rollout asks for it before its last step,
+    not before its first)."""
+    check_gate(cfg.gate)
     judgement = judge(registry, model, version, cfg.gate)
     decision = judgement.decision
+    if live:
+        missing = missing_evidence(registry.events(model), version, list(cfg.gate.require))
+        decision = GateDecision(decision.passed and not missing, [*decision.reasons, *missing])
     if not decision.passed:
         if not cfg.gate.force:
             raise Refused(f"{model} {version}: {decision.summary()} (--force deploys anyway)")

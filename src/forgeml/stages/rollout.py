@@ -15,13 +15,14 @@ numbers and verdict (`forgeml history`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from omegaconf import DictConfig
 
 from forgeml.config import check_rollout
 from forgeml.errors import EXIT_DRIFT, EXIT_OK, ForgeError
+from forgeml.serving.gate import missing_evidence
 from forgeml.serving.local_server import running_server
 from forgeml.serving.registry import Registry
 from forgeml.serving.rollout import SHADOW, Rollout
@@ -43,13 +44,21 @@ def run(cfg: DictConfig, given: Iterable[str] = ()) -> dict[str, Any]:
     if not settings.candidate:
         raise ForgeError("name the version to roll out: forgeml rollout VERSION (see `forgeml models`)")
     if not rollout.current():
-        rollout.begin(settings.candidate, **gate(cfg, registry, cfg.serve.model_name, settings.candidate))
-    return walk(rollout, settings)
+        rollout.begin(
+            settings.candidate, **gate(cfg, registry, cfg.serve.model_name, settings.candidate, live=False)
+        )
+    return walk(
+        rollout,
+        settings,
+        lambda: missing_evidence(
+            registry.events(cfg.serve.model_name), settings.candidate, list(cfg.gate.require)
+        ),
+    )
 
 
-def walk(rollout: Rollout, settings: Any) -> dict[str, Any]:
-    """Through the steps from the first (or, resumed, the current one), each judged; the last
-    passed promotes the candidate."""
+def walk(rollout: Rollout, settings: Any, missing: Callable[[], list[str]]) -> dict[str, Any]:
+    """Through the steps, each judged; once the last passed, the candidate is promoted if it has
+    the live evidence `gate.require` asks for (`missing` says what it lacks)."""
     steps = [SHADOW] if settings.shadow_only else list(settings.steps)
     passed = []
     for step in steps:
@@ -63,6 +72,9 @@ def walk(rollout: Rollout, settings: Any) -> dict[str, Any]:
     if settings.shadow_only:
         rollout.abort("shadow step passed; --shadow stops there")
         return {"candidate": settings.candidate, "steps": passed, "exit_code": EXIT_OK}
+    if missing():
+        aborted = rollout.abort("; ".join(missing()))
+        return {**aborted, "steps": passed, "exit_code": EXIT_DRIFT}
     return {**rollout.promote(gate="promoted after every rollout step passed"), "steps": passed}
 
 
