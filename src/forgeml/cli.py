@@ -35,7 +35,7 @@ STAGES = {
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
     "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
-    "serve": "start | stop | status | example: a local TorchServe serving the model store",
+    "serve": "start | stop | status | example | configure: a local TorchServe serving the model store",
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
@@ -47,7 +47,7 @@ STAGES = {
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
-ACTIONS = {"serve": ("start", "stop", "status", "example")}
+ACTIONS = {"serve": ("start", "stop", "status", "example", "configure")}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true", "--once": "watch.max_runs=1"}
 # stages that only read the config: no run directory, no log file

@@ -4,6 +4,7 @@
     forgeml serve status          # URLs, models, versions, worker states, key file (--json: as JSON)
     forgeml serve stop            # stops TorchServe and every worker it started
     forgeml serve example         # a request body for the model's own features, and its curl line
+    forgeml serve configure monitor.sample_rate=auto   # the inference log's rate and rotation, live
 
 `start` serves, for every model of the registry, the version it says was deployed last (none
 if never deployed: `forgeml deploy` then registers one); it writes config.properties from the
@@ -26,7 +27,7 @@ from forgeml.serving.examples import archived_preprocessor, curl_line, example_r
 from forgeml.serving.registry import Registry
 from forgeml.serving.server import TorchServe
 
-ACTIONS = ("start", "stop", "status", "example")
+ACTIONS = ("start", "stop", "status", "example", "configure")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
@@ -65,3 +66,11 @@ def example(cfg: DictConfig) -> dict[str, Any]:
         "curl": curl_line(url, body, status.get("key_file"), status.get("certificate")),
         "running": status["running"],
     }
+
+
+def configure(cfg: DictConfig) -> dict[str, Any]:
+    """The running server's inference-log settings (sample rate, rotation) become `cfg.monitor`'s,
+    without repackaging (serving/log_settings.py)."""
+    from forgeml.serving.log_settings import write_log_settings  # pandas: only this action parses durations
+
+    return write_log_settings(cfg.monitor)
