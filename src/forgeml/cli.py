@@ -36,7 +36,7 @@ STAGES = {
     "evaluate": "test metrics and plots of the model in models/ -> reports/",
     "compose": "write the composed, resolved config to params.yaml",
     "package": "the model in models/ -> a TorchServe archive in serve/model-store/",
-    "serve": "start | stop | status | restart | example | rotate: the local server (gateway + TorchServe)",
+    "serve": "start | stop | status | restart | example | rotate | configure: gateway + TorchServe",
     "deploy": "make the packaged version the default on the running server",
     "rollback": "make the previously deployed version the default again",
     "models": "the model registry: every packaged version, its metrics, which one serves",
@@ -49,7 +49,7 @@ STAGES = {
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
-ACTIONS = {"serve": ("start", "stop", "status", "restart", "example", "rotate")}
+ACTIONS = {"serve": ("start", "stop", "status", "restart", "example", "rotate", "configure")}
 # command-line flags that stand for an override
 FLAGS = {
     "--force": "gate.force=true",

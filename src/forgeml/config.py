@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from forgeml import __version__
+from forgeml.contract import AUTO_SAMPLE_RATE
 from forgeml.errors import ForgeError
 
 # forgeml's own config groups, inside the package; its primary config is not named `config`,
@@ -355,8 +356,11 @@ class SevereConfig:
 class MonitorConfig:
     """The inference log the serving handler writes, and `forgeml monitor`'s drift checks."""
 
-    # inference log: share of requests recorded, where, per-file size cap and rotated files kept
-    sample_rate: float = 0.1
+    # inference log: share of requests recorded (0 to 1, 0: no log; or "auto": every request
+    # until the window holds min_samples records, then auto_base_rate), where, per-file size cap
+    # and rotated files kept. Typed Any for "auto" (check_sample_rate checks it)
+    sample_rate: Any = 0.1
+    auto_base_rate: float = 0.1
     log_dir: str = "serve/inference-log"
     log_max_bytes: int = 10_000_000
     log_backups: int = 5
@@ -417,7 +421,7 @@ POSITIVE = (lambda value: value > 0, "must be positive")
 NON_NEGATIVE = (lambda value: value >= 0, "must be at least 0")
 RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
     "monitor": {
-        "sample_rate": SHARE,
+        "auto_base_rate": SHARE,
         "p_value": SHARE,
         "share_threshold": SHARE,
         "missing_share_threshold": SHARE,
@@ -468,9 +472,22 @@ def check_ranges(group: str, node: Any) -> None:
 # --- each group's checks beyond types and ranges; a stage runs those of the groups it uses, once
 
 
+def check_sample_rate(value: Any) -> None:
+    """`monitor.sample_rate`: a share of the requests, or AUTO_SAMPLE_RATE."""
+    if value == AUTO_SAMPLE_RATE:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        shown = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        raise ForgeError(
+            f"monitor.sample_rate={shown} must lie between 0 and 1 (0: no inference log), "
+            f"or be {AUTO_SAMPLE_RATE}"
+        )
+
+
 def check_monitor(monitor: Any) -> None:
     """The monitor group, before any work; every message names the key to change."""
     check_ranges("monitor", monitor)
+    check_sample_rate(monitor.sample_rate)
     for kind in ("numeric", "categorical"):
         method = plain(monitor[f"{kind}_method"])
         if method != "auto" and method not in DRIFT_TESTS[kind]:

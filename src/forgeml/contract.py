@@ -31,6 +31,11 @@ CONTRACT_FILE = os.path.basename(__file__)
 LOG_DIR_VARIABLE = "FORGEML_INFERENCE_LOG_DIR"
 # ... and the file holding the key of the hashes it writes for `monitor.hash` columns
 LOG_KEY_VARIABLE = "FORGEML_INFERENCE_LOG_KEY"
+# the log settings a running server's workers take in place of their archive's (sample rate,
+# rotation), in that directory: `forgeml serve configure` writes it, each worker re-reads it
+LOG_SETTINGS_FILE = "log-settings.json"
+# the sample rate that logs every request until the window holds monitor.min_samples records
+AUTO_SAMPLE_RATE = "auto"
 
 # the handler's Prometheus metrics as (type, name, unit, own dimensions): in prometheus mode
 # TorchServe shows declared metrics only, and takes dimension values by position

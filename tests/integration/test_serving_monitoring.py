@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from forgeml.monitoring.logs import read_inference_log
 from forgeml.serving.local_server import LocalServer
@@ -228,6 +228,23 @@ def test_log_rotates_at_the_cap_keeping_every_record(monitored, traffic):
     # each worker: its current file and the rotated ones, numbered without gaps
     assert all(sorted(numbers) == list(range(len(numbers))) for numbers in generations.values())
     assert len(logged(monitored)) == len(traffic["accepted"])
+
+
+def test_configure_changes_what_the_running_workers_log(monitored, traffic):
+    """Rate 1 from the archive (each record its own sample: seen 1); 0 from the settings file
+    `forgeml serve configure` writes, once each worker looked at it (at most a second later);
+    the archive's again once it is gone. Nothing is left logged that the later tests count."""
+    assert {(line["sample_rate"], line["seen"]) for line in logged(monitored)} == {(1.0, 1)}
+    before = len(log_lines(monitored))
+    off = OmegaConf.merge(monitored, {"monitor": {"sample_rate": 0.0}})
+    settings_file = Path(serve.configure(off)["settings_file"])
+    time.sleep(1.1)  # each worker looks again at its next batch
+    test_rows = [line["input"] for line in logged(monitored)[:8]]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda row: ask(monitored, {"instances": [row]}), test_rows))
+    assert [status for status, _ in answers] == [200] * len(test_rows)
+    assert len(log_lines(monitored)) == before
+    settings_file.unlink()
 
 
 def test_stopped_workers_leave_every_accepted_record_behind(monitored, traffic):

@@ -110,6 +110,14 @@ def test_rejections_fire_even_when_too_few_rows_were_left_for_a_verdict():
     assert fired_on(monitor_config(*ALL_RULES), a_few_refused) == []
 
 
+def test_the_rejection_rate_counts_the_requests_served_not_only_those_sampled_into_the_log():
+    sampled = {"reference": 1000, "current": 100, "rejected": 20, "served": 1000}  # rate 0.1
+    assert fired_on(monitor_config(*ALL_RULES), report(rows=sampled)) == []
+    assert fired_on(monitor_config(*ALL_RULES), report(rows={**sampled, "rejected": 60})) == [
+        "rejection_rate"
+    ]
+
+
 def test_the_cause_quotes_the_verdict_without_its_advice():
     (firing,) = fired(alert_rules(monitor_config(ALL_RULES[0])), report("drift"), monitor_config())
     assert (

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
@@ -28,6 +29,7 @@ from forgeml.contract import (
     HANDLER_METRICS,
     LOG_DIR_VARIABLE,
     LOG_KEY_VARIABLE,
+    LOG_SETTINGS_FILE,
     REJECTION_REASONS,
     probability_column,
 )
@@ -38,6 +40,7 @@ from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import handler as handler_module
 from forgeml.serving import monitoring as monitoring_module
 from forgeml.serving.archive import copy_modules, input_schema
+from forgeml.serving.log_settings import write_log_settings
 from forgeml.serving.runtime_files import metrics_config
 from tests.helpers.data import TOY_SPEC, random_images
 from tests.helpers.handler import make_context, serve
@@ -319,7 +322,7 @@ def test_rejected_requests_are_logged_with_their_reason_and_time_but_not_their_b
     model_dir, tmp_path, monkeypatch
 ):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0001)
-    service.monitoring.sampler = random.Random(1)
+    service.monitoring.sampling.random = random.Random(1).random
     handle(service, archive, GOOD, {"age": "old", "city": "paris"}, "{not json")
     lines = log_lines(tmp_path / "log")
     assert [line["rejected"] for line in lines] == ["wrong_type", "malformed_json"]
@@ -341,7 +344,7 @@ def test_nan_input_is_logged_as_null_so_the_log_stays_strict_json(model_dir, tmp
 
 def test_sample_rate_logs_that_share_of_requests(model_dir, tmp_path, monkeypatch):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.25)
-    service.monitoring.sampler = random.Random(7)
+    service.monitoring.sampling.random = random.Random(7).random
     for _ in range(100):
         handle(service, archive, *[GOOD] * 4)
     assert 60 <= len(log_lines(tmp_path / "log")) <= 140  # 100 of 400 expected
@@ -349,9 +352,98 @@ def test_sample_rate_logs_that_share_of_requests(model_dir, tmp_path, monkeypatc
 
 def test_sample_rate_zero_writes_no_log(model_dir, tmp_path, monkeypatch):
     service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0)
-    assert handle(service, archive, GOOD)[0][0] == 200
-    assert service.monitoring.inference_log is None
+    assert handle(service, archive, GOOD, {"age": "old", "city": "paris"})[0][0] == 200
     assert not (tmp_path / "log").exists()
+
+
+def draws(*values: float):
+    """A sampler's random(), returning `values` in turn."""
+    return iter(values).__next__
+
+
+def test_each_logged_record_says_its_rate_and_the_records_served_since_the_previous_one(
+    model_dir, tmp_path, monkeypatch
+):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.5)
+    # one draw per request: not, not, logged (3 records), not (2 records), logged
+    service.monitoring.sampling.random = draws(0.9, 0.7, 0.1, 0.6, 0.2)
+    handle(service, archive, GOOD, GOOD, {"instances": [GOOD] * 3})
+    handle(service, archive, {"instances": [GOOD, GOOD]}, GOOD, {"age": "old", "city": "paris"})
+    lines = [line for line in log_lines(tmp_path / "log") if "input" in line]
+    assert [(line["sample_rate"], line["seen"]) for line in lines] == [(0.5, 3), (0.5, 1), (0.5, 1), (0.5, 3)]
+    frame = read_inference_log(tmp_path / "log")
+    assert frame["seen"].sum() == 8 and frame["rejected"].notna().sum() == 1  # 8 records served
+
+
+def test_auto_logs_every_request_until_the_window_has_min_samples_then_the_base_rate():
+    settings = {"sample_rate": "auto", "auto_min_samples": 3, "auto_window_s": 60.0, "auto_base_rate": 0.1}
+    sampling = monitoring_module.Sampling(settings, "auto", draw=lambda: 0.5)
+    logged = [sampling.draw(1, now) for now in (120.0, 121.0, 130.0, 140.0, 179.9)]
+    assert logged == [(1.0, 1), (1.0, 1), (1.0, 1), None, None]
+    assert sampling.draw(2, 180.0) == (1.0, 3)  # a new window: 2 records seen since the last logged
+    assert sampling.rate(181.0) == 1.0 and sampling.draw(1, 182.0) == (1.0, 1)
+    assert sampling.rate(183.0) == 0.1
+
+
+@pytest.mark.parametrize("served", [1, 50, 99, 100, 101, 400])
+def test_auto_across_workers_logs_min_samples_of_a_window_that_served_them(served):
+    """Each worker counts only its own records; the window still gets min(served, min_samples)."""
+    settings = {"sample_rate": "auto", "auto_min_samples": 100, "auto_window_s": 60.0, "auto_base_rate": 0.0}
+    workers = [monitoring_module.Sampling(settings, "auto", draw=random.Random(i).random) for i in range(4)]
+    chosen = random.Random(served)
+    logged = sum(chosen.choice(workers).draw(1, 10.0 + i * 0.1) is not None for i in range(served))
+    assert min(served, 100) <= logged <= 4 * 100
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_settings_file_is_looked_at_once_a_second_and_read_when_it_changed(tmp_path, caplog):
+    path = tmp_path / "log-settings.json"
+    clock = FakeClock()
+    settings_file = monitoring_module.SettingsFile(str(path), "auto", clock)
+    assert settings_file.poll() is None  # no file: the archive's settings hold
+    path.write_text(json.dumps({"format": "x", "sample_rate": "auto", "log_backups": 2, "redact": []}))
+    clock.now = 0.9
+    assert settings_file.poll() is None  # not looked at within the second
+    clock.now = 1.0
+    assert settings_file.poll() == {"sample_rate": "auto", "log_backups": 2}  # redact is no runtime setting
+    clock.now = 2.0
+    assert settings_file.poll() is None  # unchanged
+    path.write_text(json.dumps({"sample_rate": 1.5}))
+    clock.now = 3.0
+    assert settings_file.poll() == {} and "no log settings file" in caplog.text
+    path.unlink()
+    clock.now = 4.0
+    assert settings_file.poll() == {}
+
+
+def test_configure_changes_the_rate_and_rotation_of_a_running_worker(model_dir, tmp_path, monkeypatch):
+    service, archive = logging_handler(model_dir, tmp_path / "log", monkeypatch, sample_rate=0.0)
+    clock = FakeClock()
+    service.monitoring.settings_file.clock = clock
+    handle(service, archive, GOOD)
+    monitor = OmegaConf.structured(
+        MonitorConfig(sample_rate=1.0, log_dir=str(tmp_path / "log"), log_backups=1)
+    )
+    written = write_log_settings(monitor)
+    assert Path(written["settings_file"]).name == LOG_SETTINGS_FILE
+    handle(service, archive, GOOD)
+    assert not list((tmp_path / "log").glob("*.jsonl"))
+    clock.now = 1.0
+    handle(service, archive, GOOD, GOOD)
+    assert [line["sample_rate"] for line in log_lines(tmp_path / "log")] == [1.0, 1.0]
+    assert service.monitoring.inference_log.backups == 1
+    Path(written["settings_file"]).unlink()
+    clock.now = 2.0
+    handle(service, archive, GOOD)
+    assert len(log_lines(tmp_path / "log")) == 2  # the archive's rate, 0, holds again
+    assert service.monitoring.inference_log.backups == MonitorConfig.log_backups
 
 
 def test_without_the_log_directory_variable_nothing_is_logged(model_dir, tmp_path, monkeypatch, caplog):
@@ -382,6 +474,17 @@ def test_rotation_keeps_the_newest_records_in_the_backups(tmp_path):
         for line in (tmp_path / f"{stem}{path}.jsonl").open()
     ]
     assert kept == [4, 5, 6, 7, 8, 9]
+
+
+def test_rotation_drops_the_generations_a_lowered_log_backups_no_longer_keeps(tmp_path):
+    log = monitoring_module.InferenceLog(str(tmp_path), max_bytes=100, backups=4)
+    for index in range(10):
+        log.append(numbered_line(index))
+    assert len(list(tmp_path.iterdir())) == 5
+    log.backups = 1
+    log.append(numbered_line(10))
+    stem = f"worker-{os.getpid()}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"{stem}.1.jsonl", f"{stem}.jsonl"]
 
 
 def test_rotation_without_backups_starts_a_new_file(tmp_path):

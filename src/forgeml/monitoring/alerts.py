@@ -147,9 +147,15 @@ def measured_drop(report: dict[str, Any], monitor: Any) -> str | None:
     return f"{'; '.join(dropped)} (monitor.max_metric_drop={limit})" if dropped else None
 
 
+def requests_seen(rows: dict[str, Any]) -> int:
+    """The window's requests: every rejected one is logged, of the accepted ones only a sample,
+    so those served count where the log says them (decay.traffic), else those logged."""
+    return (rows.get("served") or rows["current"]) + rows["rejected"]
+
+
 def rejection_rate(report: dict[str, Any], monitor: Any) -> str | None:
     rejected = report["rows"]["rejected"]
-    requests = report["rows"]["current"] + rejected
+    requests = requests_seen(report["rows"])
     limit = monitor.alert_thresholds.rejection_rate
     if requests < monitor.min_samples or rejected / requests <= limit:
         return None
@@ -179,7 +185,7 @@ def alert_payload(
     """The webhook's JSON body: the rule, the verdict and its numbers, where the report is.
     `id` is the delivery's: a receiver that sees it twice (a retry) can drop the copy."""
     rows = report["rows"]
-    requests = rows["current"] + rows["rejected"]
+    requests = requests_seen(rows)
     return {
         "format": PAYLOAD_FORMAT,
         "id": uuid.uuid4().hex,

@@ -157,13 +157,14 @@ def window_report(
     # a mask that keeps every row would still copy the whole window
     records = frame[~rejected.to_numpy()] if rejected.any() else frame
     rows = len(records)
+    served = traffic(records)
     enough = rows >= settings.min_samples
     drift = dataset_drift(reference.features, records, settings) if enough else no_test(settings)
     prediction = prediction_drift(reference, records, settings) if enough else None
     estimated = estimate(reference, records) if enough else None
     measured = measure(reference, records, labels)
     verdict, exit_code, message = decide(
-        drift, prediction, estimated, measured, rows, settings, decay, source
+        drift, prediction, estimated, measured, rows, settings, decay, source, served
     )
     return {
         "format": REPORT_FORMAT,
@@ -173,7 +174,13 @@ def window_report(
         "message": message,
         "source": source,
         "window": {"start": stamp(window.start), "end": stamp(window.end)},
-        "rows": {"reference": reference.rows, "current": rows, "rejected": int(rejected.sum())},
+        "rows": {
+            "reference": reference.rows,
+            "current": rows,
+            "rejected": int(rejected.sum()),
+            "served": served and served["records"],
+        },
+        "sample_rates": served and served["sample_rates"],
         "latency": latency(frame),
         "min_samples": settings.min_samples,
         **drift,
@@ -183,6 +190,21 @@ def window_report(
         "model": reference.model,
         "settings": asdict(settings),
     }
+
+
+def traffic(records: pd.DataFrame) -> dict[str, Any] | None:
+    """About how many records the window served, logged or not, and the rates the logged ones
+    were drawn at: the sum of their `seen` (each counts the records its worker answered since
+    its previous logged one; the first may count some from before the window, the records
+    answered after a worker's last logged one are not counted yet). None where a record lacks
+    them (a log written before they were, a table)."""
+    if not len(records) or not {"seen", "sample_rate"} <= set(records.columns):
+        return None
+    seen = pd.to_numeric(records["seen"], errors="coerce")
+    rates = pd.to_numeric(records["sample_rate"], errors="coerce")
+    if seen.isna().any() or rates.isna().any():
+        return None
+    return {"records": int(seen.sum()), "sample_rates": sorted(set(rates.tolist()))}
 
 
 def latency(frame: pd.DataFrame) -> dict[str, Any] | None:
@@ -269,16 +291,11 @@ def decide(
     settings: DriftSettings,
     decay: DecaySettings,
     source: str,
+    served: dict[str, Any] | None = None,
 ) -> tuple[str, int, str]:
     """(verdict, exit code, what to do): see the module docstring."""
     if rows < settings.min_samples:
-        found = "no inference records" if rows == 0 else f"only {rows} rows"
-        return (
-            "insufficient_data",
-            EXIT_INSUFFICIENT_DATA,
-            f"{found} in {source}; at least monitor.min_samples={settings.min_samples} are needed "
-            "for a verdict",
-        )
+        return "insufficient_data", EXIT_INSUFFICIENT_DATA, insufficient_data(rows, settings, source, served)
     drifted, tested = len(drift["drifted_features"]), drift["tested_features"]
     share = f"{drifted} of {tested} features drifted ({drift['share_drifted']:.0%}, threshold "
     share += f"{settings.share_threshold:.0%})"
@@ -294,6 +311,22 @@ def decide(
     if drift["dataset_drift"] or prediction_drifted or drift["missing_drifted_features"]:
         return "drift", EXIT_DRIFT, f"drift: {'; '.join(findings)}. Retraining recommended."
     return "no_drift", EXIT_OK, f"no drift: {'; '.join(findings)}."
+
+
+def insufficient_data(rows: int, settings: DriftSettings, source: str, served: dict[str, Any] | None) -> str:
+    """Why there is no verdict, and, where the log says how many records the window served
+    (traffic), at what rate they were logged: the cure may be a higher rate, not more traffic."""
+    found = "no inference records" if rows == 0 else f"only {rows} rows"
+    needed = f"at least monitor.min_samples={settings.min_samples} are needed for a verdict"
+    if served is None:
+        return f"{found} in {source}; {needed}"
+    rates = served["sample_rates"]
+    rate = f"sample rate {rates[0]:g}" if len(rates) == 1 else f"sample rates {rates[0]:g} to {rates[-1]:g}"
+    return (
+        f"only {rows} rows in {source}: the window served ~{served['records']} records and logged "
+        f"{rows} at {rate}; {needed} (raise the rate on the running server: `forgeml serve "
+        "configure monitor.sample_rate=auto` logs every request until the window has them)"
+    )
 
 
 def severe_findings(severe: dict[str, dict[str, float]], thresholds: dict[str, float]) -> list[str]:

@@ -4,13 +4,16 @@ The serving handler appends a sample of its requests to JSON Lines files under `
 one file per worker (rotated: worker-<pid>.jsonl, worker-<pid>.1.jsonl, ...), one object a line:
 
     {"ts": "2025-06-01T12:00:00.123Z", "model": "breast_cancer", "version": "3",
-     "latency_ms": 1.7, "id": "5f0c…", "input": {"mean radius": 14.2, ...}, "prediction": 1,
-     "probabilities": {"0": 0.1, "1": 0.9}}
+     "latency_ms": 1.7, "id": "5f0c…", "sample_rate": 0.1, "seen": 12,
+     "input": {"mean radius": 14.2, ...}, "prediction": 1, "probabilities": {"0": 0.1, "1": 0.9}}
+
+(`sample_rate` and `seen`, the records its worker answered since its previous logged one, are
+missing from logs written before they were; decay.traffic reads them where present)
 
 and a line `{"ts": ..., "model": ..., "version": ..., "rejected": reason}` per refused request.
 
 `read_current` returns one row per record: a column per input feature (raw values as received)
-plus ts (UTC), model, version, latency_ms, id, prediction and rejected, and a column
+plus ts (UTC), model, version, latency_ms, id, sample_rate, seen, prediction and rejected, and a column
 `probability_<class>` per class (contract.probability_column, as `forgeml predict` names
 them), ordered by ts. Files are parsed by
 pyarrow's multithreaded JSON reader. A rotated file (closed: the handler never writes it again)
@@ -45,7 +48,17 @@ from forgeml.tables import FORMATS, read_table
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json")
-RECORD_FIELDS = ("ts", "model", "version", "latency_ms", "id", "prediction", "rejected")
+RECORD_FIELDS = (
+    "ts",
+    "model",
+    "version",
+    "latency_ms",
+    "id",
+    "sample_rate",
+    "seen",
+    "prediction",
+    "rejected",
+)
 # the first lines of a log file (this many bytes) give the types of its fields
 SCHEMA_SAMPLE_BYTES = 1 << 20
 # a rotated file, worker-<pid>.<n>.jsonl, is closed: the handler never appends to it again

@@ -36,9 +36,10 @@ from typing import Any
 import yaml
 
 from forgeml import contract
-from forgeml.config import check_logged_columns, check_ranges
+from forgeml.config import check_logged_columns, check_ranges, check_sample_rate
 from forgeml.errors import ForgeError
 from forgeml.io import read_json, write_json, write_text
+from forgeml.serving.log_settings import sampling_settings
 
 # TorchServe's rule for model names and versions (they become URL path segments)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -103,9 +104,10 @@ def pixel_budget(size: list[int]) -> int:
 
 
 def inference_log_settings(monitor: Any, features: list[dict[str, Any]]) -> dict[str, Any]:
-    """The handler's share of requests logged, its log rotation, the request fields it logs
-    beside the features (`log_extra_fields`) and those it leaves out (`redact`) or hashes
-    (`hash`); None: nothing logged."""
+    """The handler's sample rate and log rotation (log_settings.py: a running server may take
+    others from its settings file), the request fields it logs beside the features
+    (`log_extra_fields`) and those it leaves out (`redact`) or hashes (`hash`); sample rate 0:
+    nothing logged."""
     if monitor is None:
         return {
             "sample_rate": 0.0,
@@ -116,10 +118,9 @@ def inference_log_settings(monitor: Any, features: list[dict[str, Any]]) -> dict
             "hash": [],
         }
     check_ranges("monitor", monitor)
+    check_sample_rate(monitor.sample_rate)
     return {
-        "sample_rate": float(monitor.sample_rate),
-        "log_max_bytes": int(monitor.log_max_bytes),
-        "log_backups": int(monitor.log_backups),
+        **sampling_settings(monitor),
         "log_extra_fields": list(monitor.log_extra_fields),
         **check_logged_columns(monitor, {feature["name"]: feature["type"] for feature in features}),
     }

@@ -4,10 +4,13 @@ it is answered. Shared by every serving backend, each of which hands in its own 
 a request.
 
 - Inference log: a share `monitoring.sample_rate` of the accepted requests (drawn per request,
-  before anything is serialised), one JSON line per record,
+  before anything is serialised; "auto": see Sampling), one JSON line per record,
       {"ts": "2025-06-01T12:00:00.123Z", "model": ..., "version": ..., "latency_ms": 1.7,
-       "id": ..., "input": {feature: value as received, ...}, "prediction": label or value,
-       "probabilities": {class: p}}   (classification only)
+       "id": ..., "sample_rate": 0.1, "seen": 12, "input": {feature: value as received, ...},
+       "prediction": label or value, "probabilities": {class: p}}   (classification only)
+  where `sample_rate` is the rate its request was drawn at and `seen` the records this worker
+  answered since its previous logged record, this one included, so that a window's `seen`
+  summed says about how many records it served, logged or not.
   and, for every request answered 400 (not sampled: they are few, and counted per window by
   `forgeml monitor`), one line with its reason and no body:
       {"ts": ..., "model": ..., "version": ..., "latency_ms": ..., "rejected": reason}
@@ -24,6 +27,11 @@ a request.
   Fields in `monitoring.redact` are left out; those in `monitoring.hash` are written as
   HMAC-SHA256 digests keyed by the file named in contract.LOG_KEY_VARIABLE (without a key they
   are left out too).
+- Live settings: the sample rate and rotation (SAMPLING_SETTINGS) are the archive's until the
+  log directory holds contract.LOG_SETTINGS_FILE (`forgeml serve configure` writes it); each
+  worker looks at it (one stat call) at most once per SETTINGS_CHECK_INTERVAL, reads it again
+  when it changed, and takes the archive's values back once it is gone. What the log holds
+  (redact, hash, extra fields) is the archive's alone.
 - Metrics (names and dimensions: contract.HANDLER_METRICS), counted into a MetricsSink:
       forgeml_predictions{Class}            records predicted per class
       forgeml_predicted_value               predicted values (regression)
@@ -44,6 +52,8 @@ import json
 import logging
 import os
 import random
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any, Protocol
@@ -52,6 +62,19 @@ import numpy as np
 
 # one encoder for every log line (json.dumps with options builds one per call)
 LOG_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+# seconds between two looks at the settings file
+SETTINGS_CHECK_INTERVAL = 1.0
+# what the settings file may set (every other key stays the archive's), and the value each takes
+# in an archive packaged before it existed; sample_rate may also be contract.AUTO_SAMPLE_RATE
+SAMPLING_SETTINGS = {
+    "sample_rate": 0.0,
+    "log_max_bytes": 10_000_000,
+    "log_backups": 5,
+    "auto_min_samples": 100,
+    "auto_window_s": 3600.0,
+    "auto_base_rate": 0.1,
+}
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +144,11 @@ class InferenceLog:
 
     def rotate(self) -> None:
         self.close()
+        # generations beyond `backups`, kept while a larger log_backups was in force
+        extra = self.backups + 1
+        while os.path.exists(self.path(extra)):
+            os.remove(self.path(extra))
+            extra += 1
         if self.backups == 0:
             os.remove(self.path(0))
         for generation in range(self.backups - 1, -1, -1):
@@ -133,6 +161,102 @@ class InferenceLog:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class Sampling:
+    """Which accepted requests the log records, and what each logged record says of those that
+    were not: the rate it was drawn at and `seen`, the records answered since the previous
+    logged one, itself included.
+
+    `settings["sample_rate"]` is a share, or `auto` (contract.AUTO_SAMPLE_RATE): every request
+    until this worker logged `auto_min_samples` records in the current window (`auto_window_s`
+    seconds, aligned to the Unix epoch as `forgeml watch` aligns its windows), then
+    `auto_base_rate`. Each worker counts only its own records, and that is enough: a window that
+    served at least min_samples records across W workers logs at least that many, since either
+    some worker reached min_samples, or none did and every worker logged all it served. A
+    window logs in full at most W x min_samples records (and a restarted worker's), the rest at
+    the base rate; rotation at log_max_bytes bounds the files whatever the rate."""
+
+    def __init__(self, settings: dict[str, Any], auto: str, draw: Callable[[], float] | None = None):
+        self.settings = settings
+        self.auto = auto
+        self.random = draw or random.Random().random
+        self.unlogged = 0
+        self.window = None
+        self.logged_in_window = 0
+
+    def rate(self, now: float) -> float:
+        """The rate in force at `now` (seconds since the epoch)."""
+        settings = self.settings
+        if settings["sample_rate"] != self.auto:
+            return settings["sample_rate"]
+        window = now // settings["auto_window_s"]
+        if window != self.window:
+            self.window, self.logged_in_window = window, 0
+        return 1.0 if self.logged_in_window < settings["auto_min_samples"] else settings["auto_base_rate"]
+
+    def draw(self, records: int, now: float) -> tuple[float, int] | None:
+        """(rate, seen) when the request of `records` records received at `now` is logged;
+        None when it is not (and is counted into the next logged record's `seen`)."""
+        rate = self.rate(now)
+        if self.random() >= rate:
+            self.unlogged += records
+            return None
+        seen, self.unlogged = self.unlogged + 1, 0
+        self.logged_in_window += records
+        return rate, seen
+
+
+class SettingsFile:
+    """A running server's log settings (contract.LOG_SETTINGS_FILE), which `forgeml serve
+    configure` replaces atomically: looked at (one stat call) at most once per
+    SETTINGS_CHECK_INTERVAL of `clock`, read only when its inode, size or mtime changed."""
+
+    def __init__(self, path: str, auto: str, clock: Callable[[], float] = time.monotonic):
+        self.path = path
+        self.auto = auto
+        self.clock = clock
+        self.next_look = float("-inf")
+        self.stamp: tuple[int, int, int] | None = None
+
+    def poll(self) -> dict[str, Any] | None:
+        """The file's settings if it changed since the last look ({} once it is gone or does
+        not read as settings: the archive's then hold); None if it did not change."""
+        now = self.clock()
+        if now < self.next_look:
+            return None
+        self.next_look = now + SETTINGS_CHECK_INTERVAL
+        try:
+            status = os.stat(self.path)
+            stamp = (status.st_ino, status.st_size, status.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        return {} if stamp is None else self.read()
+
+    def read(self) -> dict[str, Any]:
+        try:
+            with open(self.path, "rb") as file:
+                found = json.load(file)
+            settings = {key: found[key] for key in SAMPLING_SETTINGS if key in found}
+            if not all(valid_setting(key, value, self.auto) for key, value in settings.items()):
+                raise ValueError(f"a value out of range in {settings}")
+        except (OSError, ValueError, TypeError) as error:
+            log.warning("%s is no log settings file (%s): the archive's settings hold", self.path, error)
+            return {}
+        log.info("log settings from %s: %s", self.path, settings)
+        return settings
+
+
+def valid_setting(key: str, value: Any, auto: str) -> bool:
+    """What the writer (forgeml's config checks) guarantees, checked again for a hand-made file."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return key == "sample_rate" and value == auto
+    if key in ("sample_rate", "auto_base_rate"):
+        return 0 <= value <= 1
+    return value >= 0 if key == "log_backups" else value > 0
 
 
 class Monitoring:
@@ -160,9 +284,17 @@ class Monitoring:
         # (the request id, written beside the input)
         listed = [f["name"] for f in features] + list(settings.get("log_extra_fields", ()))
         self.logged = [name for name in listed if name != "id"]
-        self.sample_rate = settings.get("sample_rate", 0.0)
-        self.sampler = random.Random()
-        self.inference_log = self.open_log(settings)
+        self.archive_settings = {
+            key: settings.get(key, default) for key, default in SAMPLING_SETTINGS.items()
+        }
+        self.sampling = Sampling(self.archive_settings, contract.AUTO_SAMPLE_RATE)
+        directory = os.environ.get(contract.LOG_DIR_VARIABLE)
+        self.inference_log = self.open_log(directory)
+        self.settings_file = (
+            SettingsFile(os.path.join(directory, contract.LOG_SETTINGS_FILE), contract.AUTO_SAMPLE_RATE)
+            if directory
+            else None
+        )
         self.log_errors = 0
         self.redacted = frozenset(settings.get("redact", ()))
         self.hashed = list(settings.get("hash", ()))
@@ -174,22 +306,37 @@ class Monitoring:
             self.redacted |= frozenset(self.hashed)
             self.hashed = []
 
-    def open_log(self, settings: dict[str, Any]) -> InferenceLog | None:
-        directory = os.environ.get(self.contract.LOG_DIR_VARIABLE)
-        if self.sample_rate > 0 and directory:
+    def open_log(self, directory: str | None) -> InferenceLog | None:
+        """The log in `directory`, written once the sample rate in force is not 0 (a settings
+        file may raise the archive's 0)."""
+        settings = self.archive_settings
+        if directory:
             return InferenceLog(directory, settings["log_max_bytes"], settings["log_backups"])
-        if self.sample_rate > 0:
+        if settings["sample_rate"] != 0:
             log.warning(
                 "no inference log: %s is not set (`forgeml serve start` sets it)",
                 self.contract.LOG_DIR_VARIABLE,
             )
         return None
 
+    def refresh_settings(self) -> None:
+        """The settings file's values in force, if it changed since the last look."""
+        found = self.settings_file.poll()
+        if found is None:
+            return
+        settings = {**self.archive_settings, **found}
+        self.sampling.settings = settings
+        self.inference_log.max_bytes = settings["log_max_bytes"]
+        self.inference_log.backups = settings["log_backups"]
+
     def record(self, batch: Any, received: float, latency_ms: float) -> None:
         """The sample of `batch` (an answered request.Batch) into the inference log, then its
         metrics. Never raises: the batch is answered whatever happens here."""
         try:
-            lost = 0 if self.inference_log is None else self.log_sample(batch, received, latency_ms)
+            if self.settings_file is not None:
+                self.refresh_settings()
+            logging_on = self.inference_log is not None and self.sampling.settings["sample_rate"] != 0
+            lost = self.log_sample(batch, received, latency_ms) if logging_on else 0
             if self.metrics is not None:
                 self.count_metrics(batch, lost)
         except Exception as error:  # a bug here must cost the batch its monitoring, not its answers
@@ -197,13 +344,16 @@ class Monitoring:
 
     def log_sample(self, batch: Any, received: float, latency_ms: float) -> int:
         """Append the records of the sampled requests; returns how many could not be written."""
-        sampled: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        sampled: list[tuple[str, dict[str, Any], dict[str, Any], float, int]] = []
         row = 0
         for position, request in batch.accepted():
             # drawn per request, before anything is serialised: unsampled requests cost one draw
-            if self.sampler.random() < self.sample_rate:
+            drawn = self.sampling.draw(len(request), received)
+            if drawn is not None:
+                rate, seen = drawn
                 predictions = batch.predictions[row : row + len(request)]
-                sampled.extend(zip(batch.ids[position], request, predictions, strict=True))
+                rates, seens = [rate] * len(request), [seen] + [1] * (len(request) - 1)
+                sampled.extend(zip(batch.ids[position], request, predictions, rates, seens, strict=True))
             row += len(request)
         rejected = [error.reason for error in batch.rejections()]
         if not sampled and not rejected:
@@ -216,14 +366,16 @@ class Monitoring:
             "latency_ms": round(latency_ms, 3),
         }
         key = self.prediction_key
-        inputs = [{name: record[name] for name in self.logged if name in record} for _, record, _ in sampled]
+        inputs = [{name: record[name] for name in self.logged if name in record} for _, record, *_ in sampled]
         if self.images:
             inputs = self.image_signals(inputs)
         if self.redacted or self.hashed:
             inputs = self.private(inputs)
         text = "".join(
-            log_entry(head, i, record, p[key], p.get("probabilities"))
-            for record, (i, _, p) in zip(inputs, sampled, strict=True)
+            log_entry(
+                {**head, "id": i, "sample_rate": rate, "seen": seen}, record, p[key], p.get("probabilities")
+            )
+            for record, (i, _, p, rate, seen) in zip(inputs, sampled, strict=True)
         )
         text += "".join(LOG_ENCODER.encode({**head, "rejected": reason}) + "\n" for reason in rejected)
         try:
@@ -281,11 +433,9 @@ class Monitoring:
             self.metrics.count(contract.LOG_ERRORS, lost, ModelVersion=version)
 
 
-def log_entry(
-    head: dict[str, Any], request_id: str, record: dict[str, Any], prediction: Any, probabilities: Any
-) -> str:
+def log_entry(head: dict[str, Any], record: dict[str, Any], prediction: Any, probabilities: Any) -> str:
     """One line of the inference log: strict JSON, so NaN (a missing value) is written as null."""
-    entry = {**head, "id": request_id, "input": record, "prediction": prediction}
+    entry = {**head, "input": record, "prediction": prediction}
     if probabilities is not None:
         entry["probabilities"] = probabilities
     try:

@@ -7,6 +7,7 @@ gateway on the public ports, TorchServe behind it.
     forgeml serve stop            # stops the gateway, TorchServe and every worker it started
     forgeml serve example         # a request body for the model's own features, and its curl line
     forgeml serve rotate          # new client keys (the old ones stop working at once)
+    forgeml serve configure monitor.sample_rate=auto   # the inference log's rate and rotation, live
 
 `start` serves, for every model of the registry, the version it says was deployed last (none
 if never deployed: `forgeml deploy` then registers one); it writes config.properties from the
@@ -34,7 +35,7 @@ from forgeml.serving.examples import archived_preprocessor, curl_line, example_r
 from forgeml.serving.local_server import LocalServer, running_server
 from forgeml.serving.registry import Registry
 
-ACTIONS = ("start", "stop", "status", "restart", "example", "rotate")
+ACTIONS = ("start", "stop", "status", "restart", "example", "rotate", "configure")
 
 
 def start(cfg: DictConfig) -> dict[str, Any]:
@@ -94,3 +95,11 @@ def example(cfg: DictConfig) -> dict[str, Any]:
         "curl": curl_line(url, body, status.get("key_file"), status.get("certificate")),
         "running": status["running"],
     }
+
+
+def configure(cfg: DictConfig) -> dict[str, Any]:
+    """The running server's inference-log settings (sample rate, rotation) become `cfg.monitor`'s,
+    without repackaging (serving/log_settings.py)."""
+    from forgeml.serving.log_settings import write_log_settings  # pandas: only this action parses durations
+
+    return write_log_settings(cfg.monitor)
