@@ -285,13 +285,10 @@ def registry_with_two_deploys(store: Path, forced: bool = False) -> Registry:
 
 
 class NoServer:
-    """The running TorchServe, as rollback.run sees it: the switch itself is replaced."""
+    """The running server, as rollback.run sees it: the switch itself is replaced."""
 
-    def __init__(self, serve, inference_log_dir):
+    def __init__(self, serve, given=()):
         self.api = self
-
-    def pid(self):
-        return 1
 
     def model_status(self, model):
         return {}
@@ -301,10 +298,10 @@ def test_a_rollback_action_serves_the_previous_version_and_records_the_cause(
     monkeypatch, tmp_path, make_config
 ):
     """The registry side of a rollback; the server switch is isolated here (the integration
-    tests switch a real TorchServe)."""
+    tests switch a real server)."""
     registry = registry_with_two_deploys(tmp_path / "serve" / "model-store")
     switched = []
-    monkeypatch.setattr(rollback_stage, "TorchServe", NoServer)
+    monkeypatch.setattr(rollback_stage, "running_server", NoServer)
     monkeypatch.setattr(
         deployments, "switch", lambda server, registry, model, version: switched.append(version)
     )
