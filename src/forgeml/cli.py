@@ -43,11 +43,14 @@ STAGES = {
     "history": "every deploy, rollback and alert: time, version, gate numbers, cause, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
+    "replay": "VERSION answers the logged traffic, against production: exit 3 = refused, 4 = too few rows",
     "watch": "judge each monitor.window_duration window once and run its alerts' actions (--once: one check)",
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status", "example")}
+# stages whose first argument, unless an override or a flag, is the value of a key
+POSITIONAL = {"replay": "candidate"}
 # command-line flags that stand for an override
 FLAGS = {"--force": "gate.force=true", "--once": "watch.max_runs=1"}
 # stages that only read the config: no run directory, no log file
@@ -84,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"forgeml {stage}: choose an action: {' | '.join(ACTIONS[stage])}", file=sys.stderr)
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
+    if stage in POSITIONAL and args and "=" not in args[0] and not args[0].startswith("-"):
+        if "'" in args[0] or "\\" in args[0]:
+            return report_error(
+                stage, ForgeError(f"{args[0]!r}: a {POSITIONAL[stage]} has no quote or backslash")
+            )
+        # quoted: a version such as 1e5 or 007 stays the text it is
+        args = [f"{POSITIONAL[stage]}='{args[0]}'", *args[1:]]
     args = [FLAGS.get(arg, arg) for arg in args]
     as_json = "--json" in args
     args = [arg for arg in args if arg != "--json"]

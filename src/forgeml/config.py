@@ -444,6 +444,13 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "log_max_bytes": POSITIVE,
         "log_backups": (lambda value: value >= 1, "must be at least 1"),
     },
+    "serve.rollout": {
+        "min_requests": NON_NEGATIVE,
+        "min_minutes": NON_NEGATIVE,
+        "shadow_fraction": SHARE,
+        "min_agreement": SHARE,
+        "max_estimated_drop": NON_NEGATIVE,
+    },
     "trainer": {"threads": NON_NEGATIVE},
 }
 # the drift tests that apply to each kind of feature (monitoring/drift.py runs them)
@@ -548,6 +555,27 @@ def check_scheduler(scheduler: Any) -> None:
 
 
 @dataclass
+class RolloutConfig:
+    """How a candidate version earns live traffic: replay on logged traffic, a shadow step, then
+    canary steps (`forgeml replay VERSION`, `forgeml rollout VERSION`)."""
+
+    # each step: "shadow" or a percentage of live traffic the candidate answers
+    steps: list[Any] = field(default_factory=lambda: ["shadow", 5, 25, 50, 100])
+    # held per step: requests answered by the candidate (shadow: mirrored) and minutes
+    min_requests: int = 500
+    min_minutes: float = 10
+    # share of requests mirrored to the candidate during the shadow step
+    shadow_fraction: float = 1.0
+    # the request field routing is sticky by: one caller sees one version
+    sticky_field: str = "id"
+    # the candidate is refused where it answers like production on fewer than this share of the
+    # requests (classification), or its estimated (CBPE) accuracy is more than this below
+    # production's on the same requests; null: that check off
+    min_agreement: float | None = 0.9
+    max_estimated_drop: float | None = 0.02
+
+
+@dataclass
 class ServeConfig:
     """TorchServe: archive contents (batching, workers) and the local server (ports, security)."""
 
@@ -583,6 +611,7 @@ class ServeConfig:
     # TorchServe's logs (runtime_dir/logs) rotate at this size, keeping log_backups old files
     log_max_bytes: int = 10485760
     log_backups: int = 5
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass
@@ -644,6 +673,8 @@ class ForgeConfig:
     # `forgeml predict input=... output=...`: the table to score and where to write it
     input: str | None = None
     output: str | None = None
+    # `forgeml replay VERSION`: the registered version tried against production's answers
+    candidate: str | None = None
 
 
 # (group, name, schema) for ConfigStore; group files extend them with `/schema/<group>/<name>@_here_`
