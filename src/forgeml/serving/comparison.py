@@ -14,7 +14,10 @@ Per window of requests:
     prediction_test the candidate's predictions against production's, tested as `forgeml monitor`
                     tests a feature (drift.feature_drift, the `monitor` group's tests)
     estimated       CBPE accuracy and F1 of both (classification), each on its own answers and
-                    calibration, and the candidate's accuracy drop
+                    calibration, and the candidate's accuracy drop. CBPE reads a model's own
+                    confidence: it catches answers that go against the probabilities (a bad
+                    threshold), not a model confidently wrong (trained on wrong labels), which
+                    the agreement and the delayed labels catch
     measured        metrics of both on the requests whose label arrived (monitor.labels, joined
                     by request id), and what the promotion gate says of the candidate's
 
@@ -231,7 +234,7 @@ def measured_refusals(measured: dict[str, Any] | None, thresholds: Thresholds) -
         {MEASURED_PREFIX + name: value for name, value in measured[side].items()}
         for side in ("candidate", "production")
     )
-    decision = promotion_gate(candidate, production, {}, thresholds.max_regression)
+    decision = promotion_gate(candidate, production, {}, thresholds.max_regression, baseline="production's")
     return [f"{reason} (gate.max_regression)" for reason in decision.reasons]
 
 
