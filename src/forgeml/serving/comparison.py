@@ -243,11 +243,11 @@ def verdict(windows: list[dict[str, Any]], min_samples: int) -> tuple[str, int, 
     judged = [window for window in windows if window["judged"]]
     if not judged:
         most = max((window["rows"] for window in windows), default=0)
+        found = f"at most {most} replayed requests in a window" if most else "no logged request to replay"
         return (
             "insufficient_data",
             EXIT_INSUFFICIENT_DATA,
-            f"at most {most} replayed requests in a window; monitor.min_samples={min_samples} are "
-            "needed for a verdict",
+            f"{found}; monitor.min_samples={min_samples} are needed for a verdict",
         )
     reasons = [
         f"window {position}: {reason}"
