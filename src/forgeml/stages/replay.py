@@ -25,6 +25,7 @@ Exit code, for CI and `forgeml rollout` to act on:
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from forgeml.contract import probability_column
 from forgeml.errors import ForgeError
 from forgeml.io import write_json, write_text
 from forgeml.layout import CALIBRATION, REPLAY_PAGE, REPLAY_REPORT, rollout_reports
-from forgeml.monitoring.decay import time_windows
+from forgeml.monitoring.decay import stamp, time_windows
 from forgeml.monitoring.drift import DriftSettings
 from forgeml.monitoring.performance import read_labels, uncalibrated
 from forgeml.monitoring.replay_page import render_replay_html
@@ -52,58 +53,84 @@ REPLAYED = "replayed:"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    monitor, rollout = cfg.monitor, cfg.serve.rollout
+    monitor = cfg.monitor
     check_monitor(monitor)
-    check_ranges("serve.rollout", rollout)
+    check_ranges("serve.rollout", cfg.serve.rollout)
     registry = Registry(cfg.serve.model_store)
     candidate = load_version(registry, cfg.serve.model_name, candidate_version(cfg))
     traffic, source = answered_requests(monitor, candidate)
     traffic = traffic.join(score(candidate, traffic).add_prefix(REPLAYED))
     labels = read_labels(monitor.labels, candidate.spec["task"]) if monitor.labels else None
-    thresholds = Thresholds(
-        rollout.min_agreement,
-        rollout.max_estimated_drop,
-        cfg.gate.max_regression,
-        monitor.min_samples,
-        DriftSettings.from_monitor(monitor),
+    comparison = Comparison(
+        candidate, version_calibrations(cfg, registry, candidate, traffic), thresholds(cfg), labels
     )
-    calibrations = version_calibrations(cfg, registry, candidate, traffic)
-
-    def compared(records: pd.DataFrame) -> dict[str, Any]:
-        production, replayed = answers(records, candidate, calibrations)
-        return compare(candidate.spec["task"], production, replayed, thresholds, records.get("id"), labels)
-
     windows = time_windows(traffic, monitor.window_duration, monitor.windows, window_end(monitor))
-    reports = [{"window": span(window.start, window.end), **compared(window.records)} for window in windows]
-    outcome, exit_code, message = verdict(reports, monitor.min_samples)
-    report = {
-        "format": REPORT_FORMAT,
-        "created_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-        "model": candidate.model,
-        "candidate": candidate.version,
-        "production": dict(Counter(traffic["version"].astype(str))) if "version" in traffic else {},
-        "source": source,
-        "verdict": outcome,
-        "exit_code": exit_code,
-        "message": message,
-        "thresholds": {
-            "serve.rollout.min_agreement": rollout.min_agreement,
-            "serve.rollout.max_estimated_drop": rollout.max_estimated_drop,
-            "gate.max_regression": cfg.gate.max_regression,
-            "monitor.min_samples": monitor.min_samples,
-        },
-        "calibration": {
-            side: calibration["method"] for side, calibration in calibrations.items() if calibration
-        },
-        "overall": compared(traffic),
-        "windows": reports,
-    }
+    compared = [
+        {"window": {"start": stamp(window.start), "end": stamp(window.end)}, **comparison.of(window.records)}
+        for window in windows
+    ]
+    report = replay_report(cfg, comparison, traffic, source, compared)
     directory = rollout_reports(cfg.paths.reports_dir, candidate.version)
     write_json(directory / REPLAY_REPORT, report)
     write_text(directory / REPLAY_PAGE, render_replay_html(report))
     numbers = event_numbers(report)
     registry.record_event(candidate.model, candidate.version, "replay", **numbers, report=str(directory))
     return {**numbers, "model": candidate.model, "version": candidate.version, "report": str(directory)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate's answers to logged requests against production's, with the calibrations,
+    thresholds and delayed labels that every window shares."""
+
+    candidate: ArchivedVersion
+    calibrations: dict[str, dict[str, Any] | None]
+    thresholds: Thresholds
+    labels: pd.DataFrame | None
+
+    def of(self, records: pd.DataFrame) -> dict[str, Any]:
+        production, replayed = answers(records, self.candidate, self.calibrations)
+        task = self.candidate.spec["task"]
+        return compare(task, production, replayed, self.thresholds, records.get("id"), self.labels)
+
+
+def thresholds(cfg: DictConfig) -> Thresholds:
+    rollout, monitor = cfg.serve.rollout, cfg.monitor
+    return Thresholds(
+        rollout.min_agreement,
+        rollout.max_estimated_drop,
+        cfg.gate.max_regression,
+        monitor.min_samples,
+        DriftSettings.from_monitor(monitor),
+    )
+
+
+def replay_report(
+    cfg: DictConfig, comparison: Comparison, traffic: pd.DataFrame, source: str, windows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """replay.json: the verdict over the windows, each window's comparison and that of all of them."""
+    outcome, exit_code, message = verdict(windows, cfg.monitor.min_samples)
+    settings = comparison.thresholds
+    return {
+        "format": REPORT_FORMAT,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        "model": comparison.candidate.model,
+        "candidate": comparison.candidate.version,
+        "production": dict(Counter(traffic["version"].astype(str))) if "version" in traffic else {},
+        "source": source,
+        "verdict": outcome,
+        "exit_code": exit_code,
+        "message": message,
+        "thresholds": {
+            "serve.rollout.min_agreement": settings.min_agreement,
+            "serve.rollout.max_estimated_drop": settings.max_estimated_drop,
+            "gate.max_regression": settings.max_regression,
+            "monitor.min_samples": settings.min_samples,
+        },
+        "calibration": {side: fitted["method"] for side, fitted in comparison.calibrations.items() if fitted},
+        "overall": comparison.of(traffic),
+        "windows": windows,
+    }
 
 
 def candidate_version(cfg: DictConfig) -> str:
@@ -174,13 +201,6 @@ def answers(
         records[REPLAYED + "prediction"].to_numpy(object), probabilities(REPLAYED), calibrations["candidate"]
     )
     return production, replayed
-
-
-def span(start: pd.Timestamp | None, end: pd.Timestamp | None) -> dict[str, str | None]:
-    return {
-        name: None if stamp is None or pd.isna(stamp) else stamp.isoformat()
-        for name, stamp in (("start", start), ("end", end))
-    }
 
 
 def event_numbers(report: dict[str, Any]) -> dict[str, Any]:
