@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from forgeml.cli import main
+from forgeml.config import check_ranges
+from forgeml.errors import ForgeError
 from forgeml.report import show
 
 
@@ -39,3 +42,9 @@ def test_history_shows_a_replay_with_its_verdict_and_agreement(monkeypatch):
     line = console.export_text().splitlines()[1]
     assert "replay v2: refused: window 1: agreement with production 0.638" in line
     assert "(569 requests, agreement 0.638)" in line
+
+
+def test_a_rollout_threshold_out_of_range_names_its_key(make_config):
+    cfg = make_config("serve.rollout.min_agreement=1.5")
+    with pytest.raises(ForgeError, match=r"serve\.rollout\.min_agreement=1\.5 must lie between 0 and 1"):
+        check_ranges("serve.rollout", cfg.serve.rollout)
