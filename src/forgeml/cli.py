@@ -44,12 +44,15 @@ STAGES = {
     "history": "every deploy, rollback and alert: time, version, gate numbers, cause, user and host",
     "predict": "batch predictions: predict input=<csv|parquet> output=<csv|parquet>",
     "monitor": "drift of the inference log vs the training data; exit 3 = drift, 4 = too few rows",
+    "replay": "VERSION answers the logged traffic, against production: exit 3 = refused, 4 = too few rows",
     "watch": "judge each monitor.window_duration window once and run its alerts' actions (--once: one check)",
     "rollout": "VERSION [--shadow] [--no-wait] | --status | --promote | --abort: live traffic decides",
     "doctor": "can this machine package and serve? torch, archiver, TorchServe, Java, ports: exit 1 if not",
 }
 # stages that take an action first (`forgeml serve start k=v`): the action names the function
 ACTIONS = {"serve": ("start", "stop", "status", "restart", "example", "rotate", "configure")}
+# stages whose first argument, unless an override or a flag, is the value of a key
+POSITIONAL = {"replay": "candidate", "rollout": "candidate"}
 # command-line flags that stand for an override
 FLAGS = {
     "--force": "gate.force=true",
@@ -60,8 +63,6 @@ FLAGS = {
     "--promote": "serve.rollout.action=promote",
     "--abort": "serve.rollout.action=abort",
 }
-# stages whose first argument, when it is no override, is a value: `forgeml rollout v2`
-POSITIONAL = {"rollout": "serve.rollout.candidate"}
 # stages that only read the config: no run directory, no log file
 QUIET_STAGES = {
     "compose": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stage, args = f"{stage} {args[0]}", args[1:]
     if stage in POSITIONAL and args and "=" not in args[0] and not args[0].startswith("-"):
-        args = [f"{POSITIONAL[stage]}={args[0]}", *args[1:]]
+        if "'" in args[0] or "\\" in args[0]:
+            return report_error(
+                stage, ForgeError(f"{args[0]!r}: a {POSITIONAL[stage]} has no quote or backslash")
+            )
+        # quoted: a version such as 1e5 or 007 stays the text it is
+        args = [f"{POSITIONAL[stage]}='{args[0]}'", *args[1:]]
     args = [FLAGS.get(arg, arg) for arg in args]
     as_json = "--json" in args
     args = [arg for arg in args if arg != "--json"]

@@ -448,6 +448,13 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "log_max_bytes": POSITIVE,
         "log_backups": (lambda value: value >= 1, "must be at least 1"),
     },
+    "serve.rollout": {
+        "min_requests": NON_NEGATIVE,
+        "min_minutes": NON_NEGATIVE,
+        "shadow_fraction": SHARE,
+        "min_agreement": SHARE,
+        "max_estimated_drop": NON_NEGATIVE,
+    },
     "trainer": {"threads": NON_NEGATIVE},
 }
 # the drift tests that apply to each kind of feature (monitoring/drift.py runs them)
@@ -528,8 +535,8 @@ def check_rollout(rollout: Any) -> None:
         raise ForgeError(f"serve.rollout.steps={list(rollout.steps)}: the percentages rise and end at 100")
     if rollout.min_requests < 1 or rollout.min_minutes < 0:
         raise ForgeError("serve.rollout.min_requests must be at least 1 and min_minutes at least 0")
-    if not 0 < rollout.shadow_fraction <= 1 or not 0 <= rollout.min_agreement <= 1:
-        raise ForgeError("serve.rollout.shadow_fraction must lie in (0, 1] and min_agreement in [0, 1]")
+    if not 0 < rollout.shadow_fraction <= 1:
+        raise ForgeError("serve.rollout.shadow_fraction must lie in (0, 1]")
 
 
 def check_column_test(name: str, column: Any) -> None:
@@ -596,7 +603,8 @@ def check_scheduler(scheduler: Any) -> None:
 
 @dataclass
 class RolloutConfig:
-    """`forgeml rollout VERSION`: the steps live traffic walks and what each must show."""
+    """How a candidate version earns live traffic: replay on logged traffic, a shadow step, then
+    canary steps (`forgeml replay VERSION`, `forgeml rollout VERSION`)."""
 
     # "shadow" (the candidate answers a copy, never the client) or a percentage of live traffic
     steps: list[Any] = field(default_factory=lambda: ["shadow", 5, 25, 50, 100])
@@ -604,16 +612,18 @@ class RolloutConfig:
     min_minutes: float = 10.0  # per step
     shadow_fraction: float = 1.0  # share of requests mirrored during the shadow step
     sticky_field: str = "id"  # routing key: one caller sees one version
-    # a step fails when the candidate: errs (5xx) on more than this share of its requests,
+    # a rollout step fails when the candidate: errs (5xx) on more than this share of its requests,
     max_error_rate: float = 0.001
     # rejects (400) a larger share than production by more than this,
     max_rejection_increase: float = 0.001
-    # answers with a p99 latency above this multiple of production's,
+    # answers with a p99 latency above this multiple of production's
     max_latency_ratio: float = 2.0
-    # or, in the shadow step, agrees with production on fewer answers than this
-    min_agreement: float = 0.95
-    # the command: the candidate (`forgeml rollout VERSION`), what to do, whether to wait
-    candidate: str | None = None
+    # replay and the shadow step refuse a candidate that answers like production on fewer than
+    # this share of the requests (classification); replay also one whose estimated (CBPE)
+    # accuracy is more than max_estimated_drop below production's; null: that check off
+    min_agreement: float | None = 0.9
+    max_estimated_drop: float | None = 0.02
+    # the command `forgeml rollout [VERSION]` (the version: the root key `candidate`)
     action: str = "start"  # start | status | promote | abort
     wait: bool = True
     shadow_only: bool = False  # `--shadow`: stop after the shadow step
@@ -720,6 +730,8 @@ class ForgeConfig:
     # `forgeml predict input=... output=...`: the table to score and where to write it
     input: str | None = None
     output: str | None = None
+    # `forgeml replay VERSION`: the registered version tried against production's answers
+    candidate: str | None = None
 
 
 # (group, name, schema) for ConfigStore; group files extend them with `/schema/<group>/<name>@_here_`

@@ -7,9 +7,9 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 # bad usage, configuration or input: the message names what to change
 EXIT_USAGE = 2
-# `monitor`: drift or decay found
+# `monitor`: drift or decay found; `replay`: the candidate is refused
 EXIT_DRIFT = 3
-# `monitor`: too few rows to judge
+# `monitor`, `replay`: too few rows to judge
 EXIT_INSUFFICIENT_DATA = 4
 
 

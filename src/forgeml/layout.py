@@ -9,6 +9,7 @@
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
     monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html,
                 monitoring/{windows,feature_drift}.csv
+    replay   -> <paths.reports_dir>/rollout/<version>/replay.json, replay.html
 
 The directories come from the config; the names inside them are fixed here. Stages import these
 names instead of spelling paths, and a test holds `stage_outputs` equal to dvc.yaml's outs.
@@ -46,6 +47,11 @@ MONITORING_PAGE = "monitoring.html"
 MONITORING_TABLES = "monitoring"
 WINDOWS_TABLE = "windows.csv"
 FEATURE_DRIFT_TABLE = "feature_drift.csv"
+# `forgeml replay VERSION`: a candidate's answers to the logged traffic against production's,
+# under ROLLOUT_REPORTS/<version>/
+ROLLOUT_REPORTS = "rollout"
+REPLAY_REPORT = "replay.json"
+REPLAY_PAGE = "replay.html"
 # `forgeml watch`, beside the monitor's reports: the last window judged, undelivered webhooks
 WATCH_STATE = "watch_state.json"
 WEBHOOK_OUTBOX = "webhook_outbox.json"
@@ -67,6 +73,11 @@ def figure_file(reports_dir: str | Path, figure: str) -> Path:
 def monitoring_table(reports_dir: str | Path, name: str) -> Path:
     """A per-window table of `forgeml monitor`: WINDOWS_TABLE or FEATURE_DRIFT_TABLE."""
     return Path(reports_dir) / MONITORING_TABLES / name
+
+
+def rollout_reports(reports_dir: str | Path, version: str) -> Path:
+    """Where the evidence on a candidate version goes: REPLAY_REPORT, REPLAY_PAGE."""
+    return Path(reports_dir) / ROLLOUT_REPORTS / version
 
 
 def archive_file(model_store: str | Path, model_name: str) -> Path:

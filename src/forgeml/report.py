@@ -108,9 +108,22 @@ def gate(stage: str, result: dict[str, Any], out: Console) -> None:
               f"{result.get('version')}: {result.get('summary')}")  # fmt: skip
 
 
+def replayed(stage: str, result: dict[str, Any], out: Console) -> None:
+    """The verdict first, with the numbers over every replayed request, then the report."""
+    colour = {"passed": "bold green", "refused": "bold red"}.get(result["verdict"], "bold yellow")
+    out.print(
+        f"[{colour}]{result['verdict']}[/] (exit {result['exit_code']}): {result['message']}", markup=True
+    )
+    out.print(
+        f"{result['requests']} requests replayed through {result['model']} {result['version']}; agreement "
+        f"{cell(result['agreement'])}, estimated accuracy drop {cell(result['estimated_accuracy_drop'])}"
+    )
+    out.print(f"report: {result['report']}")
+
+
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every deploy, rollback and alert, oldest first, one line each: when, what, the gate's
-    numbers or the alert's outcome, why (an alert's cause), who and where."""
+    """Every deploy, rollback, alert and replay, oldest first, one line each: when, what, the
+    gate's numbers, the alert's outcome or the replay's verdict, why (an alert's cause), who and where."""
     out.print(f"[bold]deployments recorded in {result['registry']}[/]")
     for event in result["events"]:
         forced = " [bold red]FORCED[/]" if event.get("forced") else ""
@@ -129,6 +142,9 @@ def gate_numbers(event: dict[str, Any]) -> str:
         return f"back from {event.get('replaced', '?')}"
     if event["action"] == "alert":
         return f"{event.get('alert_action', '?')}: {event.get('outcome', '?')}"
+    if event["action"] == "replay":
+        agreement = cell(event.get("agreement"))
+        return f"{event.get('message', '?')} ({event.get('requests', '?')} requests, agreement {agreement})"
     return f"{event.get('gate', '?')}; {summary(event.get('metrics'))}"
 
 
@@ -169,6 +185,7 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "package": package,
     "monitor": drift,
     "gate": gate,
+    "replay": replayed,
     "history": history,
     "watch": watched,
     "serve example": request_example,

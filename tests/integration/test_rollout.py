@@ -57,7 +57,7 @@ def candidate(live: DictConfig, version: str, tmp_path: Path, **serve_settings: 
     cfg = copy.deepcopy(live)
     cfg.serve.version = version
     cfg.serve.merge_with(serve_settings)
-    cfg.serve.rollout.candidate = version
+    cfg.candidate = version
     return cfg
 
 

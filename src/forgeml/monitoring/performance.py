@@ -77,13 +77,18 @@ def calibrated(calibration: dict[str, Any], probabilities: np.ndarray) -> np.nda
 
 
 def estimate_classification(
-    probabilities: np.ndarray, calibration: dict[str, Any], seed: int = 0
+    probabilities: np.ndarray,
+    calibration: dict[str, Any],
+    seed: int = 0,
+    predicted: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Estimated accuracy and macro F1 of rows the model scored with `probabilities`, each with
     its band (lower, upper). A row counts as predicted what the model served: the most probable
-    class, or by the binary decision threshold stored with the calibration (`decision`)."""
+    class, or by the binary decision threshold stored with the calibration (`decision`), unless
+    `predicted` gives each row's class index (the answer a version actually gave)."""
     p = calibrated(calibration, probabilities)
-    predicted = predicted_classes(probabilities, calibration.get("decision"))
+    if predicted is None:
+        predicted = predicted_classes(probabilities, calibration.get("decision"))
     classes = p.shape[1]
     expected = np.zeros((classes, classes))
     draws = np.zeros((BAND_DRAWS, classes, classes))
@@ -107,6 +112,20 @@ def estimate_classification(
         "accuracy_band": band(float(accuracy[0]), draw_accuracy, fitted_on),
         "f1_macro": float(f1[0]),
         "f1_macro_band": band(float(f1[0]), draw_f1, fitted_on),
+    }
+
+
+def uncalibrated(labels: list[Any]) -> dict[str, Any]:
+    """A calibration that takes a model's probabilities as they are, for a model `evaluate` fitted
+    none for: fitted on no rows, so its band spans what a single row could."""
+    names = [str(label) for label in labels]
+    classes = names[1:] if len(names) == 2 else names
+    return {
+        "format": CALIBRATION_FORMAT,
+        "method": "none",
+        "labels": names,
+        "rows": 0,
+        "curves": {name: {"x": [0.0, 1.0], "y": [0.0, 1.0]} for name in classes},
     }
 
 

@@ -76,14 +76,16 @@ def promotion_gate(
     thresholds: Mapping[str, float],
     max_regression: float,
     min_class_recall: float | Mapping[str, float] | None = None,
+    baseline: str = "the deployed",
 ) -> GateDecision:
+    """`baseline`: how a reason names the version `deployed` holds the metrics of."""
     if not candidate:
         return GateDecision(passed=False, reasons=[NOT_EVALUATED])
     reasons = [_threshold_miss(candidate, metric, bound) for metric, bound in thresholds.items()]
     reasons += _class_recall_misses(candidate, min_class_recall)
     if deployed:
         reasons += [
-            _regression(metric, candidate[metric], deployed[metric], max_regression)
+            _regression(metric, candidate[metric], deployed[metric], max_regression, baseline)
             for metric in sorted(set(candidate) & set(deployed))
             if metric.count("/") == 1
         ]
@@ -146,12 +148,14 @@ def _class_recall_misses(
     return reasons
 
 
-def _regression(metric: str, value: float, deployed: float, max_regression: float) -> str | None:
+def _regression(
+    metric: str, value: float, deployed: float, max_regression: float, baseline: str
+) -> str | None:
     worse_by = (value - deployed) if lower_is_better(metric) else (deployed - value)
     allowed = max_regression * max(abs(deployed), 1e-12)
     if worse_by > allowed:
         return (
-            f"{metric} {value:.4f} is worse than the deployed {deployed:.4f} by {worse_by:.4f} "
+            f"{metric} {value:.4f} is worse than {baseline} {deployed:.4f} by {worse_by:.4f} "
             f"(allowed: {max_regression:.0%} = {allowed:.4f})"
         )
     return None

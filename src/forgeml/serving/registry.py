@@ -36,9 +36,10 @@ from forgeml.layout import SPLITS, split_file
 FORMAT = "forgeml.registry/1"
 REGISTRY_FILE = "registry.json"
 VERSIONS_DIR = ".versions"
-# "alert": what an alert action of `forgeml watch` did without changing what serves; "rollout":
-# a step of a rollout (rollout.py) and its verdict
-ACTIONS = ("deploy", "rollback", "alert", "rollout")
+# "alert": what an alert action of `forgeml watch` did without changing what serves; "replay":
+# a version's verdict on logged traffic (`forgeml replay`), which changes nothing either;
+# "rollout": a step of a rollout (rollout.py) and its verdict
+ACTIONS = ("deploy", "rollback", "alert", "replay", "rollout")
 # the events that change what serves
 SWITCHES = ("deploy", "rollback")
 
@@ -76,6 +77,20 @@ class Registry:
 
     def archive_copy(self, name: str, version: str) -> Path:
         return self.path.parent.resolve() / VERSIONS_DIR / name / f"{version}.mar"
+
+    def verified_archive(self, name: str, version: str) -> Path:
+        """The registry's copy of `version`'s archive, checked to be the archive that was
+        packaged (its sha256 is the registry's)."""
+        entry = self.version(name, version)
+        source = self.archive_copy(name, version)
+        if not source.is_file():
+            raise ForgeError(f"{name} {version}: the registry's copy of its archive ({source}) is missing")
+        if sha256_of(source) != entry["sha256"]:
+            raise ForgeError(
+                f"{name} {version}: {source} is not the archive that was packaged (its sha256 differs "
+                "from the registry's); package that version again"
+            )
+        return source
 
     def load(self) -> dict[str, Any]:
         """The registry, validated; RegistryError when the file is damaged."""
@@ -143,8 +158,8 @@ class Registry:
         return entry
 
     def record_event(self, name: str, version: str, action: str, **details: Any) -> None:
-        """Log a deploy, rollback or alert, with who ran it where: the registry traces which
-        version served when, and why (an alert's `cause`)."""
+        """Log a deploy, rollback, alert or replay, with who ran it where: the registry traces
+        which version served when, and why (an alert's `cause`, a replay's numbers)."""
         self.version(name, version)
         event = {"version": version, "action": action, "at": _now(), **details}
         event |= {"user": _user(), "host": socket.gethostname()}

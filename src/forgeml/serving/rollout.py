@@ -98,7 +98,7 @@ def problems(candidate: dict[str, Any], production: dict[str, Any], settings: An
             f"{production_latency:.1f} ms (serve.rollout.max_latency_ratio)"
         )
     agreement = candidate.get("agreement")
-    if agreement is not None and agreement < settings.min_agreement:
+    if agreement is not None and settings.min_agreement is not None and agreement < settings.min_agreement:
         found.append(
             f"agrees with production on {agreement:.3f} of answers "
             f"< serve.rollout.min_agreement={settings.min_agreement}"

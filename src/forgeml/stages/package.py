@@ -70,6 +70,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             {
                 "version": version,
                 "config_hash": manifest["config_hash"],
+                # which calibration (reports/calibration.json) is this version's: replay's CBPE
+                "model_hash": manifest.get("model_hash"),
                 "data_hash": data_hash(cfg.paths.processed_dir),
                 "metrics": test_metrics(Path(cfg.paths.reports_dir), manifest["config_hash"]),
                 "archive": str(archive),

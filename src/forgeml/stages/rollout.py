@@ -34,29 +34,28 @@ def run(cfg: DictConfig, given: Iterable[str] = ()) -> dict[str, Any]:
     check_rollout(settings)
     registry = Registry(cfg.serve.model_store)
     registry.load()
-    rollout = Rollout(running_server(cfg.serve, given), registry, cfg.serve.model_name, settings)
+    model = cfg.serve.model_name
+    rollout = Rollout(running_server(cfg.serve, given), registry, model, settings)
     if settings.action == "status":
         return {"rollout": rollout.current(), "numbers": rollout.numbers() if rollout.current() else None}
     if settings.action == "abort":
         return {**rollout.abort("aborted by request (forgeml rollout --abort)"), "exit_code": EXIT_DRIFT}
     if settings.action == "promote":
-        return rollout.promote(gate=f"promoted by request at step {rollout.current()['step']}")
-    if not settings.candidate:
+        return rollout.promote(gate="promoted by request (forgeml rollout --promote)")
+    candidate = cfg.candidate
+    if not candidate:
         raise ForgeError("name the version to roll out: forgeml rollout VERSION (see `forgeml models`)")
     if not rollout.current():
-        rollout.begin(
-            settings.candidate, **gate(cfg, registry, cfg.serve.model_name, settings.candidate, live=False)
-        )
+        rollout.begin(candidate, **gate(cfg, registry, model, candidate, live=False))
     return walk(
         rollout,
         settings,
-        lambda: missing_evidence(
-            registry.events(cfg.serve.model_name), settings.candidate, list(cfg.gate.require)
-        ),
+        candidate,
+        lambda: missing_evidence(registry.events(model), candidate, list(cfg.gate.require)),
     )
 
 
-def walk(rollout: Rollout, settings: Any, missing: Callable[[], list[str]]) -> dict[str, Any]:
+def walk(rollout: Rollout, settings: Any, candidate: str, missing: Callable[[], list[str]]) -> dict[str, Any]:
     """Through the steps, each judged; once the last passed, the candidate is promoted if it has
     the live evidence `gate.require` asks for (`missing` says what it lacks)."""
     steps = [SHADOW] if settings.shadow_only else list(settings.steps)
@@ -68,10 +67,10 @@ def walk(rollout: Rollout, settings: Any, missing: Callable[[], list[str]]) -> d
             aborted = rollout.abort(f"{verdict.step}: {verdict.summary()}")
             return {**aborted, "steps": passed, "exit_code": EXIT_DRIFT}
         if not settings.wait:
-            return {"candidate": settings.candidate, "steps": passed, "waiting_at": verdict.step}
+            return {"candidate": candidate, "steps": passed, "waiting_at": verdict.step}
     if settings.shadow_only:
         rollout.abort("shadow step passed; --shadow stops there")
-        return {"candidate": settings.candidate, "steps": passed, "exit_code": EXIT_OK}
+        return {"candidate": candidate, "steps": passed, "exit_code": EXIT_OK}
     if missing():
         aborted = rollout.abort("; ".join(missing()))
         return {**aborted, "steps": passed, "exit_code": EXIT_DRIFT}
