@@ -565,6 +565,31 @@ def check_scheduler(scheduler: Any) -> None:
 
 
 @dataclass
+class RolloutConfig:
+    """`forgeml rollout VERSION`: the steps live traffic walks and what each must show."""
+
+    # "shadow" (the candidate answers a copy, never the client) or a percentage of live traffic
+    steps: list[Any] = field(default_factory=lambda: ["shadow", 5, 25, 50, 100])
+    min_requests: int = 500  # per step, answered by the candidate (shadow: mirrored)
+    min_minutes: float = 10.0  # per step
+    shadow_fraction: float = 1.0  # share of requests mirrored during the shadow step
+    sticky_field: str = "id"  # routing key: one caller sees one version
+    # a step fails when the candidate: errs (5xx) on more than this share of its requests,
+    max_error_rate: float = 0.001
+    # rejects (400) a larger share than production by more than this,
+    max_rejection_increase: float = 0.001
+    # answers with a p99 latency above this multiple of production's,
+    max_latency_ratio: float = 2.0
+    # or, in the shadow step, agrees with production on fewer answers than this
+    min_agreement: float = 0.95
+    # the command: the candidate (`forgeml rollout VERSION`), what to do, whether to wait
+    candidate: str | None = None
+    action: str = "start"  # start | status | promote | abort
+    wait: bool = True
+    shadow_only: bool = False  # `--shadow`: stop after the shadow step
+
+
+@dataclass
 class ServeConfig:
     """TorchServe: archive contents (batching, workers) and the local server (ports, security)."""
 
@@ -600,6 +625,7 @@ class ServeConfig:
     # TorchServe's logs (runtime_dir/logs) rotate at this size, keeping log_backups old files
     log_max_bytes: int = 10485760
     log_backups: int = 5
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 @dataclass
