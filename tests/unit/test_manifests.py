@@ -1,6 +1,7 @@
 """serve/Dockerfile and serve/k8s/ (shipped as templates; `forgeml init` writes them into a
 project) agree with each other and with the `serve` config: the same
-archive, the same ports, and resources the autoscaler can work with. Parsed, not deployed."""
+archive, the same ports, resources the autoscaler can work with, and one InferenceService per
+percentage step of serve.rollout.steps. Parsed, not deployed."""
 
 from __future__ import annotations
 
