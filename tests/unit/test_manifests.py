@@ -193,3 +193,7 @@ def test_a_step_kserve_cannot_split_is_refused_naming_it(tmp_path, step):
 
     with pytest.raises(ForgeError, match=r"serve.rollout.steps\[1\] is .*'shadow' or a whole percentage"):
         rollout(tmp_path, f"serve.rollout.steps=[shadow,{step},100]")
+
+
+def test_a_shadow_only_rollout_has_no_kserve_manifest(tmp_path):
+    assert rollout(tmp_path, "serve.rollout.steps=[shadow]") == {}

@@ -51,6 +51,8 @@ def rollout_manifests(
     (the text of the project's manifest) with that share of traffic on its latest revision."""
     service = yaml.safe_load(inference_service)
     walk = percentage_steps(steps)
+    if not walk:
+        return {}
     files = [rollout_manifest(kubernetes_dir, position, percent) for position, percent in walk]
     guide = walkthrough(list(steps), files, kubernetes_dir)
     return {
@@ -85,11 +87,10 @@ def step_heading(position: int, percent: int, steps: Sequence[Any]) -> str:
 def walkthrough(steps: list[Any], files: list[Path], kubernetes_dir: str | Path) -> str:
     """How to walk the steps, the same in every step's file."""
     main = Path(kubernetes_dir) / INFERENCE_SERVICE
-    first = files[-1].name if files else "the last step's file"
     paragraphs = [
         f"Written by forgeml from {main}: the same service, model and image, run Serverless: KServe "
         "splits traffic only in that mode, and a service keeps the mode it was created with, so "
-        f"create it from {first} (Knative scales it between minReplicas and maxReplicas), not from "
+        f"create it from {files[-1].name} (Knative scales it between minReplicas and maxReplicas), not from "
         f"{main.name} (RawDeployment, scaled by hpa.yaml).",
         "To roll a candidate out, set storageUri (or image) to the candidate's in every step's file "
         "(a changed spec makes a new revision), then apply the files in order, each once the "
