@@ -55,6 +55,11 @@ REPLAY_PAGE = "replay.html"
 # `forgeml watch`, beside the monitor's reports: the last window judged, undelivered webhooks
 WATCH_STATE = "watch_state.json"
 WEBHOOK_OUTBOX = "webhook_outbox.json"
+# a project's Kubernetes manifests (`forgeml init` writes them): KServe's InferenceService and,
+# under ROLLOUT_MANIFESTS, the same service for each percentage step of serve.rollout.steps
+KUBERNETES_DIR = "serve/k8s"
+INFERENCE_SERVICE = "inferenceservice.yaml"
+ROLLOUT_MANIFESTS = "rollout"
 
 
 def split_file(processed_dir: str | Path, split: str) -> Path:
@@ -82,6 +87,12 @@ def rollout_reports(reports_dir: str | Path, version: str) -> Path:
 
 def archive_file(model_store: str | Path, model_name: str) -> Path:
     return Path(model_store) / f"{model_name}.mar"
+
+
+def rollout_manifest(kubernetes_dir: str | Path, position: int, percent: int) -> Path:
+    """The InferenceService of step `position` (1-based, in serve.rollout.steps) sending `percent`
+    of live traffic to the candidate."""
+    return Path(kubernetes_dir) / ROLLOUT_MANIFESTS / f"step-{position}-{percent}.yaml"
 
 
 def stage_outputs(cfg: Any) -> dict[str, list[Path]]:

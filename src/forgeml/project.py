@@ -5,10 +5,11 @@ files: conf/config.yaml (its choices on top of forgeml's shipped defaults), conf
 and data/raw/<file> when --data is given, params.yaml composed, dvc.yaml (prepare -> train ->
 evaluate -> package -> monitor, depending on the project's data, params and src/, never on
 forgeml's source), src/ for its own code, serve/ (Dockerfile, KServe and HPA manifests for this
-model), .gitignore, .dvcignore, a CI workflow and a README, all in a first commit, so that
-`cd DIR && dvc repro` trains, evaluates and packages, and `dvc exp run -S ...` works at once. With
---data it also shows the data at a glance: rows, inferred column types, task and classes, rows
-without a target (which `prepare` refuses unless `data.on_missing_target=drop`), constant columns.
+model, and the InferenceService of each percentage step of serve.rollout.steps), .gitignore,
+.dvcignore, a CI workflow and a README, all in a first commit, so that `cd DIR && dvc repro`
+trains, evaluates and packages, and `dvc exp run -S ...` works at once. With --data it also shows
+the data at a glance: rows, inferred column types, task and classes, rows without a target (which
+`prepare` refuses unless `data.on_missing_target=drop`), constant columns.
 
 Everything is checked before anything is written (DIR empty, the data file there, the target one
 of its columns: else exit 2), and the project is built in a temporary directory beside DIR that
@@ -28,9 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from forgeml import __version__
 from forgeml.errors import ForgeError
 from forgeml.io import current_umask, quiet_logger
+from forgeml.layout import INFERENCE_SERVICE, KUBERNETES_DIR
+from forgeml.serving.kserve import rollout_manifests
 
 TEMPLATES = Path(__file__).with_name("templates")
 # the serving templates are this repository's own example project's files, for this model name
@@ -165,10 +170,14 @@ def write_project(root: Path, plan: Plan) -> None:
     if plan.data:
         shutil.copyfile(plan.data, root / "data" / "raw" / plan.data.name)
         write(root / "conf" / "data" / f"{plan.name}.yaml", data_config(plan))
-    for path, text in serving_files(plan.name).items():
+    serving = serving_files(plan.name)
+    for path, text in serving.items():
         write(root / path, text)
     init_repositories(root)
-    compose_params(root)
+    cfg = compose_params(root)
+    inference_service = serving[f"{KUBERNETES_DIR}/{INFERENCE_SERVICE}"]
+    for path, text in rollout_manifests(inference_service, cfg.serve.rollout.steps).items():
+        write(root / path, text)
     first_commit(root)
 
 
@@ -249,14 +258,17 @@ def git(root: Path, *arguments: str, check: bool = True) -> subprocess.Completed
         raise ForgeError(f"git {command} failed: {getattr(error, 'stderr', None) or error}") from error
 
 
-def compose_params(root: Path) -> None:
-    """params.yaml: the project's conf/ over forgeml's defaults, resolved (`forgeml compose`)."""
+def compose_params(root: Path) -> DictConfig:
+    """params.yaml: the project's conf/ over forgeml's defaults, resolved (`forgeml compose`);
+    returns the composed config."""
     from hydra import compose, initialize_config_dir
 
     from forgeml.stages import compose as compose_stage
 
     with initialize_config_dir(str(root / "conf"), version_base="1.3"):
-        compose_stage.run(compose("config"), output=str(root / compose_stage.PARAMS_FILE))
+        cfg = compose("config")
+    compose_stage.run(cfg, output=str(root / compose_stage.PARAMS_FILE))
+    return cfg
 
 
 def next_commands(plan: Plan) -> list[str]:

@@ -18,7 +18,8 @@ from tests.helpers.config import PROJECT_ROOT
 EXAMPLE_FILES = [
     "conf/config.yaml", "dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", "serve/Dockerfile",
     "serve/k8s/config.properties", "serve/k8s/metrics.yaml", "serve/k8s/inferenceservice.yaml",
-    "serve/k8s/hpa.yaml",
+    "serve/k8s/hpa.yaml", "serve/k8s/rollout/step-2-5.yaml", "serve/k8s/rollout/step-3-25.yaml",
+    "serve/k8s/rollout/step-4-50.yaml", "serve/k8s/rollout/step-5-100.yaml",
 ]  # fmt: skip
 
 
