@@ -43,7 +43,7 @@ def contract_of(frame: pd.DataFrame, target: str = "label") -> dict:
     checked, schema = check_table(frame, target)
     preprocessor = fit_preprocessor(checked, schema)
     train, signals = with_signals(checked, preprocessor)
-    return data_contract(preprocessor, build_profile(train, replace(schema, features=signals)))
+    return data_contract("csv", preprocessor, build_profile(train, replace(schema, features=signals)))
 
 
 def png(width: int, height: int) -> bytes:
@@ -105,6 +105,15 @@ def test_a_changed_kind_is_named():
     assert contract_breaks(contract_of(table()), contract_of(coded)) == [
         "column 'city' was categorical, is now numeric"
     ]
+
+
+def test_a_column_the_config_drops_or_declares_is_a_deliberate_change():
+    coded = table().assign(city=lambda frame: frame["city"].map({"paris": 75.0, "lyon": 69.0}))
+    assert contract_breaks(contract_of(table()), contract_of(coded), chosen={"city"}) == []
+    assert (
+        contract_breaks(contract_of(table()), contract_of(table().drop(columns="city")), chosen={"city"})
+        == []
+    )
 
 
 def test_new_categories_break_the_contract_above_their_tolerated_share():
@@ -179,7 +188,17 @@ def test_accept_takes_a_deliberate_change_and_writes_the_new_contract(make_confi
     prepare.run(cfg)
     written = read_json(split_file(cfg.paths.processed_dir, "train").parent / DATA_CONTRACT)
     assert "city" in written["columns"]
-    assert "accepted a break" in caplog.text and "column 'city' is new" in caplog.text
+    assert "data.contract.accept=true: accepted as a deliberate change" in caplog.text
+    assert "  - column 'city' is new" in caplog.text
+
+
+def test_another_data_set_is_not_held_to_the_models_contract(make_config, tmp_path):
+    """`data=wine` after `data=breast_cancer` is another experiment, not a retrain on new data."""
+    cfg = csv_config(make_config, tmp_path, table().rename(columns={"city": "town"}), "data.name=towns")
+    write_json(f"{cfg.paths.models_dir}/{DATA_CONTRACT}", contract_of(table()))
+    prepare.run(cfg)
+    written = read_json(split_file(cfg.paths.processed_dir, "train").parent / DATA_CONTRACT)
+    assert written["dataset"] == "towns" and "town" in written["columns"]
 
 
 def test_the_serving_versions_contract_comes_before_the_models(make_config, tmp_path):

@@ -5,6 +5,9 @@ it (models/, then the archive, so the registry's copy of each version keeps it).
 `prepare` compares the new contract with the one of the version that serves and refuses the data,
 naming every column that broke beyond the `data.contract` tolerances.
 
+Only new data of the same data set (`data.name`) is held to a contract: `data=wine` after
+`data=breast_cancer` is another experiment, not a retrain.
+
 The contract is read off the train split's fitted preprocessing (columns, their kinds and order)
 and its reference profile (missing rates, category shares, ranges): the same two files that the
 served model's input schema (serving/archive.py) and `forgeml monitor`'s drift reference come
@@ -22,6 +25,7 @@ Pure functions of JSON documents: this module reads and writes no file.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +59,9 @@ class Tolerances:
     missing_rate_rise: float = ContractConfig.missing_rate_rise
 
 
-def data_contract(preprocessor: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
-    """The contract of a prepared train split: its preprocessor.json and reference_profile.json."""
+def data_contract(dataset: str, preprocessor: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """The contract of a prepared train split of `dataset` (`data.name`): its preprocessor.json
+    and reference_profile.json."""
     sketches = profile["features"]
     columns = {
         feature["name"]: column_entry(feature["type"], feature["name"], sketches)
@@ -67,6 +72,7 @@ def data_contract(preprocessor: dict[str, Any], profile: dict[str, Any]) -> dict
     columns[target["name"]] = column_entry(kind, target["name"], {target["name"]: target})
     return {
         "format": FORMAT,
+        "dataset": dataset,
         "rows": profile["rows"],
         "task": profile["task"],
         "target": target["name"],
@@ -95,15 +101,24 @@ def column_entry(kind: str, name: str, sketches: dict[str, Any]) -> dict[str, An
 
 
 def contract_breaks(
-    reference: dict[str, Any], current: dict[str, Any], tolerances: Tolerances = Tolerances()
+    reference: dict[str, Any],
+    current: dict[str, Any],
+    tolerances: Tolerances = Tolerances(),
+    chosen: Collection[str] = (),
 ) -> list[str]:
-    """How `current` breaks `reference`, one line per break naming its column; none: it holds."""
+    """How `current` breaks `reference`, one line per break naming its column; none: it holds.
+    `chosen`: the columns the config drops or declares a kind for (`data.drop`, `data.features`),
+    whose absence or kind is deliberate, not a break."""
     before, after = reference["columns"], current["columns"]
     breaks = [
-        f"column '{name}' is gone (it was {before[name]['type']})" for name in before if name not in after
+        f"column '{name}' is gone (it was {before[name]['type']})"
+        for name in before
+        if name not in after and name not in chosen
     ]
     breaks += [f"column '{name}' is new ({after[name]['type']})" for name in after if name not in before]
     for name in (name for name in before if name in after):
+        if before[name]["type"] != after[name]["type"] and name in chosen:
+            continue
         breaks += column_breaks(name, before[name], after[name], tolerances)
     return breaks
 

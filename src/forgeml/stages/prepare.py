@@ -11,7 +11,8 @@ New data is compared with the contract of the version that serves (the registry 
 `serve.model_store` says which; its archive carries the contract), else with the one of the model
 in models/; a break beyond `data.contract.*` stops the stage before the splits are written (the
 streaming path writes them as it reads), naming every broken column, unless
-`data.contract.accept=true`. A fresh project has nothing to compare with. The reference is not a
+`data.contract.accept=true`. A fresh project, or another data set (`data.name`), has nothing to
+compare with. The reference is not a
 DVC dependency: it decides whether the stage passes, never what it writes.
 """
 
@@ -81,8 +82,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def write_prepared(cfg: DictConfig, preprocessor: dict[str, Any], profile: dict[str, Any]) -> None:
     """Hold the train split's contract to the reference's, then write it, the preprocessing and
     the profile."""
-    contract = data_contract(preprocessor, profile)
-    hold_to_contract(contract, reference_contract(cfg), cfg.data.contract)
+    contract = data_contract(cfg.data.name, preprocessor, profile)
+    hold_to_contract(contract, reference_contract(cfg), cfg.data)
     out = Path(cfg.paths.processed_dir)
     write_json(out / PREPROCESSOR, preprocessor)
     write_json(out / REFERENCE_PROFILE, profile)
@@ -90,24 +91,40 @@ def write_prepared(cfg: DictConfig, preprocessor: dict[str, Any], profile: dict[
 
 
 def hold_to_contract(
-    contract: dict[str, Any], reference: tuple[dict[str, Any], str] | None, settings: DictConfig
+    contract: dict[str, Any], reference: tuple[dict[str, Any], str] | None, data: DictConfig
 ) -> None:
     """Raise ContractBroken listing every break of `reference` ((contract, whose)) beyond the
     tolerances; with `accept`, warn instead."""
     if reference is None:
         log.info("no data contract to compare with yet (nothing serves, no model in models/)")
         return
+    if reference[0].get("dataset") != contract["dataset"]:
+        log.info(
+            "%s was trained on another data set: no contract to hold '%s' to",
+            reference[1],
+            contract["dataset"],
+        )
+        return
+    settings = data.contract
     tolerances = Tolerances(settings.new_category_share, settings.range_widening, settings.missing_rate_rise)
-    breaks = contract_breaks(reference[0], contract, tolerances)
+    breaks = contract_breaks(reference[0], contract, tolerances, chosen_columns(data))
     if not breaks:
         log.info("the data keeps the data contract of %s", reference[1])
     elif not settings.accept:
         raise broken_contract(breaks, reference[1])
     else:
-        for line in breaks:
-            log.warning(
-                "data.contract.accept=true: accepted a break of %s's contract: %s", reference[1], line
-            )
+        log.warning(
+            "data.contract.accept=true: accepted as a deliberate change, the data breaks %d term(s) of "
+            "the data contract of %s:\n%s",
+            len(breaks),
+            reference[1],
+            "\n".join(f"  - {line}" for line in breaks),
+        )
+
+
+def chosen_columns(data: DictConfig) -> set[str]:
+    """The columns whose absence or kind the config decides (`data.drop`, `data.features`)."""
+    return {*data.drop, *(data.features or {})}
 
 
 def reference_contract(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
@@ -122,7 +139,10 @@ def reference_contract(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
         if contract is not None:
             return contract, f"version {version} of '{name}' (serving)"
         log.warning(
-            "version %s of '%s', which serves, carries no data contract: using models/'s", version, name
+            "version %s of '%s', which serves, carries no data contract (packaged before forgeml "
+            "wrote one): holding the data to the contract in models/, if any",
+            version,
+            name,
         )
     current = Path(cfg.paths.models_dir) / DATA_CONTRACT
     if current.is_file():
