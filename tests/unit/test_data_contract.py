@@ -17,11 +17,13 @@ from forgeml.contract import DATA_CONTRACT_FILE
 from forgeml.data.checks import check_table
 from forgeml.data.contract import ContractBroken, Tolerances, broken_contract, contract_breaks, data_contract
 from forgeml.data.preprocessing import fit_preprocessor
+from forgeml.data.transform import MISSING_CATEGORY
 from forgeml.errors import EXIT_USAGE
 from forgeml.io import read_json, write_json
 from forgeml.layout import DATA_CONTRACT, split_file
 from forgeml.monitoring.profile import build_profile
 from forgeml.monitoring.signals import with_signals
+from forgeml.serving.archive import input_schema
 from forgeml.serving.registry import Registry
 from forgeml.stages import prepare
 from tests.helpers.registry import entry
@@ -38,12 +40,18 @@ def table(rows: int = 200, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def contract_of(frame: pd.DataFrame, target: str = "label") -> dict:
-    """The contract `prepare` writes, of `frame` taken whole as the train split."""
+def prepared(frame: pd.DataFrame, target: str = "label") -> tuple[dict, dict]:
+    """The preprocessing and the contract `prepare` writes, of `frame` taken whole as the train split."""
     checked, schema = check_table(frame, target)
     preprocessor = fit_preprocessor(checked, schema)
     train, signals = with_signals(checked, preprocessor)
-    return data_contract("csv", preprocessor, build_profile(train, replace(schema, features=signals)))
+    return preprocessor, data_contract(
+        "csv", preprocessor, build_profile(train, replace(schema, features=signals))
+    )
+
+
+def contract_of(frame: pd.DataFrame, target: str = "label") -> dict:
+    return prepared(frame, target)[1]
 
 
 def png(width: int, height: int) -> bytes:
@@ -86,6 +94,21 @@ def test_the_contract_holds_kinds_categories_ranges_missing_rates_text_length_an
         "missing_rate": 0.0,
         "categories": {"no": 0.5, "yes": 0.5},
     }
+
+
+def test_the_served_input_schema_publishes_the_contracts_columns_kinds_ranges_and_categories():
+    """Both come from the same fit of the train split: the endpoint's input schema and the
+    contract prepare holds new data to describe one table."""
+    frame = table()
+    frame.loc[:4, "city"] = None
+    preprocessor, contract = prepared(frame)
+    schema = {feature["name"]: feature for feature in input_schema(preprocessor, 5)["features"]}
+    columns = {name: column for name, column in contract["columns"].items() if name != contract["target"]}
+    assert {name: feature["type"] for name, feature in schema.items()} == {
+        name: column["type"] for name, column in columns.items()
+    }
+    assert [schema["age"]["min"], schema["age"]["max"]] == columns["age"]["ranges"]["value"]
+    assert set(schema["city"]["categories"]) - {MISSING_CATEGORY} == set(columns["city"]["categories"])
 
 
 def test_data_from_the_same_source_keeps_the_contract():
