@@ -3,7 +3,8 @@
     train v1 -> deploy -> in-distribution traffic -> `forgeml monitor`: no drift
     -> shifted traffic -> drift on exactly the shifted features
     -> the labels arrive -> measured and estimated accuracy next to drift, per time window
-    -> retrain on the new data (`dvc repro` with new raw data) -> gate -> deploy v2 -> rollback
+    -> retrain on the new data (`dvc repro` with new raw data): refused by v1's data contract,
+       then accepted as a deliberate change -> gate -> deploy v2 -> rollback
 
 Run it with `python examples/production_loop.py [--workdir DIR]` (`make demo` does). It creates
 a fresh project with `forgeml init --data patients.csv` (a git + DVC repository of its own, the
@@ -222,6 +223,15 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
 
         echo("\n== 6. retrain on the new data: append the labelled new rows, dvc repro")
         pd.concat([v1_rows, shifted], ignore_index=True).to_csv(workdir / RAW, index=False)
+        # DVC exits 255 when a stage fails: here `prepare`, holding the data to v1's contract
+        refused = space.run("dvc", "repro", ok=(255,))
+        output = refused.stdout + refused.stderr
+        summary["contract"] = output[output.index("the new data breaks") :].splitlines()
+        echo("   " + "\n   ".join(summary["contract"][:4]) + "\n   ...")
+        echo(
+            "   the world moved, the export is not broken: accept it, the new model carries the new contract"
+        )
+        space.forgeml("compose", "data.contract.accept=true")
         space.run("dvc", "repro")
         summary["v2_metrics"] = json.loads((workdir / "reports/metrics.json").read_text())
         echo(f"   v2 test metrics: {summary['v2_metrics']}")

@@ -119,6 +119,23 @@ class ImageConfig:
 
 
 @dataclass
+class ContractConfig:
+    """How far new training data may stray from the data contract of the version that serves (or
+    of the model in models/) before `prepare` refuses it, naming each column (data/contract.py)."""
+
+    # the share of rows a column's categories unseen in the reference may hold
+    new_category_share: float = 0.01
+    # how far a range (numbers, dates, text lengths, image sizes) may reach beyond the reference's,
+    # as a fraction of the reference range's width on either side
+    range_widening: float = 0.5
+    # how much a column's missing rate may rise (0.05: from 2 % to 7 % passes, to 8 % does not)
+    missing_rate_rise: float = 0.05
+    # true: a deliberate change, accepted with a warning naming each break; the new contract then
+    # travels with the model trained on it
+    accept: bool = False
+
+
+@dataclass
 class DataConfig:
     """A tabular source: `source` is a `_target_` call returning a DataFrame."""
 
@@ -143,6 +160,7 @@ class DataConfig:
     datetime_share: float = 0.9
     text: TextConfig = field(default_factory=TextConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    contract: ContractConfig = field(default_factory=ContractConfig)
 
 
 @dataclass
@@ -456,6 +474,11 @@ RANGES: dict[str, dict[str, tuple[Callable[[float], bool], str]]] = {
         "max_estimated_drop": NON_NEGATIVE,
     },
     "trainer": {"threads": NON_NEGATIVE},
+    "data.contract": {
+        "new_category_share": SHARE,
+        "range_widening": NON_NEGATIVE,
+        "missing_rate_rise": SHARE,
+    },
 }
 # the drift tests that apply to each kind of feature (monitoring/drift.py runs them)
 DRIFT_TESTS = {

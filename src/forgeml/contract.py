@@ -16,6 +16,8 @@ PROGRAM_FILE = "model.pt2"
 SCHEMA_FILE = "input_schema.json"
 PREPROCESSOR_FILE = "preprocessor.json"
 DECISION_FILE = "decision_threshold.json"
+# the training data's contract (forgeml/data/contract.py), which new training data is held to
+DATA_CONTRACT_FILE = "data_contract.json"
 MODEL_CONFIG_FILE = "model-config.yaml"
 # ... and its Python modules: TorchServe's adapter, the backend-free modules it loads, and the
 # preprocessing arithmetic training uses (forgeml/data/transform.py)

@@ -1,7 +1,9 @@
 """The stage contract: the files that pass between stages, named in one place.
 
-    prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json
-    train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json (+ checkpoints/)
+    prepare  -> <paths.processed_dir>/{train,val,test}.parquet, preprocessor.json, reference_profile.json,
+                data_contract.json
+    train    -> <paths.models_dir>/model.pt2, model.json, preprocessor.json, data_contract.json
+                (+ checkpoints/)
     evaluate -> <paths.reports_dir>/metrics.json, evaluation.json,
                 plots/{confusion_matrix,roc,predicted_vs_actual}.csv, figures/<figure>.png,
                 reference_predictions.parquet, calibration.json (what monitor compares with),
@@ -23,6 +25,9 @@ from typing import Any
 SPLITS = ("train", "val", "test")
 PREPROCESSOR = "preprocessor.json"
 REFERENCE_PROFILE = "reference_profile.json"
+# the train split's columns, kinds, categories, ranges and missing rates (data/contract.py); the
+# model trained on it carries a copy, and so does its archive (contract.DATA_CONTRACT_FILE)
+DATA_CONTRACT = "data_contract.json"
 PROGRAM = "model.pt2"
 MANIFEST = "model.json"
 METRICS = "metrics.json"

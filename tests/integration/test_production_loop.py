@@ -61,6 +61,12 @@ def test_a_bad_request_gets_400_naming_the_field(loop):
     assert status == 400 and answer["field"] == "mean radius"
 
 
+def test_retraining_on_the_shifted_data_is_refused_by_v1s_data_contract_until_accepted(loop):
+    _, _, summary = loop
+    assert any(line.startswith("  - column 'mean radius': values range") for line in summary["contract"])
+    assert summary["v2"] != summary["v1"]  # accepted: v2 was trained on it
+
+
 def test_retrained_model_is_a_new_version_that_passes_the_gate_and_serves(loop):
     _, _, summary = loop
     assert summary["v2"] != summary["v1"]

@@ -67,6 +67,8 @@ def test_streamed_pipeline_trains_evaluates_and_packages_a_working_model(tmp_pat
     archive = Path(package.run(cfg)["archive"])
     with zipfile.ZipFile(archive) as mar:
         assert json.loads(mar.read("preprocessor.json")) == read_json(processed / "preprocessor.json")
+        # the contract new data is held to while this version serves, from the streamed train split
+        assert json.loads(mar.read("data_contract.json")) == read_json(processed / "data_contract.json")
         assert (
             json.loads(mar.read("decision_threshold.json"))["threshold"] == test_metrics["decision/threshold"]
         )

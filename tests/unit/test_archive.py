@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -66,3 +67,25 @@ def test_image_pixel_budget_is_the_trained_config_s_or_derived_from_the_input_si
     trained = {"config": {"data": {"image": {"size": None, "max_pixels": 4096}}}}
     assert package.image_max_pixels(trained) == 4096
     assert package.image_max_pixels({"config_hash": "abc"}) is None
+
+
+def test_the_archive_carries_the_models_data_contract_and_reads_it_back(tmp_path):
+    """The registry keeps a copy of each version's archive: the contract inside it is what new
+    training data is held to while that version serves (stages/prepare.py)."""
+    models, staging = tmp_path / "models", tmp_path / "staging"
+    models.mkdir()
+    staging.mkdir()
+    (models / contract.PREPROCESSOR_FILE).write_text(json.dumps(TOY_SPEC))
+    schema = archive.input_schema(TOY_SPEC, 5)
+    assert contract.DATA_CONTRACT_FILE not in archive.stage_files(
+        staging, models, schema, ServeConfig(), None
+    )
+    terms = {"format": "forgeml.data_contract/1", "columns": {"x": {"type": "numeric"}}}
+    (models / contract.DATA_CONTRACT_FILE).write_text(json.dumps(terms))
+    assert contract.DATA_CONTRACT_FILE in archive.stage_files(staging, models, schema, ServeConfig(), None)
+    with zipfile.ZipFile(tmp_path / "model.mar", "w") as built:
+        built.write(staging / contract.DATA_CONTRACT_FILE, contract.DATA_CONTRACT_FILE)
+    assert archive.archived_data_contract(tmp_path / "model.mar") == terms
+    with zipfile.ZipFile(tmp_path / "older.mar", "w") as built:  # packaged before contracts
+        built.write(staging / contract.SCHEMA_FILE, contract.SCHEMA_FILE)
+    assert archive.archived_data_contract(tmp_path / "older.mar") is None

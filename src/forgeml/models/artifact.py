@@ -3,6 +3,7 @@
     models/model.pt2          torch.export program, dynamic batch dimension
     models/model.json         resolved config, its hash, task, labels, validation metrics
     models/preprocessor.json  the fitted preprocessing the model was trained with
+    models/data_contract.json the contract of the data it was trained on (data/contract.py)
 
 Evaluation, batch prediction and packaging rebuild from these files, never from today's conf/.
 """
@@ -29,7 +30,7 @@ from forgeml.data.preprocessing import feature_columns
 from forgeml.data.transform import encode_features
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path, quiet_logger, read_json, write_json
-from forgeml.layout import MANIFEST, PREPROCESSOR, PROGRAM
+from forgeml.layout import DATA_CONTRACT, MANIFEST, PREPROCESSOR, PROGRAM
 
 # where torch.export warns when it cannot trace a net
 SHAPES_LOGGER = "torch.fx.experimental.symbolic_shapes"
@@ -93,8 +94,12 @@ def export_model(
     program = torch.export.export(model.eval(), (example,), dynamic_shapes={"x": {0: batch}})
     with atomic_path(models_dir / PROGRAM) as tmp:
         torch.export.save(program, tmp)
-    with atomic_path(models_dir / PREPROCESSOR) as tmp:
-        shutil.copyfile(Path(config["paths"]["processed_dir"]) / PREPROCESSOR, tmp)
+    processed = Path(config["paths"]["processed_dir"])
+    copy_atomically(processed / PREPROCESSOR, models_dir / PREPROCESSOR)
+    if (processed / DATA_CONTRACT).is_file():
+        copy_atomically(processed / DATA_CONTRACT, models_dir / DATA_CONTRACT)
+    else:  # data prepared before forgeml wrote contracts: no other model's contract may stay
+        (models_dir / DATA_CONTRACT).unlink(missing_ok=True)
     manifest = {
         "format": "forgeml.model/1",
         "config_hash": config_hash(config),
@@ -109,6 +114,11 @@ def export_model(
     }
     write_json(models_dir / MANIFEST, manifest)
     return manifest
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 @dataclass

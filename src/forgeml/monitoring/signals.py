@@ -102,7 +102,9 @@ def with_signals(frame: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[pd.DataF
         if derive is None:
             kinds[feature["name"]] = feature["type"]
             continue
-        raw = frame[feature["name"]].to_numpy(dtype=object) if feature["name"] in frame else None
+        # missing values (pandas' NA in a string column) as None, which every signal reads as missing
+        name = feature["name"]
+        raw = frame[name].to_numpy(dtype=object, na_value=None) if name in frame else None
         for column, (kind, values) in derive(feature, [] if raw is None else raw).items():
             kinds[column] = kind
             if raw is not None:

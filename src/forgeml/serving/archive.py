@@ -15,6 +15,8 @@ flat in one directory (the names are forgeml/contract.py's):
                          redacted and hashed)
     model-config.yaml    workers, batching, timeouts and torch threads from the `serve` config
     decision_threshold.json  a binary model's decision threshold, when `evaluate` picked one
+    data_contract.json   the contract of the data the model was trained on (data/contract.py),
+                         which `prepare` holds new training data to while this version serves
 
 Built by torch-model-archiver from the model artifact in models/, never from today's conf/.
 """
@@ -198,6 +200,9 @@ def stage_files(
     write_text(staging / contract.MODEL_CONFIG_FILE, yaml.safe_dump(model_config(serve)))
     shutil.copyfile(models_dir / contract.PREPROCESSOR_FILE, staging / contract.PREPROCESSOR_FILE)
     staged = [contract.SCHEMA_FILE, contract.PREPROCESSOR_FILE]
+    if (models_dir / contract.DATA_CONTRACT_FILE).is_file():  # models trained before contracts: none
+        shutil.copyfile(models_dir / contract.DATA_CONTRACT_FILE, staging / contract.DATA_CONTRACT_FILE)
+        staged.append(contract.DATA_CONTRACT_FILE)
     if decision is not None:
         write_json(staging / contract.DECISION_FILE, decision)
         staged.append(contract.DECISION_FILE)
@@ -226,6 +231,14 @@ def archiver_command() -> list[str]:
     except ImportError:
         raise ForgeError("torch-model-archiver is not installed: pip install 'forgeml[serve]'") from None
     return [sys.executable, "-m", "model_archiver.model_packaging"]
+
+
+def archived_data_contract(path: str | Path) -> dict[str, Any] | None:
+    """The data contract an archive carries; None for an archive built before forgeml wrote one."""
+    with zipfile.ZipFile(path) as archive:
+        if contract.DATA_CONTRACT_FILE not in archive.namelist():
+            return None
+        return json.loads(archive.read(contract.DATA_CONTRACT_FILE))
 
 
 def archive_manifest(path: str | Path) -> dict[str, Any]:
