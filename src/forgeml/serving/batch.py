@@ -6,8 +6,8 @@ the exported program in one call. A row that cannot be scored gets no prediction
 reported by its row number (1-based, header excluded), never dropped: a numeric feature that is
 not a number, or too extreme for the model (transform.overflowing_features), or a CSV row with
 fewer fields than the header (its missing cells are not imputed), an image file that is
-missing or does not decode. Its `error` column says why ("age: not a number: 'unknown'"); it
-is empty for a scored row. An image column holds paths relative to the input file (or, in
+missing or does not decode. The output's `error` column says why ("age: not a number:
+'unknown'"); it is empty for a scored row. An image column holds paths relative to the input file (or, in
 Parquet, the images' bytes).
 
 The input's columns are written as they were read, bad cells included: the model's features
