@@ -27,6 +27,7 @@ LONGEST_FIRST = (
     "test_dvc",
     "test_serving_operations",
     "test_project",
+    "test_readme_quickstart",
     "test_serving",
 )
 TRAINED_EPOCHS = "trainer.max_epochs=8"

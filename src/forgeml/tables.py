@@ -8,7 +8,7 @@ they agree on what a suffix means and refuse any other suffix alike, naming the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,23 @@ FORMATS = {".csv": CSV, ".parquet": PARQUET, ".pq": PARQUET}
 BATCH_ROWS = 65_536
 CSV_BLOCK_BYTES = 16 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
+# the types a CSV column may be given, narrowest first (narrowest_types); text holds any cell
+TEXT_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
+# Parquet integers and booleans as pandas' nullable types (read_frames)
+NULLABLE = {
+    arrow: pandas()
+    for arrow, pandas in [
+        (pa.int8(), pd.Int8Dtype),
+        (pa.int16(), pd.Int16Dtype),
+        (pa.int32(), pd.Int32Dtype),
+        (pa.int64(), pd.Int64Dtype),
+        (pa.uint8(), pd.UInt8Dtype),
+        (pa.uint16(), pd.UInt16Dtype),
+        (pa.uint32(), pd.UInt32Dtype),
+        (pa.uint64(), pd.UInt64Dtype),
+        (pa.bool_(), pd.BooleanDtype),
+    ]
+}
 
 
 def table_format(path: str | Path, key: str | None = None) -> str:
@@ -81,19 +98,54 @@ def read_header(path: str | Path) -> list[str]:
 
 
 def read_frames(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
-    """The table's rows in frames of `batch_rows` (at least one frame, empty for no rows); CSV
-    columns are inferred frame by frame."""
+    """The table's rows in frames of `batch_rows` (at least one frame, empty for no rows), as the
+    file holds them: CSV cells as text (missing ones NaN), since a type inferred frame by frame
+    differs between frames (an integer column with a gap in one frame is float there); Parquet
+    columns in the file's types, integers and booleans as pandas' nullable types, so that a
+    missing value does not turn them into floats or objects."""
     path = Path(path)
     if table_format(path) == PARQUET:
         with _readable(path):
             parquet = open_parquet(path)
         batches = parquet.iter_batches(batch_size=batch_rows)
-        yield next(batches, parquet.schema_arrow.empty_table()).to_pandas()
+        yield next(batches, parquet.schema_arrow.empty_table()).to_pandas(types_mapper=NULLABLE.get)
         for batch in batches:
-            yield batch.to_pandas()
+            yield batch.to_pandas(types_mapper=NULLABLE.get)
         return
     with _readable(path):
-        yield from pd.read_csv(path, chunksize=batch_rows, encoding="utf-8", low_memory=False)
+        yield from pd.read_csv(path, chunksize=batch_rows, encoding="utf-8", dtype=str)
+
+
+def parquet_types(path: str | Path) -> dict[str, pa.DataType]:
+    """The Arrow type of each column of a Parquet file, without reading its rows."""
+    with _readable(Path(path)):
+        return {field.name: field.type for field in pq.read_schema(path)}
+
+
+def narrowest_types(frames: Iterable[pd.DataFrame]) -> dict[str, pa.DataType]:
+    """For each column of `frames` of text (a CSV file's, as read_frames gives them), the
+    narrowest of TEXT_TYPES that holds every cell in every frame, so that each frame casts to
+    it; text for a column with no value at all."""
+    narrowest: dict[str, int] = {}
+    filled: set[str] = set()
+    for frame in frames:
+        for name in frame.columns:
+            cells = pa.array(frame[name], from_pandas=True)
+            at = narrowest.setdefault(name, 0)
+            while not _casts(cells, TEXT_TYPES[at]):
+                at += 1
+            narrowest[name] = at
+            if cells.null_count < len(cells):
+                filled.add(name)
+    return {name: TEXT_TYPES[at] if name in filled else pa.string() for name, at in narrowest.items()}
+
+
+def _casts(cells: pa.Array, to: pa.DataType) -> bool:
+    try:
+        cells.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def read_batches(path: str | Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -128,7 +180,8 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
 
 class TableWriter:
     """Appends frames to one CSV or Parquet file. Parquet columns take the `types` given, the
-    others the first frame's; a column that no longer fits is named."""
+    others the first frame's; a frame's column is cast to its type (text to numbers, say), and
+    a column that does not fit is named."""
 
     def __init__(self, path: str | Path, types: Mapping[str, pa.DataType] | None = None):
         self.path, self.types = Path(path), dict(types or {})
@@ -156,7 +209,7 @@ class TableWriter:
         arrays = []
         for column in self.schema:
             try:
-                arrays.append(pa.array(frame[column.name], type=column.type, from_pandas=True))
+                arrays.append(pa.array(frame[column.name], from_pandas=True).cast(column.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
                 raise ForgeError(
                     f"column {column.name!r} changes type between chunks of the input (it began as "

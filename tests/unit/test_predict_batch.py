@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -79,15 +81,62 @@ def test_missing_feature_column_is_named(tmp_path, artifact, table):
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_non_numeric_cell_in_a_later_chunk_still_writes_parquet(tmp_path, artifact, table):
+def test_non_numeric_cell_in_a_later_chunk_keeps_its_text_in_parquet(tmp_path, artifact, table):
     table["age"] = table["age"].astype(object)
-    table.loc[45, "age"] = "unknown"  # chunk 7 of 8: pandas reads that chunk's column as text
+    table.loc[45, "age"] = "unknown"  # chunk 8 of 9: the column is numbers in the chunks before
     table.to_csv(tmp_path / "in.csv", index=False)
     summary = predict_file(artifact, tmp_path / "in.csv", tmp_path / "out.parquet", chunk_rows=6)
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert summary["bad_rows"] == 1 and summary["bad_row_examples"][0]["row"] == 46
     assert len(out) == 50 and out["prediction"].isna().sum() == 1
-    assert out["age"].dtype == np.float64 and np.isnan(out.loc[45, "age"])
+    assert out.loc[45, "age"] == "unknown" and out.loc[44, "age"] == str(table.loc[44, "age"])
+
+
+@pytest.mark.parametrize("target", ["csv", "parquet"])
+def test_a_bad_cell_keeps_its_text_and_its_row_names_the_column_and_the_problem(
+    tmp_path, artifact, table, target
+):
+    good = reference(artifact, table)
+    table["age"] = table["age"].astype(object)
+    table.loc[[3, 20], "age"] = ["unknown", "42 years"]
+    table.to_csv(tmp_path / "in.csv", index=False)
+    predict_file(artifact, tmp_path / "in.csv", tmp_path / f"out.{target}", chunk_rows=8)
+    out = pd.read_csv(tmp_path / "out.csv") if target == "csv" else pd.read_parquet(tmp_path / "out.parquet")
+    assert out.loc[[3, 20], "age"].tolist() == ["unknown", "42 years"]
+    assert out.loc[[3, 20], "error"].tolist() == [
+        "age: not a number: 'unknown'",
+        "age: not a number: '42 years'",
+    ]
+    scored = [i for i in range(50) if i not in (3, 20)]
+    assert out.loc[scored, "error"].isna().all()
+    np.testing.assert_allclose(
+        out.loc[scored, ["probability_no", "probability_yes"]], good[scored], atol=1e-6
+    )
+    assert out.loc[scored, "city"].tolist() == table.loc[scored, "city"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [("csv", "csv"), ("csv", "parquet"), ("parquet", "csv"), ("parquet", "parquet")]
+)
+def test_integer_columns_stay_integers_with_a_gap_in_a_later_chunk(tmp_path, artifact, table, source, target):
+    table["age"] = table["age"].round().astype("Int64")  # an integer feature ...
+    table["visits"] = pd.array(range(50), dtype="Int64")  # ... and a column the model does not read
+    table.loc[[33, 47], ["age", "visits"]] = None  # in a later chunk only: there pandas would read floats
+    src = tmp_path / f"in.{source}"
+    table.to_csv(src, index=False) if source == "csv" else table.to_parquet(src, index=False)
+    summary = predict_file(artifact, src, tmp_path / f"out.{target}", chunk_rows=8)
+    assert summary["bad_rows"] == 0
+    if target == "csv":
+        lines = (tmp_path / "out.csv").read_text().splitlines()
+        assert lines[0].split(",")[:4] == ["id", "age", "city", "visits"]
+        assert [line.split(",")[3] for line in lines[1:]] == [
+            "" if i in (33, 47) else str(i) for i in range(50)
+        ]
+        assert lines[1].split(",")[1] == str(table.loc[0, "age"])
+        return
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert [out.schema.field(name).type for name in ("id", "age", "visits")] == [pa.int64()] * 3
+    assert out.column("visits").to_pylist() == [None if i in (33, 47) else i for i in range(50)]
 
 
 def test_a_chunk_without_any_prediction_keeps_the_output_schema(tmp_path, artifact, table):

@@ -6,13 +6,20 @@ the exported program in one call. A row that cannot be scored gets no prediction
 reported by its row number (1-based, header excluded), never dropped: a numeric feature that is
 not a number, or too extreme for the model (transform.overflowing_features), or a CSV row with
 fewer fields than the header (its missing cells are not imputed), an image file that is
-missing or does not decode. An image column holds paths relative to the input file (or, in
+missing or does not decode. The output's `error` column says why ("age: not a number:
+'unknown'"); it is empty for a scored row. An image column holds paths relative to the input file (or, in
 Parquet, the images' bytes).
 
-The output's column types come from the model, not from each chunk: numeric features float64,
-categorical ones text, `prediction` the labels' type, probabilities float32 (other columns keep
-the first chunk's types). An empty file, a row with more fields than the header and bytes that
-are not UTF-8 are errors naming the file and row; the output is written atomically.
+The input's columns are written as they were read, bad cells included: the model's features
+are checked and converted into separate arrays for the model, never into the table. Their
+types therefore come from the input file as a whole, not from each chunk (Parquet needs one
+schema, and a chunk's inferred type differs from the next one's): CSV cells are read as text
+(tables.read_frames), so a CSV output holds the input's text; a Parquet output takes a Parquet
+input's own types, or for a CSV input the narrowest type that holds every cell of the column,
+found by one extra pass over the file (input_types): integers stay integers, and a
+column with a cell that is not a number is text. `prediction` has the labels' type,
+probabilities are float32. An empty file, a row with more fields than the header and bytes
+that are not UTF-8 are errors naming the file and row; the output is written atomically.
 """
 
 from __future__ import annotations
@@ -40,10 +47,38 @@ from forgeml.data.transform import (
 from forgeml.errors import ForgeError
 from forgeml.io import atomic_path
 from forgeml.models.artifact import ModelArtifact
-from forgeml.tables import PARQUET, TableWriter, read_frames, table_format
+from forgeml.tables import PARQUET, TableWriter, narrowest_types, parquet_types, read_frames, table_format
 
 CHUNK_ROWS = 65_536
 MAX_REPORTED_ROWS = 100
+# the output column saying why a row got no prediction
+ERROR_COLUMN = "error"
+
+
+class RowErrors:
+    """Why each row of a chunk gets no prediction (None: it gets one): the field at fault (None
+    for the model's own output) and the reason, the first found for the row."""
+
+    def __init__(self, rows: int):
+        self.fields = np.full(rows, None, dtype=object)
+        self.reasons = np.full(rows, None, dtype=object)
+
+    def valid(self) -> np.ndarray:
+        """Rows without an error so far."""
+        return np.equal(self.reasons, None)
+
+    def add(self, positions: np.ndarray, field: str | None, reasons: list[str]) -> None:
+        """Rows at `positions` of the chunk (without an error so far) cannot be scored."""
+        self.fields[positions] = field
+        self.reasons[positions] = reasons
+
+    def column(self) -> np.ndarray:
+        """The error column: "<field>: <reason>", or the reason alone, None for a scored row."""
+        column = np.full(len(self.reasons), None, dtype=object)
+        for at in np.flatnonzero(~self.valid()):
+            field, reason = self.fields[at], self.reasons[at]
+            column[at] = reason if field is None else f"{field}: {reason}"
+        return column
 
 
 @dataclass
@@ -53,14 +88,15 @@ class BadRows:
     count: int = 0
     first: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, rows: np.ndarray, feature: str, errors: list[str]) -> None:
-        self.count += len(rows)
+    def add(self, errors: RowErrors, first_row: int) -> None:
+        """The chunk's rows with an error, its rows numbered from `first_row`."""
+        positions = np.flatnonzero(~errors.valid())
+        self.count += len(positions)
         room = MAX_REPORTED_ROWS - len(self.first)
         self.first += [
-            {"row": int(row), "field": feature, "error": error}
-            for row, error in zip(rows[:room], errors[:room], strict=True)
+            {"row": first_row + int(at), "field": errors.fields[at], "error": errors.reasons[at]}
+            for at in positions[:room]
         ]
-        self.first.sort(key=lambda entry: entry["row"])
 
 
 def predict_file(
@@ -78,10 +114,14 @@ def predict_file(
     if not source.is_file():
         raise ForgeError(f"input file {source} not found")
     bad, rows = BadRows(), 0
-    with atomic_path(target) as tmp, TableWriter(tmp, output_types(artifact.spec)) as writer:
+    # a CSV output holds text, whatever the types
+    types = input_types(source, chunk_rows) if table_format(target) == PARQUET else {}
+    with atomic_path(target) as tmp, TableWriter(tmp, types | output_types(artifact.spec)) as writer:
         for chunk, short in read_chunks(source, chunk_rows):
             check_columns(chunk, artifact.spec, source)
-            writer.write(predict_chunk(artifact, chunk, rows + 1, bad, short, decision, source.parent))
+            errors = RowErrors(len(chunk))
+            writer.write(predict_chunk(artifact, chunk, rows + 1, errors, short, decision, source.parent))
+            bad.add(errors, rows + 1)
             rows += len(chunk)
     return {
         "input": str(source),
@@ -92,25 +132,38 @@ def predict_file(
     }
 
 
+def input_types(source: Path, chunk_rows: int) -> dict[str, pa.DataType]:
+    """The input columns' types, for a Parquet output's one schema: a Parquet input's own; for
+    a CSV input the narrowest type holding every cell of the column, found in a pass over the
+    file before any is written (a file that cannot be read is refused naming its row)."""
+    if table_format(source) == PARQUET:
+        return parquet_types(source)
+    try:
+        return narrowest_types(read_frames(source, chunk_rows))
+    except ForgeError:
+        CsvShape(source).check_rest()
+        raise
+
+
 def predict_chunk(
     artifact: ModelArtifact,
     chunk: pd.DataFrame,
     first_row: int,
-    bad: BadRows,
+    errors: RowErrors,
     short: dict[int, str] | None = None,
     decision: dict[str, Any] | None = None,
     base: Path = Path(),
 ) -> pd.DataFrame:
-    """The chunk (features in the model's types) plus its prediction columns; rows numbered
-    from `first_row`; `short`: {row: first missing column} of CSV rows lacking fields; `base`:
-    the folder image paths are relative to."""
+    """The chunk as read plus its prediction columns and its error column; `errors` collects
+    why rows get no prediction; `first_row`: the number of the chunk's first row; `short`:
+    {row: first missing column} of CSV rows lacking fields; `base`: the folder image paths are
+    relative to."""
     spec = artifact.spec
-    valid = np.ones(len(chunk), dtype=bool)
     for row, column in (short or {}).items():
-        bad.add(np.array([row]), column, ["the row has fewer fields than the header"])
-        valid[row - first_row] = False
-    columns = feature_columns(chunk, spec, first_row, bad, valid, base)
+        errors.add(np.array([row - first_row]), column, ["the row has fewer fields than the header"])
+    columns = feature_columns(chunk, spec, errors, base)
     scores = np.full((len(chunk), *output_shape(artifact)), np.nan, dtype=np.float32)
+    valid = errors.valid()
     if valid.any():
         rows = np.flatnonzero(valid)
         inputs = encode_features(spec, {n: c[valid] for n, c in columns.items()})
@@ -119,12 +172,11 @@ def predict_chunk(
         overflow = overflowing_features(spec, inputs)
         # overflow inside the model's arithmetic too: no NaN is ever written as a prediction
         not_finite = ~np.isfinite(scores[rows].reshape(len(rows), -1)).all(axis=1)
-        report_incomputable(bad, chunk, spec, first_row, rows, overflow, not_finite)
-        valid[rows[(overflow >= 0) | not_finite]] = False
+        report_incomputable(errors, chunk, spec, rows, overflow, not_finite)
+        valid = errors.valid()
         scores[~valid] = np.nan
-    typed = {f["name"]: columns[f["name"]] for f in spec["features"] if f["type"] == "numeric"}
-    typed |= {f["name"]: category_text(chunk[f["name"]]) for f in spec["features"] if f["type"] != "numeric"}
-    return with_columns(chunk, {**typed, **prediction_columns(spec, scores, valid, decision)})
+    outputs = prediction_columns(spec, scores, valid, decision)
+    return with_columns(chunk, {**outputs, ERROR_COLUMN: errors.column()})
 
 
 def with_columns(chunk: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
@@ -138,44 +190,36 @@ def with_columns(chunk: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
 
 
 def feature_columns(
-    chunk: pd.DataFrame,
-    spec: dict[str, Any],
-    first_row: int,
-    bad: BadRows,
-    valid: np.ndarray,
-    base: Path = Path(),
+    chunk: pd.DataFrame, spec: dict[str, Any], errors: RowErrors, base: Path = Path()
 ) -> dict[str, np.ndarray]:
-    """The columns encode_features expects; rows that cannot be scored are reported and
-    cleared in `valid`."""
+    """The columns encode_features expects, converted from the chunk's cells (which stay as
+    they are); rows that cannot be scored are added to `errors`."""
     columns = {}
     for feature in spec["features"]:
         raw = chunk[feature["name"]]
         if feature["type"] == "numeric":
-            numbers = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+            numbers = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
             # present but not a (finite) number: a bad row, not a missing value to impute
             wrong = (np.isnan(numbers) & raw.notna().to_numpy()) | np.isinf(numbers)
-            report(bad, wrong & valid, first_row, feature["name"], raw, "not a number")
-            valid &= ~wrong
+            report(errors, wrong, feature["name"], raw, "not a number")
             columns[feature["name"]] = numbers
         elif feature["type"] == "image":
-            columns[feature["name"]] = image_column(raw, base, first_row, bad, valid, feature["name"])
+            columns[feature["name"]] = image_column(raw, base, errors, feature["name"])
         else:
             columns[feature["name"]] = raw.astype(object).to_numpy(dtype=object, na_value=None)
         if feature["type"] == "datetime":
             wrong = ~np.array(
                 [parses_as_datetime(v, feature.get("format")) for v in columns[feature["name"]]], dtype=bool
             )
-            report(bad, wrong & valid, first_row, feature["name"], raw, "not a date")
-            valid &= ~wrong
+            report(errors, wrong, feature["name"], raw, "not a date")
     return columns
 
 
-def image_column(
-    raw: pd.Series, base: Path, first_row: int, bad: BadRows, valid: np.ndarray, name: str
-) -> np.ndarray:
+def image_column(raw: pd.Series, base: Path, errors: RowErrors, name: str) -> np.ndarray:
     """The images' bytes, read from the paths in `raw` (relative to `base`); a file that is
     missing or does not decode is a bad row."""
     images = np.full(len(raw), None, dtype=object)
+    valid = errors.valid()
     for row, value in enumerate(raw.to_numpy(dtype=object)):
         if value is None or value != value or not valid[row]:
             continue
@@ -185,16 +229,14 @@ def image_column(
             else:
                 images[row] = read_image_file(base / str(value))
         except (ForgeError, ValueError) as error:
-            bad.add(np.array([first_row + row]), name, [str(error)])
-            valid[row] = False
+            errors.add(np.array([row]), name, [str(error)])
     return images
 
 
 def report_incomputable(
-    bad: BadRows,
+    errors: RowErrors,
     chunk: pd.DataFrame,
     spec: dict[str, Any],
-    first_row: int,
     positions: np.ndarray,
     overflow: np.ndarray,
     not_finite: np.ndarray,
@@ -205,32 +247,26 @@ def report_incomputable(
         name = spec["features"][index]["name"]
         at = positions[overflow == index]
         values = chunk[name].to_numpy(dtype=object)[at]
-        bad.add(
-            first_row + at, name, [f"too extreme for the model (overflows float32): {v!r}" for v in values]
-        )
+        errors.add(at, name, [f"too extreme for the model (overflows float32): {v!r}" for v in values])
     at = positions[not_finite & (overflow < 0)]
     if len(at):
-        bad.add(first_row + at, None, ["the model's output is not finite"] * len(at))
+        errors.add(at, None, ["the model's output is not finite"] * len(at))
 
 
-def report(bad: BadRows, rows: np.ndarray, first_row: int, feature: str, raw: pd.Series, what: str) -> None:
-    if rows.any():
+def report(errors: RowErrors, wrong: np.ndarray, feature: str, raw: pd.Series, what: str) -> None:
+    """Rows `wrong` in `feature` (those without an earlier error) cannot be scored: `what`."""
+    rows = np.flatnonzero(wrong & errors.valid())
+    if len(rows):
         values = raw.to_numpy(dtype=object)[rows]
-        bad.add(first_row + np.flatnonzero(rows), feature, [f"{what}: {value!r}" for value in values])
-
-
-def category_text(raw: pd.Series) -> pd.Series:
-    """A categorical column as text (missing stays missing), whatever type a chunk inferred."""
-    return raw.astype(str).where(raw.notna(), None)
+        errors.add(rows, feature, [f"{what}: {value!r}" for value in values])
 
 
 def output_types(spec: dict[str, Any]) -> dict[str, pa.DataType]:
-    """The Arrow types of the feature and prediction columns, from the model alone."""
-    types = {f["name"]: pa.float64() if f["type"] == "numeric" else pa.string() for f in spec["features"]}
+    """The Arrow types of the columns predict adds, from the model alone."""
     if spec["task"] == "regression":
-        return types | {"prediction": pa.float32()}
-    types["prediction"] = pa.array(spec["labels"]).type
-    return types | {probability_column(label): pa.float32() for label in spec["labels"]}
+        return {"prediction": pa.float32(), ERROR_COLUMN: pa.string()}
+    probabilities = {probability_column(label): pa.float32() for label in spec["labels"]}
+    return {"prediction": pa.array(spec["labels"]).type, **probabilities, ERROR_COLUMN: pa.string()}
 
 
 def output_shape(artifact: ModelArtifact) -> tuple[int, ...]:
@@ -267,7 +303,7 @@ def read_chunks(source: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, d
         for chunk in read_frames(source, chunk_rows):
             yield chunk, shapes.short_rows(len(chunk))
     except ForgeError:
-        shapes.short_rows(None)  # names the row, if the reason is a row's shape or bytes
+        shapes.check_rest()
         raise
     finally:
         shapes.file.close()
@@ -282,7 +318,7 @@ class CsvShape:
         self.source, self.row, self.counted = source, 0, 0
         # pandas reads fields of any length; the standard parser's default cap is 128 KiB
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-        self.file = open(source, "rb")  # noqa: SIM115 (closed by read_chunks)
+        self.file = open(source, "rb")  # noqa: SIM115 (closed by check_rest or read_chunks)
         # decoded line by line, so that bad bytes are found in their row, not in a buffer
         self.rows = csv.reader(line.decode("utf-8") for line in self.file)
         self.header = self.next_fields() or []
@@ -317,3 +353,11 @@ class CsvShape:
                 short[self.row] = self.header[len(fields)]
         self.counted = self.row
         return short
+
+    def check_rest(self) -> None:
+        """The rows not read yet, checked, then the file closed: where pandas could not read
+        the file, this names the row, if the reason is a row's shape or bytes."""
+        try:
+            self.short_rows(None)
+        finally:
+            self.file.close()

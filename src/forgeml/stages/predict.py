@@ -2,12 +2,13 @@
 
     forgeml predict input=new_rows.csv output=scored.parquet
 
-Writes the input columns plus `prediction` (the label, or the value) and, for classification,
-one `probability_<class>` column per class. A binary model's decision threshold
-(reports/decision_threshold.json, picked by `evaluate` for this model) decides `prediction`.
-Same preprocessing and program as the endpoint; vectorised and chunked, so the input may be
-larger than memory. Rows that cannot be scored are kept without a prediction and reported by
-row number.
+Writes the input columns as they were plus `prediction` (the label, or the value), for
+classification one `probability_<class>` column per class, and `error` (why a row got no
+prediction, naming the column: "age: not a number: 'unknown'"). A binary model's decision
+threshold (reports/decision_threshold.json, picked by `evaluate` for this model) decides
+`prediction`. Same preprocessing and program as the endpoint; vectorised and chunked, so the
+input may be larger than memory. Rows that cannot be scored are kept, their cells as written,
+without a prediction, and reported by row number. Column types: serving/batch.py.
 """
 
 from __future__ import annotations
