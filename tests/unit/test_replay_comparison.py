@@ -136,3 +136,21 @@ def test_one_refusing_window_refuses_the_candidate():
     assert verdict([good, good], 100)[:2] == ("passed", EXIT_OK)
     outcome, exit_code, message = verdict([good, bad], 100)
     assert (outcome, exit_code) == ("refused", EXIT_DRIFT) and message.startswith("refused: window 2:")
+
+
+def test_a_candidate_that_disagrees_where_production_was_wrong_passes_on_the_labels():
+    """A retrained model answers differently exactly where production erred: the labels show it
+    better, so its low agreement does not refuse it."""
+    positive = confident_traffic()
+    ids = pd.Series([f"r{i}" for i in range(len(positive))])
+    wrong = np.arange(len(positive)) % 5 == 0
+    truth = np.where(positive > 0.5, "yes", "no")
+    production = classifier_answers(np.where(wrong, 1 - positive, positive))
+    candidate = classifier_answers(positive)
+    labels = pd.DataFrame({"id": ids, "label": truth})
+    report = compare("classification", production, candidate, Thresholds(), ids, labels)
+    assert report["agreement"] < Thresholds().min_agreement
+    assert report["measured"]["candidate"]["accuracy"] > report["measured"]["production"]["accuracy"]
+    assert report["refusals"] == []
+    unlabelled = compare("classification", production, candidate, Thresholds(), ids)
+    assert any("agreement" in reason for reason in unlabelled["refusals"])

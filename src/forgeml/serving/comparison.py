@@ -206,7 +206,13 @@ def measured(
 
 
 def refusals(task: str, report: dict[str, Any], thresholds: Thresholds) -> list[str]:
-    """Why a judged window refuses the candidate, each reason quoting the number and its key."""
+    """Why a judged window refuses the candidate, each reason quoting the number and its key.
+    Once at least min_samples of its requests are labelled, the labels judge alone: agreement
+    and the estimate stand in for labels, and a retrained model that disagrees with production
+    where production was wrong must not be refused for it."""
+    measured = report["measured"]
+    if measured and measured["labelled_rows"] >= thresholds.min_samples:
+        return measured_refusals(measured, thresholds)
     reasons = []
     low = thresholds.min_agreement
     if task == "classification" and low is not None and report["agreement"] < low:
