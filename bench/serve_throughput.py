@@ -1,14 +1,19 @@
-"""Serving latency and throughput on loopback: the forgeml handler vs a minimal handler.
+"""Serving latency and throughput on loopback: the forgeml handler vs a minimal handler, forgeml's
+gateway vs TorchServe alone, and the cost of a shadow rollout to production's answers.
 
-One real TorchServe, as `forgeml serve start` configures it, serves two archives of the same
-exported model, both with forgeml's default `serve` settings (batching, worker threads) unless
-flags override them:
+One real local server, as `forgeml serve start` starts it (forgeml's gateway in front of
+TorchServe), serves two archives of the same exported model, both with forgeml's default
+`serve` settings (batching, worker threads) unless flags override them; what is measured:
   forgeml   the forgeml handler (validation, transform.py preprocessing, metrics, and the
-            inference log at the default `monitor` settings: sample_rate 0.1)
+            inference log at the default `monitor` settings: sample_rate 0.1), through the
+            gateway: what a client of `forgeml serve start` gets
   minimal   a bare handler: JSON records -> standardised matrix -> program, no validation;
             like forgeml's, it answers with compact JSON text, so the two differ only in
-            validation, preprocessing and monitoring
-Both models are first warmed up at the highest concurrency (so that the JVM's JIT has
+            validation, preprocessing and monitoring (through the gateway)
+  direct    the forgeml handler on TorchServe's own port, past the gateway: the gateway's cost
+  shadow    the forgeml handler through the gateway while a rollout's shadow step mirrors every
+            request (serve.rollout.shadow_fraction 1.0) to a second version of the same model
+The models are first warmed up at the highest concurrency (so that the JVM's JIT has
 compiled the frontend's request path), then for 2 s at each level. Clients: closed loop, at
 each concurrency in `--concurrency` (default 1, 16 and 64) threads on keep-alive connections,
 each sending one record per request for `--seconds`. Runs alternate between the models over
@@ -21,8 +26,10 @@ data/ or models/.
                                      [--torch-threads N] [--workers N]
 
 Prints requests/s and p50/p99 latency per model and concurrency, then per concurrency
-`handler_vs_minimal ratio at <c>: <x>` (forgeml / minimal requests/s, target >= 0.9) and how
-many records the inference log holds.
+`handler_vs_minimal ratio at <c>: <x>` (forgeml / minimal requests/s, target >= 0.9),
+`gateway_vs_direct` (forgeml / direct requests/s), `shadow_vs_none` (shadow / forgeml
+requests/s, target >= 0.9 at 16 clients) and `shadow_p50_ratio` (shadow / forgeml p50,
+target <= 1.1 at one client), and how many records the inference log holds.
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ from omegaconf import OmegaConf
 from forgeml.config import MonitorConfig, ServeConfig
 from forgeml.io import read_json
 from forgeml.serving.archive import build_archive
+from forgeml.serving.local_server import LocalServer
 from forgeml.serving.processes import free_ports
-from forgeml.serving.server import PORT_KEYS, TorchServe
+from forgeml.serving.server import PORT_KEYS
 
 MINIMAL_HANDLER = """
 import json, os
@@ -83,6 +91,16 @@ def handle(data, context):
     return answers
 """
 MODELS = ("forgeml", "minimal")
+# what is measured: (name, model, past the gateway, with a shadow step)
+TARGETS = (
+    ("forgeml", "forgeml", False, False),
+    ("minimal", "minimal", False, False),
+    ("direct", "forgeml", True, False),
+    ("shadow", "forgeml", False, True),
+)
+SHADOW_VERSION = "shadow"
+# the gateway re-reads its state every 0.1 s
+STATE_SETTLE_SECONDS = 0.5
 # the `serve` settings a flag may override; unset, forgeml's defaults are measured
 SERVE_FLAGS = ("batch_size", "max_batch_delay", "torch_threads", "workers")
 WARM_UP_SECONDS = 5.0
@@ -110,6 +128,25 @@ def build_archives(models_dir: Path, serve: Any, workdir: Path) -> None:
     for name in MODELS:
         handler = {"handler": minimal} if name == "minimal" else {"monitor": MonitorConfig()}
         build_archive(models_dir, serve.model_store, name, "1", serve, **handler)
+    # the shadow's archive: the forgeml model again, as a second version, under a plain name
+    built = build_archive(
+        models_dir, workdir / "shadow", "forgeml", SHADOW_VERSION, serve, monitor=MonitorConfig()
+    )
+    built.replace(Path(serve.model_store) / f"forgeml.{SHADOW_VERSION}.mar")
+
+
+def add_shadow_version(server: LocalServer) -> None:
+    server.api.register(f"forgeml.{SHADOW_VERSION}.mar", server.serve.workers)
+    server.wait_ready("forgeml", SHADOW_VERSION)
+
+
+def set_shadow(server: LocalServer, on: bool) -> None:
+    """A rollout's shadow step of the shadow version, on or off, as `forgeml rollout` sets it."""
+    rollouts = {
+        "forgeml": {"candidate": SHADOW_VERSION, "step": "shadow", "percent": 0, "shadow_fraction": 1.0}
+    }
+    server.write_state(server.state() | {"rollouts": rollouts if on else {}})
+    time.sleep(STATE_SETTLE_SECONDS)
 
 
 def trained_model(workdir: Path) -> tuple[Path, Path]:
@@ -170,23 +207,27 @@ class KeepAliveClient:
         self.connection.close()
 
 
-def request_bytes(server: TorchServe, model: str, body: bytes) -> bytes:
-    host = server.url("inference").removeprefix("http://")
+def request_bytes(host: str, token: str | None, model: str, body: bytes) -> bytes:
     headers = [
         f"POST /predictions/{model} HTTP/1.1",
         f"Host: {host}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
     ]
-    if token := server.token("inference"):
+    if token:
         headers.append(f"Authorization: Bearer {token}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: float) -> dict:
-    """Closed-loop load: `clients` threads, each one request at a time, for `seconds`."""
-    host, port = server.url("inference").removeprefix("http://").split(":")
-    request = request_bytes(server, model, body)
+def load(server: LocalServer, target: tuple, body: bytes, clients: int, seconds: float) -> dict:
+    """Closed-loop load on one target: `clients` threads, each one request at a time, for
+    `seconds`."""
+    _, model, direct, shadow = target
+    set_shadow(server, shadow)
+    entry = server.backend() if direct else server
+    host = entry.url("inference").removeprefix("http://")
+    request = request_bytes(host, entry.token("inference"), model, body)
+    host, port = host.split(":")
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
     stop_at = time.perf_counter() + seconds
@@ -217,11 +258,12 @@ def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: flo
     }
 
 
-def server_cpu(server: TorchServe) -> float:
-    """CPU seconds used so far by the frontend and its workers: per request, a cost that the
-    load of a shared machine inflates far less than it does wall-clock latency."""
-    frontend = psutil.Process(server.pid())
-    return sum(sum(process.cpu_times()[:2]) for process in [frontend, *frontend.children(recursive=True)])
+def server_cpu(server: LocalServer) -> float:
+    """CPU seconds used so far by the gateway, the frontend and its workers: per request, a
+    cost that the load of a shared machine inflates far less than it does wall-clock latency."""
+    frontend = psutil.Process(server.backend().pid())
+    processes = [psutil.Process(server.pid()), frontend, *frontend.children(recursive=True)]
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
 
 
 def main() -> None:
@@ -241,9 +283,10 @@ def main() -> None:
         serve = serve_config(workdir, overrides)
         build_archives(models_dir, serve, workdir)
         body = request_body(models_dir, test_split)
-        server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
+        server = LocalServer(serve, inference_log_dir=workdir / "inference-log")
         server.start({name: f"{name}.mar" for name in MODELS})
         try:
+            add_shadow_version(server)
             warm_up(server, body, max(levels))
             best = {level: run_rounds(server, body, level, args) for level in levels}
         finally:
@@ -255,34 +298,35 @@ def main() -> None:
     print(f"inference log: {logged} records at sample_rate {MonitorConfig.sample_rate}")
 
 
-def warm_up(server: TorchServe, body: bytes, clients: int) -> None:
-    """Both models under the heaviest load first, so that the JVM's JIT has compiled the
+def warm_up(server: LocalServer, body: bytes, clients: int) -> None:
+    """Every target under the heaviest load first, so that the JVM's JIT has compiled the
     frontend's request path before any level is measured: a few seconds at one client leave
     its compiler busy through the first measured rounds, on the same two cores."""
-    for model in MODELS:
-        load(server, model, body, clients, WARM_UP_SECONDS)
+    for target in TARGETS:
+        load(server, target, body, clients, WARM_UP_SECONDS)
 
 
-def run_rounds(server: TorchServe, body: bytes, clients: int, args: argparse.Namespace) -> dict[str, dict]:
-    """Each model's best round (by requests/s) at `clients` concurrent clients."""
+def run_rounds(server: LocalServer, body: bytes, clients: int, args: argparse.Namespace) -> dict[str, dict]:
+    """Each target's best round (by requests/s) at `clients` concurrent clients."""
     best: dict[str, dict] = {}
-    for model in MODELS:
-        load(server, model, body, clients, 2.0)  # warm-up, the JVM's JIT included
+    for target in TARGETS:
+        load(server, target, body, clients, 2.0)  # warm-up, the JVM's JIT included
     for round_number in range(args.rounds):
         # alternate the order, so neither side always runs on a warmer server
-        for model in MODELS[:: 1 if round_number % 2 == 0 else -1]:
-            result = load(server, model, body, clients, args.seconds)
+        for target in TARGETS[:: 1 if round_number % 2 == 0 else -1]:
+            name = target[0]
+            result = load(server, target, body, clients, args.seconds)
             if result["failures"]:
-                raise SystemExit(f"{model}: {result['failures']} requests failed")
-            if model not in best or result["rps"] > best[model]["rps"]:
-                best[model] = result
+                raise SystemExit(f"{name}: {result['failures']} requests failed")
+            if name not in best or result["rps"] > best[name]["rps"]:
+                best[name] = result
     return best
 
 
 def report(best: dict[int, dict[str, dict]], serve: Any, args: argparse.Namespace) -> None:
     settings = ", ".join(f"{flag} {serve[flag]}" for flag in SERVE_FLAGS)
     print(f"{args.seconds:.0f}s x {args.rounds} rounds per model and concurrency, {settings}, loopback")
-    print(f"{'model':<8} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
+    print(f"{'target':<8} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
     for level, results in best.items():
         for model, result in results.items():
             print(
@@ -290,8 +334,11 @@ def report(best: dict[int, dict[str, dict]], serve: Any, args: argparse.Namespac
                 f"{result['p99_ms']:>8.2f} {result['cpu_ms']:>10.3f}"
             )
     for level, results in best.items():
-        ratio = results["forgeml"]["rps"] / results["minimal"]["rps"]
-        print(f"handler_vs_minimal ratio at {level}: {ratio:.3f}")
+        forgeml = results["forgeml"]
+        print(f"handler_vs_minimal ratio at {level}: {forgeml['rps'] / results['minimal']['rps']:.3f}")
+        print(f"gateway_vs_direct ratio at {level}: {forgeml['rps'] / results['direct']['rps']:.3f}")
+        print(f"shadow_vs_none ratio at {level}: {results['shadow']['rps'] / forgeml['rps']:.3f}")
+        print(f"shadow_p50_ratio at {level}: {results['shadow']['p50_ms'] / forgeml['p50_ms']:.3f}")
 
 
 if __name__ == "__main__":
