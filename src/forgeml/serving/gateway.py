@@ -85,6 +85,23 @@ def routing_key(body: bytes, field: str) -> str | None:
     return None
 
 
+def with_ids(body: bytes, answer: bytes) -> bytes:
+    """The request `body` with each record's id set to the one production answered it under
+    (the handler gives a record without an id a new one): unchanged if they do not line up."""
+    try:
+        request, predictions = json.loads(body), json.loads(answer).get("predictions")
+    except (ValueError, AttributeError):
+        return body
+    single = isinstance(request, dict) and "instances" not in request
+    records = [request] if single else request.get("instances") if isinstance(request, dict) else None
+    if not isinstance(records, list) or not isinstance(predictions, list) or len(records) != len(predictions):
+        return body
+    for record, prediction in zip(records, predictions, strict=True):
+        if isinstance(record, dict) and isinstance(prediction, dict) and "id" in prediction:
+            record["id"] = prediction["id"]
+    return json.dumps(request).encode()
+
+
 def answers_of(body: bytes) -> list[Any] | None:
     """What an answer predicts, one entry per record (label or value); None if not an answer."""
     try:
@@ -259,13 +276,15 @@ class Gateway:
         content: bytes,
         stats: StepStats,
     ) -> None:
-        """The candidate answers a copy; its answer is compared with production's and dropped."""
+        """The candidate answers a copy, carrying production's request ids (so that both answers
+        are logged under one id); its answer is compared with production's and dropped."""
         async with self.shadows:
             started = time.perf_counter()
             path = self.prediction_path(model, rollout["candidate"])
+            copy = with_ids(body, content) if status == 200 else body
             try:
                 shadow_status, shadow_content, _ = await self.forward(
-                    "POST", "inference", path, body, {**headers, SHADOW_HEADER: "1"}
+                    "POST", "inference", path, copy, {**headers, SHADOW_HEADER: "1"}
                 )
             except (ClientError, OSError):
                 shadow_status, shadow_content = 599, b""
