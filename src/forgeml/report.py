@@ -121,6 +121,24 @@ def replayed(stage: str, result: dict[str, Any], out: Console) -> None:
     out.print(f"report: {result['report']}")
 
 
+def rolled_out(stage: str, result: dict[str, Any], out: Console) -> None:
+    """Each step walked with its verdict, then what serves (or why the rollout was aborted)."""
+    for step in result.get("steps", []):
+        out.print(f"  {rollout_step({**step, 'step': step['step']})}", markup=False)
+    if result.get("aborted"):
+        reason = result.get("reason", "?")
+        out.print(f"aborted: {result['aborted']} ({reason}); production answers everything", markup=False)
+    elif result.get("default_version"):
+        out.print(f"promoted: {result['model']} {result['default_version']} serves", markup=False)
+    elif result.get("rollout") is not None or "numbers" in result:
+        out.print(
+            json.dumps({"rollout": result.get("rollout"), "numbers": result.get("numbers")}, indent=2),
+            markup=False,
+        )
+    elif result.get("waiting_at"):
+        out.print(f"{result['candidate']} holds step {result['waiting_at']}; `forgeml rollout --status`")
+
+
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
     """Every deploy, rollback, alert and replay, oldest first, one line each: when, what, the
     gate's numbers, the alert's outcome or the replay's verdict, why (an alert's cause), who and where."""
@@ -145,7 +163,27 @@ def gate_numbers(event: dict[str, Any]) -> str:
     if event["action"] == "replay":
         agreement = cell(event.get("agreement"))
         return f"{event.get('message', '?')} ({event.get('requests', '?')} requests, agreement {agreement})"
+    if event["action"] == "rollout":
+        return rollout_step(event)
     return f"{event.get('gate', '?')}; {summary(event.get('metrics'))}"
+
+
+def rollout_step(event: dict[str, Any]) -> str:
+    """A rollout step's verdict and the candidate's numbers against production's."""
+    step = event.get("step", "?")
+    if step == "begin":
+        return f"rollout begins ({event.get('gate', '?')})"
+    if step == "abort":
+        return f"rollout aborted: {event.get('verdict', '?')}"
+    candidate, production = event.get("candidate") or {}, event.get("production") or {}
+    numbers = (
+        f"{candidate.get('requests', '?')} requests, {candidate.get('failed', 0)} failed, "
+        f"{candidate.get('rejected', 0)} rejected, p99 {cell(candidate.get('p99_ms'))} ms "
+        f"(production {cell(production.get('p99_ms'))} ms)"
+    )
+    if candidate.get("agreement") is not None:
+        numbers += f", agreement {cell(candidate['agreement'])}"
+    return f"step {step} {event.get('verdict', '?')}: {numbers}"
 
 
 def watched(stage: str, result: dict[str, Any], out: Console) -> None:
@@ -186,6 +224,7 @@ RENDERERS: dict[str, Callable[[str, dict[str, Any], Console], None]] = {
     "monitor": drift,
     "gate": gate,
     "replay": replayed,
+    "rollout": rolled_out,
     "history": history,
     "watch": watched,
     "serve example": request_example,
