@@ -46,6 +46,9 @@ PREDICTED_VALUE = "forgeml_predicted_value"
 REJECTED = "forgeml_rejected_requests"
 OUT_OF_RANGE = "forgeml_out_of_range_values"
 LOG_ERRORS = "forgeml_inference_log_errors"
+# the gateway's own counter, beside the handler's on the metrics port: answers by model, by who
+# answered (production, or a rollout's candidate) and by HTTP status
+GATEWAY_ANSWERS = "forgeml_gateway_answers_total"
 HANDLER_METRICS = (
     ("counter", PREDICTIONS, "count", ("Class",)),
     ("counter", REJECTED, "count", ("Reason",)),

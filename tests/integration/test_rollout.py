@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig
 
+from forgeml.contract import GATEWAY_ANSWERS
 from forgeml.errors import EXIT_DRIFT
 from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
 from forgeml.serving.local_server import LocalServer
+from forgeml.serving.management import http_request
 from forgeml.stages import history, package, rollout, serve
 from tests.helpers.load import steady_load
 from tests.helpers.serving import MODEL, ask, packaged_and_served, records, serving_config
@@ -93,6 +95,10 @@ def test_a_good_candidate_is_promoted_through_every_step(live, body, tmp_path):
     assert (last["action"], last["version"], last["rollout"]) == ("deploy", "v2", True)
     assert serve.status(live)["models"][MODEL]["default_version"] == "v2"
     assert "rollouts" not in serve.status(live)
+    # Prometheus sees who answered: the gateway's counter beside the handler's metrics
+    _, metrics = http_request("GET", LocalServer(live.serve).url("metrics") + "/metrics", None)
+    assert f'{GATEWAY_ANSWERS}{{model="{MODEL}",route="candidate",code="200"}}' in metrics
+    assert "forgeml_predictions" in metrics
 
 
 def test_a_canary_that_rejects_what_production_accepts_is_aborted_at_its_first_step(live, body, tmp_path):

@@ -37,6 +37,7 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
+from forgeml.contract import GATEWAY_ANSWERS
 from forgeml.serving import credentials
 
 STATE = "gateway.json"
@@ -151,6 +152,7 @@ class Gateway:
         self.hashes: dict[str, str] = {}
         self.hashes_stamp: tuple[int, int] | None = None
         self.in_flight: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, str, int]] = Counter()
         self.stats: dict[tuple[str, str, str], StepStats] = {}
         self.shadows = asyncio.Semaphore(SHADOW_CONCURRENCY)
         self.session: ClientSession | None = None
@@ -216,10 +218,13 @@ class Gateway:
         headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
         rollout = self.state.get("rollouts", {}).get(model)
         if version or not rollout:
-            return await self.answer("inference", self.prediction_path(model, version), body, headers)
+            answer = await self.answer("inference", self.prediction_path(model, version), body, headers)
+            self.answers[(model, version or "production", answer.status)] += 1
+            return answer
         if self.to_candidate(model, rollout, body):
             answered = await self.candidate_answer(model, rollout, body, headers)
             if answered is not None:
+                self.answers[(model, "candidate", answered.status)] += 1
                 return answered
         started = time.perf_counter()
         status, content, kept = await self.forward(
@@ -228,6 +233,7 @@ class Gateway:
         self.stats_of(model, "production").record(status, time.perf_counter() - started)
         if rollout.get("shadow_fraction", 0) > random.random():
             self.shadow(model, rollout, body, headers, status, content)
+        self.answers[(model, "production", status)] += 1
         return web.Response(status=status, body=content, headers={**kept, ROUTE_HEADER: "production"})
 
     def prediction_path(self, model: str, version: str | None) -> str:
@@ -317,7 +323,17 @@ class Gateway:
         return await self.answer("management", request.path_qs, body, {}, method=request.method)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return await self.answer("metrics", request.path_qs, None, {}, method="GET")
+        """The backend's metrics, then the gateway's own answer counts."""
+        answer = await self.answer("metrics", request.path_qs, None, {}, method="GET")
+        if answer.status != 200 or not request.path.startswith("/metrics"):
+            return answer
+        lines = [f"# TYPE {GATEWAY_ANSWERS} counter"] + [
+            f'{GATEWAY_ANSWERS}{{model="{model}",route="{route}",code="{code}"}} {count}'
+            for (model, route, code), count in sorted(self.answers.items(), key=str)
+        ]
+        return web.Response(
+            status=200, body=answer.body + ("\n".join(lines) + "\n").encode(), headers=answer.headers
+        )
 
     async def own_state(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request, "management"):
