@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from forgeml.layout import PLOTLY_JS
-from forgeml.monitoring.plots import numbers, shares_figure
-from forgeml.monitoring.report import render_html, render_monitoring_html, write_plotly_js
+from forgeml.monitoring.plots import numbers, shares_figure, time_series_figures
+from forgeml.monitoring.report import render_html, render_monitoring_html, windows_table, write_plotly_js
 from tests.helpers.monitoring import synthetic_monitoring
 
 
@@ -56,3 +56,16 @@ def test_plotly_js_is_written_once_and_replaced_when_it_differs(tmp_path):
     written.write_bytes(shipped[:-1] + b" ")
     write_plotly_js(tmp_path)
     assert written.read_bytes() == shipped
+
+
+def test_the_heatmap_has_a_row_per_feature_relative_to_its_largest_with_drifted_windows_marked(monitored):
+    monitoring, _ = monitored
+    figure = time_series_figures(monitoring, windows_table(monitoring))["drift statistic per feature"]
+    [heatmap] = figure["data"]
+    windows = monitoring["windows"]
+    assert heatmap["y"] == ["x0", "x1"]
+    for name, row, marks in zip(heatmap["y"], heatmap["z"], heatmap["text"], strict=True):
+        statistics = [window["features"][name]["statistic"] for window in windows]
+        assert row == pytest.approx([statistic / max(statistics) for statistic in statistics])
+        assert marks == ["x" if window["features"][name]["drifted"] else "" for window in windows]
+    assert "x" in heatmap["text"][0] and "" in heatmap["text"][0]

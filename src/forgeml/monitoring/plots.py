@@ -101,15 +101,15 @@ def distribution_layout(name: str, measure: str, barmode: str) -> dict[str, Any]
     }
 
 
-def time_series_figures(
-    table: pd.DataFrame, statistics: pd.DataFrame, threshold: float, evaluation: dict[str, float]
-) -> dict[str, dict[str, Any]]:
-    """The four plots of monitoring.html, each over the windows: `table` has a row per window
-    (report.windows_table), `statistics` a row per window and feature."""
+def time_series_figures(monitoring: dict[str, Any], table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The four plots of monitoring.html, each over the windows of `monitoring` (decay.assess's
+    result), whose `table` (report.windows_table) has a row per window."""
     labels = window_labels(table)
+    threshold = monitoring["settings"]["share_threshold"]
+    evaluation = monitoring.get("evaluation") or {}
     return {
         "share of drifted features": share_figure(table, labels, threshold),
-        "drift statistic per feature": statistics_figure(statistics, table, labels),
+        "drift statistic per feature": statistics_figure(monitoring["windows"], labels),
         "performance: estimated and measured": performance_figure(table, labels, evaluation),
         "request volume and rejections": volume_figure(table, labels),
     }
@@ -169,18 +169,16 @@ def share_figure(table: pd.DataFrame, labels: list[str], threshold: float) -> di
     return {"data": data, "layout": layout}
 
 
-def statistics_figure(statistics: pd.DataFrame, table: pd.DataFrame, labels: list[str]) -> dict[str, Any]:
+def statistics_figure(windows: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
     """A heatmap, one row per feature: its statistic relative to its largest over the windows
     (tests differ in scale), drifted windows marked x; the hover text gives the statistic."""
-    grid = statistics.pivot_table(index="feature", columns="window_end", values="statistic", sort=False)
-    grid = grid.reindex(columns=table["window_end"])
-    drifted = statistics.pivot_table(index="feature", columns="window_end", values="drifted", sort=False)
-    drifted = drifted.reindex(index=grid.index, columns=table["window_end"]).fillna(0).astype(bool)
-    values = grid.to_numpy(np.float64)
+    features = list(dict.fromkeys(name for window in windows for name in window["features"]))
+    entries = [[window["features"].get(name) or {} for window in windows] for name in features]
+    values = np.array([[entry.get("statistic") for entry in row] for row in entries], dtype=np.float64)
+    values = values.reshape(len(features), len(windows))
     with np.errstate(all="ignore"):
         largest = np.nanmax(np.abs(values), axis=1, keepdims=True) if np.isfinite(values).any() else 1.0
         scaled = values / np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
-    features = [str(name) for name in grid.index]
     data = [
         {
             "type": "heatmap",
@@ -191,7 +189,7 @@ def statistics_figure(statistics: pd.DataFrame, table: pd.DataFrame, labels: lis
             "zmax": 1.0,
             "colorscale": HEAT_SCALE,
             "colorbar": {"title": {"text": "relative statistic"}},
-            "text": [["x" if cell else "" for cell in row] for row in drifted.to_numpy()],
+            "text": [["x" if entry.get("drifted") else "" for entry in row] for row in entries],
             "texttemplate": "%{text}",
             "customdata": [
                 [[label, value] for label, value in zip(labels, numbers(row), strict=True)] for row in values

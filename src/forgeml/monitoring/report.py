@@ -295,9 +295,7 @@ def render_monitoring_html(monitoring: dict[str, Any]) -> str:
         + "</tr>"
         for row in table.to_dict("records")
     )
-    statistics = feature_statistics_table(monitoring)
-    threshold = monitoring["settings"]["share_threshold"]
-    figures = time_series_figures(table, statistics, threshold, monitoring.get("evaluation") or {})
+    figures = time_series_figures(monitoring, table)
     return MONITORING_PAGE.format(
         colour=VERDICT_COLOURS.get(monitoring["verdict"], "#000"),
         verdict=esc(monitoring["verdict"].replace("_", " ")),
