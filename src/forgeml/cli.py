@@ -73,6 +73,9 @@ QUIET_STAGES = {
     "doctor": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
     "rollout": ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"],
 }
+# stages composed once through Hydra's Compose API unless Hydra's own flags (-m, --cfg, --help,
+# ...) are given: no run directory and no log file, as when they run from a snapshot (--params)
+COMPOSED_STAGES = {"monitor"}
 # commands that take their own arguments instead of a config
 COMMANDS = {"init": "forgeml.project"}
 # the project's own code, importable by `_target_` in every stage (DVC's included)
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     add_project_source()
     try:
         run = run_from_params if "--params" in args else run_hydra_app
+        if run is run_hydra_app and stage in COMPOSED_STAGES and not any(arg.startswith("-") for arg in args):
+            run = run_composed
         exit_code = run(stage, args, as_json)
     except ForgeError as error:
         return report_error(stage, error)
@@ -243,6 +248,28 @@ def config_source() -> tuple[str, str]:
     if (directory / "config.yaml").is_file():
         return str(directory), "config"
     return (str(directory) if directory.is_dir() else PACKAGE_CONFIG), BASE_CONFIG
+
+
+def run_composed(stage: str, args: list[str], as_json: bool = False) -> int:
+    """Run a stage on the config composed once through Hydra's Compose API. hydra.main composes
+    twice (once only to learn the run mode) and sets up a run directory and logging, about a
+    second on two cores: most of what `forgeml monitor` may take on top of its data."""
+    from hydra import compose
+
+    config_path, config_name = config_source()
+    with hydra_initialized(config_path):
+        cfg = compose(config_name, overrides=args)
+    return exit_code_of(run_stage(stage, cfg, as_json))
+
+
+def hydra_initialized(config_path: str) -> contextlib.AbstractContextManager[Any]:
+    """Hydra initialised on a config directory, or on forgeml's shipped config (a pkg:// path)."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    module = config_path.removeprefix("pkg://")
+    if module != config_path:
+        return initialize_config_module(module, version_base="1.3")
+    return initialize_config_dir(config_path, version_base="1.3")
 
 
 def run_hydra_app(stage: str, args: list[str], as_json: bool = False) -> int:

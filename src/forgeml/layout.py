@@ -10,7 +10,7 @@
                 decision_threshold.json (a binary model's threshold; packaged into the archive)
     package  -> <serve.model_store>/<serve.model_name>.mar (+ registry.json)
     monitor  -> <paths.reports_dir>/drift.json, drift.html, monitoring.json, monitoring.html,
-                monitoring/{windows,feature_drift}.csv
+                plotly.min.js (what the pages draw their plots with), monitoring/{windows,feature_drift}.csv
     replay   -> <paths.reports_dir>/rollout/<version>/replay.json, replay.html
 
 The directories come from the config; the names inside them are fixed here. Stages import these
@@ -48,6 +48,8 @@ ROC_POINTS = "roc.csv"
 PREDICTED_VS_ACTUAL = "predicted_vs_actual.csv"
 MONITORING_REPORT = "monitoring.json"
 MONITORING_PAGE = "monitoring.html"
+# plotly.js, beside the pages that draw their plots with it (never fetched from the network)
+PLOTLY_JS = "plotly.min.js"
 # per-window tables for `dvc plots`
 MONITORING_TABLES = "monitoring"
 WINDOWS_TABLE = "windows.csv"
@@ -121,6 +123,7 @@ def stage_outputs(cfg: Any) -> dict[str, list[Path]]:
             reports / DRIFT_PAGE,
             reports / MONITORING_REPORT,
             reports / MONITORING_PAGE,
+            reports / PLOTLY_JS,
             reports / MONITORING_TABLES,
         ],
     }

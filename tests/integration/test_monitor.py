@@ -102,7 +102,8 @@ def test_shifted_traffic_is_drift_on_exactly_the_shifted_features_and_logged_to_
     page = (Path(project.paths.reports_dir) / "drift.html").read_text()
     assert '<table class="drift">' in page and page.count('<tr class="drifted">') >= len(SHIFTED)
     assert all(f"<figcaption>{name}</figcaption>" in page for name in SHIFTED)
-    assert page.count("data:image/png;base64,") >= len(SHIFTED)
+    assert page.count('<div class="plot"') >= len(SHIFTED)
+    assert (Path(project.paths.reports_dir) / "plotly.min.js").is_file()
     run_dir = Path(result["wandb_run"])
     assert run_dir.parent == Path(project.paths.log_dir, "wandb")
     [history] = run_dir.glob("run-*.wandb")
@@ -112,7 +113,7 @@ def test_shifted_traffic_is_drift_on_exactly_the_shifted_features_and_logged_to_
     logged_rows = json.loads(table.read_text())["data"]
     prediction = {"(prediction)"} if result["prediction_drifted"] else set()
     assert {row[0] for row in logged_rows if row[-1] is True} == {*SHIFTED, *prediction}
-    plots = list((run_dir / "files" / "media" / "images" / "drift" / "plots").glob("*.png"))
+    plots = list((run_dir / "files" / "media" / "plotly" / "drift" / "plots").glob("*.plotly.json"))
     assert len(plots) >= len(SHIFTED)
 
 

@@ -47,6 +47,17 @@ def test_reads_every_worker_and_rotated_file_in_time_order(tmp_path):
     assert str(frame["ts"].dt.tz) == "UTC"
 
 
+def test_records_of_one_time_keep_their_file_order_and_one_without_a_time_comes_last(tmp_path):
+    """The log is sorted in Arrow before pandas sees it: stably, a missing time last, as pandas'
+    stable sort would order it; a log already in order comes back as it was read."""
+    write_lines(tmp_path / "worker-11.1.jsonl", [record(3, x=1.0), {**record(0, x=2.0), "ts": None}])
+    write_lines(tmp_path / "worker-11.jsonl", [record(3, x=3.0), record(1, x=4.0)])
+    write_lines(tmp_path / "worker-12.jsonl", [record(3, x=5.0)])
+    assert read_inference_log(tmp_path)["x"].tolist() == [4.0, 1.0, 3.0, 5.0, 2.0]
+    table = logs.parse_table(b"".join(json.dumps(record(second)).encode() + b"\n" for second in (1, 2, 2)))
+    assert logs.in_time_order(table) is table
+
+
 def test_a_line_cut_short_by_a_stopped_worker_is_skipped(tmp_path):
     write_lines(tmp_path / "worker-1.jsonl", [record(1, x=1.0), record(2, x=2.0)], tail='{"ts": "2025-0')
     assert read_inference_log(tmp_path)["x"].tolist() == [1.0, 2.0]

@@ -35,8 +35,10 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.json as pa_json
 
@@ -103,7 +105,7 @@ def read_inference_log(log_dir: str | Path) -> pd.DataFrame:
     # fields typed differently in two files stay apart: pandas unifies them (as objects)
     with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
         tables = [pa.concat_tables(tables, promote_options="permissive")] if len(tables) > 1 else tables
-    frames = [table_to_frame(table) for table in tables]
+    frames = [table_to_frame(in_time_order(table)) for table in tables]
     frames += [part for part in parts if isinstance(part, pd.DataFrame) and len(part)]
     if not frames:
         return pd.DataFrame(columns=list(RECORD_FIELDS))
@@ -285,6 +287,20 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     ).add_prefix(PROBABILITY_PREFIX)
     inputs = inputs.drop(columns=list(RECORD_FIELDS), errors="ignore")
     return pd.concat([fields, inputs, probabilities], axis=1)
+
+
+def in_time_order(table: pa.Table) -> pa.Table:
+    """The table's rows by ts, sorted in Arrow before its one conversion to pandas, which then
+    copies nothing more (sorted as a frame, every column of a million rows was copied twice:
+    about a second of a steady-state run). Arrow's sort is stable with missing times last, as
+    order_by_time's; a table already in order, or whose ts is not a parsed time, is left as it
+    is for order_by_time."""
+    if "ts" not in table.column_names or not pa.types.is_timestamp(table.schema.field("ts").type):
+        return table
+    order = pc.sort_indices(table, sort_keys=[("ts", "ascending")])
+    if np.array_equal(order.to_numpy(), np.arange(len(order))):
+        return table
+    return table.take(order)
 
 
 def order_by_time(frame: pd.DataFrame) -> pd.DataFrame:

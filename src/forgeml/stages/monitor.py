@@ -5,8 +5,9 @@ reference_profile.json) feature by feature and on the model's predictions, estim
 from the logged probabilities (CBPE) and measures it where delayed labels arrived, over one or
 more time windows. Writes reports/drift.json and reports/drift.html (the last window: summary,
 table, a plot per drifted feature), reports/monitoring.json and reports/monitoring.html (every
-window, as time series), reports/monitoring/*.csv for `dvc plots`, and a wandb run under
-paths.log_dir (offline unless WANDB_MODE says otherwise). The tests and the verdict live in
+window, as time series), both with interactive plots drawn by reports/plotly.min.js,
+reports/monitoring/*.csv for `dvc plots`, and a wandb run under paths.log_dir (offline unless
+WANDB_MODE says otherwise). The tests and the verdict live in
 forgeml/monitoring/ (drift.py, performance.py, decay.py); this stage loads, reports and writes.
 
 Exit code of `forgeml monitor`, for cron and CI to act on:
@@ -38,10 +39,6 @@ Features and the flags that control them:
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import sys
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +77,10 @@ from forgeml.monitoring.report import (
     drifted_figures,
     feature_statistics_table,
     log_to_wandb,
-    preload_matplotlib,
     render_html,
     render_monitoring_html,
     windows_table,
+    write_plotly_js,
 )
 from forgeml.monitoring.signals import with_signals
 from forgeml.tables import read_table, write_table
@@ -94,7 +91,6 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = cfg.monitor
     settings, decay = drift_settings(monitor), decay_settings(monitor)
-    matplotlib_loaded = preload_matplotlib()
     current, source = load_current(monitor)
     baseline, train = load_baseline(cfg, settings, logged=len(current) > 0)
     current = with_predictions(current, cfg.paths.models_dir, cfg.paths.reports_dir)
@@ -103,15 +99,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
     monitoring, report = assess(baseline, windows, settings, decay, labels, source)
     reports = Path(cfg.paths.reports_dir)
-    matplotlib_loaded.join()
-    # the monitoring page, a plot per drifted feature and perhaps one of the predictions
-    with drawing_processes(2 + len(report["drifted_features"])) as draw:
-        monitoring_page = draw.submit(render_monitoring_html, monitoring)
-        figures = drifted_figures(report, train, windows[-1].records, baseline, draw)
-        write_json(reports / DRIFT_REPORT, report)
-        write_text(reports / DRIFT_PAGE, render_html(report, figures))
-        write_json(reports / MONITORING_REPORT, monitoring)
-        write_text(reports / MONITORING_PAGE, monitoring_page.result())
+    # a plot per drifted feature and perhaps one of the predictions
+    figures = drifted_figures(report, train, windows[-1].records, baseline)
+    write_json(reports / DRIFT_REPORT, report)
+    write_text(reports / DRIFT_PAGE, render_html(report, figures))
+    write_json(reports / MONITORING_REPORT, monitoring)
+    write_text(reports / MONITORING_PAGE, render_monitoring_html(monitoring))
+    write_plotly_js(reports)
     write_table(windows_table(monitoring), monitoring_table(reports, WINDOWS_TABLE))
     write_table(feature_statistics_table(monitoring), monitoring_table(reports, FEATURE_DRIFT_TABLE))
     wandb_run = None
@@ -137,18 +131,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "report": str(reports / DRIFT_REPORT),
         "wandb_run": wandb_run,
     }
-
-
-def drawing_processes(jobs: int) -> Executor:
-    """Where monitoring.html and each plot of drift.html are drawn: single-threaded matplotlib
-    work, one process per core (at most one per job), forked once the tests are done (with
-    matplotlib already imported; a numeric plot is sent its densities, not its columns). Fork
-    only on Linux (macOS' system libraries are not safe to fork); elsewhere one thread draws
-    them, which is the same code without the speed-up."""
-    if sys.platform == "linux":
-        processes = min(len(os.sched_getaffinity(0)), jobs)
-        return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
-    return ThreadPoolExecutor(1)
 
 
 def drift_settings(monitor: DictConfig) -> DriftSettings:
