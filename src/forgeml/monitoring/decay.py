@@ -14,6 +14,13 @@ window decides the verdict:
             min_estimated_accuracy
     exit 4  fewer than min_samples records in the window: no verdict
     exit 0  none of these
+
+Per version: where several versions answered (a rollout's canary beside production, a shadow
+candidate's answers logged under production's request ids), each window also judges each
+version's records alone, against the same reference and thresholds, with the calibration fitted
+for that version's model (`versions`: rows, rejections, latency, drift, estimate, measured
+metrics and the verdict these alone would give). These never change the window's own verdict.
+With one version the window's numbers are that version's: nothing is computed twice.
 """
 
 from __future__ import annotations
@@ -124,9 +131,15 @@ def assess(
     decay: DecaySettings,
     labels: pd.DataFrame | None,
     source: str,
+    versions: dict[str, Baseline] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(monitoring report over every window, drift report of the last window)."""
-    reports = [window_report(reference, window, settings, decay, labels, source) for window in windows]
+    """(monitoring report over every window, drift report of the last window). `versions`: the
+    baseline of each version that answered (answering_versions), keyed as the records name it."""
+    reports = []
+    for window in windows:
+        report = window_report(reference, window, settings, decay, labels, source)
+        report["versions"] = version_reports(versions or {}, window, report, settings, decay, labels, source)
+        reports.append(report)
     last = reports[-1]
     monitoring = {
         "format": MONITORING_FORMAT,
@@ -189,6 +202,57 @@ def window_report(
         "measured": measured,
         "model": reference.model,
         "settings": asdict(settings),
+    }
+
+
+def answering_versions(records: pd.DataFrame) -> list[str]:
+    """The versions the records name (answered or refused), as text, in order of appearance;
+    none for data without a `version` column."""
+    if "version" not in records.columns:
+        return []
+    return [str(version) for version in records["version"].unique() if not pd.isna(version)]
+
+
+def version_reports(
+    versions: dict[str, Baseline],
+    window: Window,
+    overall: dict[str, Any],
+    settings: DriftSettings,
+    decay: DecaySettings,
+    labels: pd.DataFrame | None,
+    source: str,
+) -> dict[str, dict[str, Any]]:
+    """Each version with records in the window, judged on them alone (version_summary). One
+    version: the window's own report is its (no second pass over the rows); none (data
+    without a version): nothing."""
+    if len(versions) <= 1:
+        empty = not len(window.records)
+        return (
+            {} if empty else {version: version_summary(overall, base) for version, base in versions.items()}
+        )
+    judged = {}
+    for version, records in window.records.groupby("version", sort=False):
+        baseline = versions[str(version)]
+        part = Window(window.start, window.end, records)
+        report = window_report(baseline, part, settings, decay, labels, source)
+        judged[str(version)] = version_summary(report, baseline)
+    return judged
+
+
+def version_summary(report: dict[str, Any], baseline: Baseline) -> dict[str, Any]:
+    """A version's entry in a window's `versions`: its volume, latency, drift, performance and
+    the verdict its records alone give (insufficient_data below monitor.min_samples)."""
+    return {
+        "verdict": report["verdict"],
+        "rows": report["rows"]["current"],
+        "rejected": report["rows"]["rejected"],
+        "latency": report["latency"],
+        "share_drifted": report["share_drifted"],
+        "drifted_features": report["drifted_features"],
+        "prediction_drifted": (report["prediction"] or {}).get("drifted"),
+        "estimated": report["estimated"],
+        "calibration": (baseline.calibration or {}).get("method"),
+        "measured": report["measured"],
     }
 
 
@@ -386,6 +450,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
         "estimated": report["estimated"],
         "measured": report["measured"],
+        "versions": report["versions"],
         "features": features,
     }
 

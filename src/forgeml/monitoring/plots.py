@@ -25,6 +25,8 @@ COLOURS = {
     "evaluation": "#6e7781",
     "measured": "#2ca02c",
 }
+# one colour per version (plotly's first ones), in the order the versions first answered
+VERSION_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 # white to red: a feature's statistic relative to its largest over the windows
 HEAT_SCALE = [[0.0, "#fff5f0"], [1.0, "#a50f15"]]
 DISTRIBUTION_SIZE = {"width": 600, "height": 320}
@@ -103,16 +105,30 @@ def distribution_layout(name: str, measure: str, barmode: str) -> dict[str, Any]
 
 def time_series_figures(monitoring: dict[str, Any], table: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """The four plots of monitoring.html, each over the windows of `monitoring` (decay.assess's
-    result), whose `table` (report.windows_table) has a row per window."""
+    result), whose `table` (report.windows_table) has a row per window, and a fifth where
+    several versions answered in a window."""
     labels = window_labels(table)
     threshold = monitoring["settings"]["share_threshold"]
     evaluation = monitoring.get("evaluation") or {}
-    return {
+    figures = {
         "share of drifted features": share_figure(table, labels, threshold),
         "drift statistic per feature": statistics_figure(monitoring["windows"], labels),
         "performance: estimated and measured": performance_figure(table, labels, evaluation),
         "request volume and rejections": volume_figure(table, labels),
     }
+    if several_versions(monitoring["windows"]):
+        figures["per version: performance and p99 latency"] = versions_figure(monitoring["windows"], labels)
+    return figures
+
+
+def several_versions(windows: list[dict[str, Any]]) -> bool:
+    """Whether some window was answered by more than one version (decay.version_reports)."""
+    return any(len(window.get("versions") or {}) > 1 for window in windows)
+
+
+def answering(windows: list[dict[str, Any]]) -> list[str]:
+    """Every version that answered in some window, in the order they first did."""
+    return list(dict.fromkeys(version for window in windows for version in window.get("versions") or {}))
 
 
 def window_labels(table: pd.DataFrame) -> list[str]:
@@ -258,3 +274,30 @@ def volume_figure(table: pd.DataFrame, labels: list[str]) -> dict[str, Any]:
     }
     layout["margin"] = {**MARGIN, "r": 60}
     return {"data": [records, rejected], "layout": layout}
+
+
+def versions_figure(windows: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """Each version in its colour: its estimated accuracy (CBPE, solid) and its measured accuracy
+    or R² (dotted) where labels arrived, and its p99 latency (dashed, on the right axis); a gap
+    where the version did not answer."""
+    data = []
+    for number, version in enumerate(answering(windows)):
+        colour = VERSION_COLOURS[number % len(VERSION_COLOURS)]
+        entries = [(window.get("versions") or {}).get(version) or {} for window in windows]
+        estimated = [(entry.get("estimated") or {}).get("accuracy") for entry in entries]
+        metrics = [(entry.get("measured") or {}).get("metrics") or {} for entry in entries]
+        p99 = [(entry.get("latency") or {}).get("p99_ms") for entry in entries]
+        if any(value is not None for value in estimated):
+            data.append(line(labels, estimated, f"{version}: estimated accuracy", colour))
+        for name in ("accuracy", "r2"):
+            measured = [scores.get(name) for scores in metrics]
+            if any(value is not None for value in measured):
+                data.append(line(labels, measured, f"{version}: measured {name}", colour, dash="dot"))
+        if any(value is not None for value in p99):
+            data.append(
+                line(labels, p99, f"{version}: p99 latency (ms)", colour, dash="dash") | {"yaxis": "y2"}
+            )
+    layout = over_windows(labels, "score")
+    layout["yaxis2"] = {"title": {"text": "p99 latency (ms)"}, "overlaying": "y", "side": "right"}
+    layout["margin"] = {**MARGIN, "r": 60}
+    return {"data": data, "layout": layout}

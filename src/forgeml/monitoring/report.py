@@ -24,7 +24,14 @@ import pandas as pd
 from forgeml.errors import ForgeError
 from forgeml.io import write_bytes
 from forgeml.layout import PLOTLY_JS
-from forgeml.monitoring.plots import histogram_figure, shares_figure, time_series_figures
+from forgeml.monitoring.plots import (
+    answering,
+    histogram_figure,
+    several_versions,
+    shares_figure,
+    time_series_figures,
+    window_labels,
+)
 
 if TYPE_CHECKING:
     from forgeml.monitoring.decay import Baseline
@@ -296,6 +303,7 @@ def render_monitoring_html(monitoring: dict[str, Any]) -> str:
         for row in table.to_dict("records")
     )
     figures = time_series_figures(monitoring, table)
+    windows = monitoring["windows"]
     return MONITORING_PAGE.format(
         colour=VERDICT_COLOURS.get(monitoring["verdict"], "#000"),
         verdict=esc(monitoring["verdict"].replace("_", " ")),
@@ -303,9 +311,55 @@ def render_monitoring_html(monitoring: dict[str, Any]) -> str:
         count=len(table),
         head=head,
         body=body,
+        versions=versions_html(windows, window_labels(table)) if several_versions(windows) else "",
         plots=plots_html(figures),
         scripts=PLOT_SCRIPTS,
     )
+
+
+def version_measures(entry: dict[str, Any]) -> dict[str, Any]:
+    """A version's entry in a window (decay.version_summary) as the rows of its column."""
+    latency = entry["latency"] or {}
+    measured = entry["measured"] or {}
+    return {
+        "verdict": entry["verdict"].replace("_", " "),
+        "rows": entry["rows"],
+        "rejected": entry["rejected"],
+        "latency p50 (ms)": latency.get("p50_ms"),
+        "latency p99 (ms)": latency.get("p99_ms"),
+        "share drifted": entry["share_drifted"],
+        "prediction drifted": entry["prediction_drifted"],
+        "estimated accuracy": (entry["estimated"] or {}).get("accuracy"),
+        "calibration": entry["calibration"],
+        "labelled rows": measured.get("labelled_rows"),
+        **{f"measured {name}": value for name, value in (measured.get("metrics") or {}).items()},
+    }
+
+
+def versions_html(windows: list[dict[str, Any]], labels: list[str]) -> str:
+    """A small table per window that versions answered in, their numbers side by side, each
+    version in the same column in every table."""
+    order = answering(windows)
+    tables = []
+    for window, label in zip(windows, labels, strict=True):
+        entries = window.get("versions") or {}
+        columns = {version: version_measures(entries[version]) for version in order if version in entries}
+        if columns:
+            tables.append(versions_table(label, columns))
+    return "<h2>Per version</h2>\n" + "\n".join(tables)
+
+
+def versions_table(label: str, columns: dict[str, dict[str, Any]]) -> str:
+    """One window's table: a row per measure, a column per version."""
+    head = f"<th>window ending {esc(label)}</th>" + "".join(f"<th>version {esc(v)}</th>" for v in columns)
+    rows = unique([name for measures in columns.values() for name in measures])
+    body = "".join(
+        f"<tr><th>{esc(name)}</th>"
+        + "".join(f"<td>{esc(fmt(measures.get(name)))}</td>" for measures in columns.values())
+        + "</tr>"
+        for name in rows
+    )
+    return f'<table class="versions"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def clean(value: Any) -> Any:
@@ -331,5 +385,6 @@ figure {{ display: inline-block; margin: 0.5rem; vertical-align: top; }}
 {plots}
 <h2>{count} windows</h2>
 <table class="windows"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{versions}
 </body></html>
 """

@@ -30,6 +30,9 @@ Features and the flags that control them:
 - verdict: `monitor.share_threshold` (the share of drifted features), `monitor.severe.psi` and
   `monitor.severe.wasserstein` (one severely shifted feature; `monitor.severe=null`: off),
   `monitor.min_samples`
+- per version: where several versions answered in a window (a rollout), each one's records are
+  also judged alone (`versions` in drift.json and monitoring.json, decay.version_reports), CBPE
+  with the calibration fitted for that version's model (version_calibration)
 - tracking: `monitor.wandb=false` skips the wandb run
 - predictions: taken from the log; the reference predictions and the calibration come from
   `evaluate` (reports/), so this stage imports no torch. Only a table without a `prediction`
@@ -39,6 +42,7 @@ Features and the flags that control them:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +72,10 @@ from forgeml.layout import (
     monitoring_table,
     split_file,
 )
-from forgeml.monitoring.decay import Baseline, DecaySettings, assess, time_windows
+from forgeml.monitoring.decay import Baseline, DecaySettings, answering_versions, assess, time_windows
 from forgeml.monitoring.drift import DriftSettings, feature_references
 from forgeml.monitoring.logs import read_current, read_inference_log, select_window
-from forgeml.monitoring.performance import read_labels
+from forgeml.monitoring.performance import read_labels, uncalibrated
 from forgeml.monitoring.privacy import private_profile
 from forgeml.monitoring.report import (
     drifted_figures,
@@ -83,6 +87,7 @@ from forgeml.monitoring.report import (
     write_plotly_js,
 )
 from forgeml.monitoring.signals import with_signals
+from forgeml.serving.registry import Registry
 from forgeml.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -94,10 +99,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     current, source = load_current(monitor)
     baseline, train = load_baseline(cfg, settings, logged=len(current) > 0)
     current = with_predictions(current, cfg.paths.models_dir, cfg.paths.reports_dir)
-    current, _ = with_signals(current, read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR))
+    spec = read_json(Path(cfg.paths.processed_dir) / PREPROCESSOR)
+    current, _ = with_signals(current, spec)
     labels = read_labels(monitor.labels, baseline.task) if monitor.labels and baseline.task else None
     windows = time_windows(current, monitor.window_duration, monitor.windows, window_end(monitor))
-    monitoring, report = assess(baseline, windows, settings, decay, labels, source)
+    versions = version_baselines(cfg, baseline, answering_versions(current), spec.get("labels"))
+    monitoring, report = assess(baseline, windows, settings, decay, labels, source, versions)
     reports = Path(cfg.paths.reports_dir)
     # a plot per drifted feature and perhaps one of the predictions
     figures = drifted_figures(report, train, windows[-1].records, baseline)
@@ -128,6 +135,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "prediction_drifted": (report["prediction"] or {}).get("drifted"),
         "estimated_accuracy": (report["estimated"] or {}).get("accuracy"),
         "measured": (report["measured"] or {}).get("metrics"),
+        "versions": {version: version_numbers(entry) for version, entry in report["versions"].items()},
         "report": str(reports / DRIFT_REPORT),
         "wandb_run": wandb_run,
     }
@@ -192,6 +200,48 @@ def load_baseline(cfg: DictConfig, settings: DriftSettings, logged: bool) -> tup
     return baseline, train
 
 
+def version_baselines(
+    cfg: DictConfig, baseline: Baseline, versions: list[str], classes: list[Any] | None
+) -> dict[str, Baseline]:
+    """The baseline each answering version is judged against: the same reference, with the
+    calibration `evaluate` fitted where it was fitted for that version's model, else the
+    version's probabilities as they are (version_calibration, as `forgeml replay` does). With
+    one version, the baseline itself: nothing is looked up."""
+    if len(versions) <= 1 or baseline.task != "classification" or not classes:
+        return dict.fromkeys(versions, baseline)
+    registry = Registry(cfg.serve.model_store)
+    model = cfg.monitor.model_name or cfg.serve.model_name
+    calibrations = {
+        version: version_calibration(cfg.paths.reports_dir, registry, model, version, classes)
+        for version in versions
+    }
+    return {version: replace(baseline, calibration=fitted) for version, fitted in calibrations.items()}
+
+
+def version_calibration(
+    reports_dir: str, registry: Registry, model: str, version: str | None, classes: list[Any]
+) -> dict[str, Any]:
+    """The calibration CBPE uses on `version`'s probabilities: `evaluate`'s (reports/
+    calibration.json) where it was fitted for the model the registry holds as that version, else
+    the probabilities as they are: a calibration fits one model only."""
+    entries = {entry["version"]: entry for entry in registry.versions(model)}
+    path = Path(reports_dir) / CALIBRATION
+    content = read_json(path) if path.is_file() else None
+    return fitted_for(content, (entries.get(version) or {}).get("model_hash")) or uncalibrated(classes)
+
+
+def version_numbers(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the command's result keeps of a version's entry in the last window."""
+    return {
+        "verdict": entry["verdict"],
+        "rows": entry["rows"],
+        "rejected": entry["rejected"],
+        "p99_ms": (entry["latency"] or {}).get("p99_ms"),
+        "estimated_accuracy": (entry["estimated"] or {}).get("accuracy"),
+        "measured": (entry["measured"] or {}).get("metrics"),
+    }
+
+
 def model_manifest(models_dir: str) -> dict[str, Any] | None:
     path = Path(models_dir) / MANIFEST
     if not path.is_file():
@@ -217,13 +267,16 @@ def reference_predictions(path: Path, model_hash: str | None) -> np.ndarray | No
 
 def model_calibration(path: Path, model_hash: str | None) -> dict[str, Any] | None:
     """The calibration `evaluate` wrote for this model (None for a regression model)."""
-    if model_hash is None or not path.is_file():
-        return None
-    content = read_json(path)
-    if content.get("model_hash") != model_hash:
+    content = read_json(path) if model_hash is not None and path.is_file() else None
+    if content is not None and content.get("model_hash") != model_hash:
         log.warning("no performance estimate: %s is of another model (run `forgeml evaluate`)", path)
-        return None
-    return content if content.get("curves") else None
+    return fitted_for(content, model_hash)
+
+
+def fitted_for(content: dict[str, Any] | None, model_hash: str | None) -> dict[str, Any] | None:
+    """`content` (a calibration file's) if it was fitted for the model `model_hash` names."""
+    fitted = content and model_hash is not None and content.get("model_hash") == model_hash
+    return content if fitted and content.get("curves") else None
 
 
 def load_current(monitor: DictConfig) -> tuple[pd.DataFrame, str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,15 +36,15 @@ from forgeml.config import check_monitor, check_ranges
 from forgeml.contract import probability_column
 from forgeml.errors import ForgeError
 from forgeml.io import write_json, write_text
-from forgeml.layout import CALIBRATION, REPLAY_PAGE, REPLAY_REPORT, rollout_reports
+from forgeml.layout import REPLAY_PAGE, REPLAY_REPORT, rollout_reports
 from forgeml.monitoring.decay import stamp, time_windows
 from forgeml.monitoring.drift import DriftSettings
-from forgeml.monitoring.performance import read_labels, uncalibrated
+from forgeml.monitoring.performance import read_labels
 from forgeml.monitoring.replay_page import render_replay_html
 from forgeml.serving.comparison import Answers, Thresholds, compare, verdict
 from forgeml.serving.registry import Registry
 from forgeml.serving.replay import ArchivedVersion, check_replayable, load_version, score
-from forgeml.stages.monitor import load_current, model_calibration, window_end
+from forgeml.stages.monitor import load_current, version_calibration, window_end
 
 REPORT_FORMAT = "forgeml.replay/1"
 # the candidate's answers beside production's in one table, so that both are cut into the same windows
@@ -167,19 +166,11 @@ def version_calibrations(
         return {"production": None, "candidate": None}
     served = traffic["version"].astype(str).mode() if "version" in traffic and len(traffic) else []
     production = served[0] if len(served) else None
+    classes = candidate.spec["labels"]
     return {
-        side: calibration_of(cfg, registry, candidate, version)
+        side: version_calibration(cfg.paths.reports_dir, registry, candidate.model, version, classes)
         for side, version in (("production", production), ("candidate", candidate.version))
     }
-
-
-def calibration_of(
-    cfg: DictConfig, registry: Registry, candidate: ArchivedVersion, version: str | None
-) -> dict[str, Any]:
-    entries = {entry["version"]: entry for entry in registry.versions(candidate.model)}
-    model_hash = (entries.get(version) or {}).get("model_hash")
-    fitted = model_calibration(Path(cfg.paths.reports_dir) / CALIBRATION, model_hash)
-    return fitted or uncalibrated(candidate.spec["labels"])
 
 
 def answers(
