@@ -337,8 +337,8 @@ def version_measures(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def versions_html(windows: list[dict[str, Any]], labels: list[str]) -> str:
-    """A small table per window that versions answered in, their numbers side by side, each
-    version in the same column in every table."""
+    """A small table per window that versions answered in, their numbers side by side, the
+    versions in the order they first answered."""
     order = answering(windows)
     tables = []
     for window, label in zip(windows, labels, strict=True):
