@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,41 +173,54 @@ class KeepAliveClient:
 
 def request_bytes(server: TorchServe, model: str, body: bytes) -> bytes:
     host = server.url("inference").removeprefix("http://")
+    return http_request(host, f"/predictions/{model}", body, server.token("inference"))
+
+
+def http_request(host: str, path: str, body: bytes, token: str | None = None) -> bytes:
+    """The bytes of one keep-alive JSON POST of `body` to `path`."""
     headers = [
-        f"POST /predictions/{model} HTTP/1.1",
+        f"POST {path} HTTP/1.1",
         f"Host: {host}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
     ]
-    if token := server.token("inference"):
+    if token:
         headers.append(f"Authorization: Bearer {token}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
 def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: float) -> dict:
-    """Closed-loop load: `clients` threads, each one request at a time, for `seconds`."""
+    """Closed-loop load on one of `server`'s models."""
     host, port = server.url("inference").removeprefix("http://").split(":")
     request = request_bytes(server, model, body)
+    return closed_loop(host, int(port), request, clients, seconds, lambda: process_cpu(server.pid()))
+
+
+def closed_loop(
+    host: str, port: int, request: bytes, clients: int, seconds: float, cpu_seconds: Callable[[], float]
+) -> dict:
+    """`clients` threads, each sending `request` one at a time on its own connection, for
+    `seconds`; `cpu_seconds`: the server's CPU time so far."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
     stop_at = time.perf_counter() + seconds
 
     def client(index: int) -> None:
-        connection = KeepAliveClient(host, int(port), request)
+        connection = KeepAliveClient(host, port, request)
         while (start := time.perf_counter()) < stop_at:
             failures[index] += connection.send() != 200
             latencies[index].append(time.perf_counter() - start)
         connection.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    cpu_before = server_cpu(server)
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    cpu = server_cpu(server) - cpu_before
+    cpu = cpu_seconds() - cpu_before
     samples = sorted(x for per_client in latencies for x in per_client)
     return {
         "rps": len(samples) / elapsed,
@@ -217,11 +231,12 @@ def load(server: TorchServe, model: str, body: bytes, clients: int, seconds: flo
     }
 
 
-def server_cpu(server: TorchServe) -> float:
-    """CPU seconds used so far by the frontend and its workers: per request, a cost that the
-    load of a shared machine inflates far less than it does wall-clock latency."""
-    frontend = psutil.Process(server.pid())
-    return sum(sum(process.cpu_times()[:2]) for process in [frontend, *frontend.children(recursive=True)])
+def process_cpu(pid: int) -> float:
+    """CPU seconds used so far by a server process and its children (a TorchServe frontend and
+    its workers): per request, a cost that the load of a shared machine inflates far less than
+    it does wall-clock latency."""
+    server = psutil.Process(pid)
+    return sum(sum(process.cpu_times()[:2]) for process in [server, *server.children(recursive=True)])
 
 
 def main() -> None:
