@@ -3,11 +3,11 @@ bake-off (bench/engine_bakeoff.py, issue 21) shares.
 
 The archive (.mar) is a zip (engine_bakeoff.py unpacks it); unpacked, its backend-free modules
 (request.py, inference.py, monitoring.py, with contract.py and transform.py handed in) answer a
-batch of request bodies with (HTTP status, JSON text) per request, a bad request failing alone. An engine's adapter
-only has to hand a batch of raw bodies in and each answer back with its status. The modules are
-loaded by path under private names, as handler.py loads them inside TorchServe (see its
-docstring for why); the same rule, not a shared function, because handler.py may import nothing
-outside the archive.
+batch of request bodies with (HTTP status, JSON text) per request, a bad request failing
+alone. An engine's adapter only has to hand a batch of raw bodies in and each answer back with
+its status. The modules are loaded by path under private names, as handler.py loads them inside
+TorchServe (see its docstring for why); the same rule, not a shared function, because
+handler.py may import nothing outside the archive.
 
 Imports the standard library, numpy and torch (through the archive's modules), and
 prometheus_client for the metrics; nothing of forgeml, so that it runs in an engine's own

@@ -81,7 +81,7 @@ class ForgemlAPI(ls.LitAPI):
                 for position, _ in items:
                     answers[position] = (404, '{"error": "no such model or version"}')
                 continue
-            for (position, _), answer in zip(items, model.answer([body for _, body in items])):
+            for (position, _), answer in zip(items, model.answer([body for _, body in items]), strict=True):
                 answers[position] = answer
         return answers
 

@@ -117,6 +117,9 @@ def start_engine(
         "OMP_NUM_THREADS": "1",
         "FORGEML_INFERENCE_LOG_DIR": str(log_dir / engine),
         "PYTHONPATH": str(BENCH),
+        # Triton's Python stub links the system's libpython3.11; the venv's interpreter may be
+        # another 3.11 (pyenv's), whose standard library the stub then fails on
+        "LD_LIBRARY_PATH": interpreter_libdir(python),
     }
     command = [str(python), str(BENCH / f"bakeoff_{engine}.py"), str(model_dir), str(port), str(metrics_port)]
     with open(log_dir / f"{engine}.err", "wb") as errors:
@@ -124,11 +127,20 @@ def start_engine(
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
         )
-    ready = f"http://127.0.0.1:{port}" + ("/v2/health/ready" if engine != "litserve" else "/health")
+    # LitServe's /health waits for every worker; the v2 servers' own readiness does not wait
+    # for the model (Triton answers it before the model loads), their model's does
+    ready = f"http://127.0.0.1:{port}" + ("/health" if engine == "litserve" else f"/v2/models/{MODEL}/ready")
     wait_ready(process, ready, log_dir / f"{engine}.err")
     v2 = engine == "pytriton"
     path = f"/v2/models/{MODEL}/infer" if v2 else f"/predictions/{MODEL}"
     return process, Target(engine, "127.0.0.1", port, path, process.pid, v2=v2)
+
+
+def interpreter_libdir(python: Path) -> str:
+    """The lib directory of the interpreter a virtual environment was made from."""
+    config = (python.parent.parent / "pyvenv.cfg").read_text()
+    home = next(line.split("=", 1)[1].strip() for line in config.splitlines() if line.startswith("home"))
+    return str(Path(home).parent / "lib")
 
 
 def stop_engine(process: subprocess.Popen) -> None:
@@ -247,9 +259,8 @@ def report(
     print(f"{'server':<12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
     for level, per in results.items():
         for name, r in per.items():
-            print(
-                f"{name:<12} {level:>7} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_ms']:>10.3f}"
-            )
+            figures = f"{r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_ms']:>10.3f}"
+            print(f"{name:<12} {level:>7} {figures}")
     for level, per in results.items():
         base = per[BASELINE]
         for name, r in per.items():
@@ -291,9 +302,8 @@ def main() -> None:
         server.start({MODEL: f"{MODEL}.mar", f"{MODEL}_b8": f"{MODEL}_b8.mar"})
         try:
             targets = torchserve_targets(server)
-            print(
-                f"torchserve-b8: requests answered wrongly in mixed batches: {check_isolation(targets[1], body)}"
-            )
+            wrong = check_isolation(targets[1], body)
+            print(f"torchserve-b8: requests answered wrongly in mixed batches: {wrong}")
             for engine in args.engines.split(","):
                 python = args.venvs / engine / "bin" / "python"
                 if not python.is_file():
