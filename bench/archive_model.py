@@ -37,6 +37,15 @@ def manifest(model_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(model_dir) / MANIFEST).read_text())["model"]
 
 
+def batching(model_dir: str | Path) -> tuple[int, float]:
+    """(batch size, longest wait in seconds) from the archive's model-config.yaml, where
+    `forgeml package` writes the `serve` config's batching for TorchServe: the same archive
+    batches the same on every engine. Its top-level keys are flat `name: value` lines."""
+    lines = (Path(model_dir) / "model-config.yaml").read_text().splitlines()
+    settings = dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith(" "))
+    return int(settings["batchSize"]), int(settings["maxBatchDelay"]) / 1000
+
+
 class PrometheusMetrics:
     """monitoring.py's MetricsSink on prometheus_client: the archive's metric names (contract.py),
     labelled by their own dimensions, ModelVersion and ModelName as TorchServe labels them."""

@@ -3,7 +3,7 @@
     python bakeoff_litserve.py <model_dir> <port> <metrics_port>
 
 `POST /predictions/<model>[/<version>]` takes forgeml's body as is and answers with the
-archive's JSON and 400s; requests are batched (up to BATCH_SIZE, BATCH_TIMEOUT) and a bad one
+archive's JSON and 400s; requests are batched (as the archive's model-config.yaml says) and a bad one
 fails alone (the archive's modules answer per request; encode_response turns each answer into
 its own HTTP response). Readiness is LitServe's /health (every worker set up); the forgeml
 metrics are served by the worker on <metrics_port>.
@@ -25,11 +25,9 @@ import sys
 
 import litserve as ls
 import prometheus_client
-from archive_model import ArchiveModel
+from archive_model import ArchiveModel, batching
 from fastapi import Depends, Request, Response
 from litserve.server import RegularRequestHandler
-
-BATCH_SIZE, BATCH_TIMEOUT = 8, 0.005
 
 
 class RawBodyHandler(RegularRequestHandler):
@@ -55,7 +53,8 @@ class ForgemlServer(ls.LitServer):
 
 class ForgemlAPI(ls.LitAPI):
     def __init__(self, model_dir: str, metrics_port: int):
-        super().__init__(max_batch_size=BATCH_SIZE, batch_timeout=BATCH_TIMEOUT, api_path="/predictions")
+        size, timeout = batching(model_dir)
+        super().__init__(max_batch_size=size, batch_timeout=timeout, api_path="/predictions")
         self.model_dir, self.metrics_port = model_dir, metrics_port
 
     def setup(self, device):

@@ -5,7 +5,7 @@
 MLServer's data plane is the Open Inference Protocol (KServe v2); forgeml's route is a custom
 handler of the model, `POST /predictions/<model>` and `/predictions/<model>/<version>`, which
 wraps the raw body as one BYTES element and calls the model's predict, so that MLServer's
-adaptive batcher (up to BATCH_SIZE requests, BATCH_TIME s) merges concurrent requests into one
+adaptive batcher (as the archive's model-config.yaml says) merges concurrent requests into one
 call of the archive's modules. Each answer travels back as outputs `status` and `answer` and
 becomes its own HTTP response: a bad request fails alone. Readiness: /v2/models/<model>/ready;
 the forgeml metrics sit in prometheus_client's registry, which MLServer's metrics server
@@ -23,15 +23,13 @@ import asyncio
 import socket
 import sys
 
-from archive_model import ArchiveModel
+from archive_model import ArchiveModel, batching, manifest
 from fastapi import Request, Response
 from mlserver import MLModel, MLServer
 from mlserver.context import model_context
 from mlserver.handlers.custom import CustomHandler, register_custom_handler
 from mlserver.settings import ModelParameters, ModelSettings, Settings
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
-
-BATCH_SIZE, BATCH_TIME = 8, 0.005
 
 
 class ForgemlModel(MLModel):
@@ -84,10 +82,9 @@ def free_port() -> int:
 
 def main() -> None:
     model_dir, port, metrics_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    from archive_model import manifest
-
     about = manifest(model_dir)
     name, version = about["modelName"], about["modelVersion"]
+    size, timeout = batching(model_dir)
     routes = {f"/predictions/{name}": ForgemlModel.predictions}
     routes[f"/predictions/{name}/{version}"] = ForgemlModel.version_predictions
     for path, method in routes.items():
@@ -104,8 +101,8 @@ def main() -> None:
         version=version,
         implementation=ForgemlModel,
         parameters=ModelParameters(uri=model_dir),
-        max_batch_size=BATCH_SIZE,
-        max_batch_time=BATCH_TIME,
+        max_batch_size=size,
+        max_batch_time=timeout,
     )
     asyncio.run(MLServer(settings).start([model]))
 

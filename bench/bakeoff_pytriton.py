@@ -5,10 +5,11 @@
 Triton's HTTP API is KServe v2 only: `POST /v2/models/<model>[/versions/<v>]/infer` with
 tensors. forgeml's body travels as the one BYTES element of input `body`; the answer comes back
 as outputs `status` (the HTTP status forgeml answers with) and `answer` (its JSON text), per
-request, so that a bad request in a dynamic batch (Triton's batcher: up to BATCH_SIZE,
-BATCH_DELAY_US) fails alone, inside a 200. Turning forgeml's request into that tensor and the
-outputs back into a status and body is a translating layer's job (the gateway's): PyTriton
-has no route of its own. Readiness: /v2/health/ready. The forgeml metrics are served by the
+request, so that a bad request in a dynamic batch (Triton's batcher, as the archive's
+model-config.yaml says) fails alone, inside a 200. Turning forgeml's request into that tensor
+and the outputs back into a status and body is a translating layer's job (the gateway's):
+PyTriton has no route of its own. Readiness: /v2/models/<model>/ready (Triton's
+/v2/health/ready answers 200 before the model is loaded). The forgeml metrics are served by the
 callable's process on <metrics_port> (Triton's own metrics port shows Triton's nv_* metrics).
 """
 
@@ -18,17 +19,16 @@ import sys
 
 import numpy as np
 import prometheus_client
-from archive_model import ArchiveModel
+from archive_model import ArchiveModel, batching
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
-
-BATCH_SIZE, BATCH_DELAY_US = 8, 5000
 
 
 def main() -> None:
     model_dir, port, metrics_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     model = ArchiveModel(model_dir)
+    size, delay = batching(model_dir)
     prometheus_client.start_http_server(metrics_port, addr="127.0.0.1")
 
     @batch
@@ -51,7 +51,7 @@ def main() -> None:
                 Tensor(name="answer", dtype=bytes, shape=(1,)),
             ],
             config=ModelConfig(
-                max_batch_size=BATCH_SIZE, batcher=DynamicBatcher(max_queue_delay_microseconds=BATCH_DELAY_US)
+                max_batch_size=size, batcher=DynamicBatcher(max_queue_delay_microseconds=int(delay * 1e6))
             ),
         )
         triton.serve()

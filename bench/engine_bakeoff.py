@@ -4,9 +4,10 @@ forgeml, as `forgeml serve start` runs it) and by a prototype adapter on each ot
 One .mar of the breast_cancer model (trained quickly in a temporary workspace, as
 bench/serve_throughput.py does) is built twice: at forgeml's default `serve` settings (batch 1)
 and with dynamic batching (`serve.batch_size` 8, `max_batch_delay` 5 ms); one TorchServe serves
-both. Each other engine runs the unpacked archive's own modules (bench/archive_model.py) in its
-own virtual environment, `<venvs>/<engine>/bin/python`, batching up to 8 requests for up to
-5 ms, with the forgeml metrics and the inference log at the archive's settings:
+both. Each other engine serves the second archive, unpacked: its own modules
+(bench/archive_model.py) in the engine's virtual environment, `<venvs>/<engine>/bin/python`,
+batching as the archive's model-config.yaml says (8 requests, 5 ms), with the forgeml metrics
+and the inference log at the archive's settings:
 
     litserve   bench/bakeoff_litserve.py   POST /predictions/<model>, forgeml's body as is
     mlserver   bench/bakeoff_mlserver.py   POST /predictions/<model>, a custom route on MLServer's
@@ -15,6 +16,10 @@ own virtual environment, `<venvs>/<engine>/bin/python`, batching up to 8 request
                                            client sends forgeml's body wrapped as a BYTES input
                                            (what a translating gateway would send)
 
+Before any load, each engine's answers to a good request and to each kind of bad one (missing
+feature, wrong type, Infinity, malformed JSON, empty instances) are compared with TorchServe's,
+status and body, and 8 concurrent requests, every other one bad, are sent 20 times to each
+batching server: a good request refused or a bad one answered is counted as answered wrongly.
 An engine whose environment is missing is skipped, saying why. Every server stays up through
 the run (one idle beside the one measured); the client is serve_throughput.py's keep-alive
 client, on one record per request, with OMP_NUM_THREADS=1 everywhere. Each server is warmed up
@@ -24,18 +29,19 @@ every other round; the median round counts.
     python bench/engine_bakeoff.py [--engines litserve,mlserver,pytriton] [--seconds 5]
                                    [--rounds 2] [--concurrency 1,16] [--venvs DIR]
 
-Prints req/s, p50, p99 and server CPU per request for each server and level, then each one's
-req/s and p50 as ratios against TorchServe's at the default settings (`ratio vs torchserve`).
+Prints req/s, p50, p99 and server CPU per request for each server and level, then each
+engine's req/s and p50 as ratios against TorchServe's at the default settings (`ratio vs
+torchserve`) and with the same batching (`ratio vs torchserve-b8`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -59,6 +65,8 @@ ENGINES = ("litserve", "mlserver", "pytriton")
 BATCHING = {"batch_size": 8, "max_batch_delay": 5}
 BASELINE = "torchserve"
 MODEL = "bench"
+# the archive with BATCHING: TorchServe's second model, and every other engine's
+BATCHED = f"{MODEL}_b8"
 START_TIMEOUT = 240.0
 
 
@@ -86,12 +94,16 @@ class Target:
 
     def answer(self, body: bytes) -> tuple[int, Any]:
         """(HTTP status, JSON answer) to one request; a v2 answer unwrapped."""
-        host, _, rest = self.request(body).partition(b"\r\n")
-        with socket.create_connection((self.host, self.port), timeout=30) as connection:
-            connection.sendall(host + b"\r\nConnection: close" + b"\r\n" + rest)
-            response = b"".join(iter(lambda: connection.recv(65536), b""))
-        head, _, payload = response.partition(b"\r\n\r\n")
-        status, answer = int(head.split()[1]), json.loads(payload or b"null")
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            connection.request("POST", self.path, v2_body(body) if self.v2 else body, headers)
+            response = connection.getresponse()
+            status, answer = response.status, json.loads(response.read() or b"null")
+        finally:
+            connection.close()
         if self.v2 and status == 200:
             outputs = {output["name"]: output["data"][0] for output in answer["outputs"]}
             status, answer = int(outputs["status"]), json.loads(outputs["answer"])
@@ -103,7 +115,7 @@ def torchserve_targets(server: TorchServe) -> list[Target]:
     token = server.token("inference")
     return [
         Target(name, host, int(port), f"/predictions/{model}", server.pid(), token)
-        for name, model in ((BASELINE, MODEL), (f"{BASELINE}-b8", f"{MODEL}_b8"))
+        for name, model in ((BASELINE, MODEL), (f"{BASELINE}-b8", BATCHED))
     ]
 
 
@@ -129,10 +141,12 @@ def start_engine(
         )
     # LitServe's /health waits for every worker; the v2 servers' own readiness does not wait
     # for the model (Triton answers it before the model loads), their model's does
-    ready = f"http://127.0.0.1:{port}" + ("/health" if engine == "litserve" else f"/v2/models/{MODEL}/ready")
+    ready = f"http://127.0.0.1:{port}" + (
+        "/health" if engine == "litserve" else f"/v2/models/{BATCHED}/ready"
+    )
     wait_ready(process, ready, log_dir / f"{engine}.err")
     v2 = engine == "pytriton"
-    path = f"/v2/models/{MODEL}/infer" if v2 else f"/predictions/{MODEL}"
+    path = f"/v2/models/{BATCHED}/infer" if v2 else f"/predictions/{BATCHED}"
     return process, Target(engine, "127.0.0.1", port, path, process.pid, v2=v2)
 
 
@@ -261,14 +275,15 @@ def report(
         for name, r in per.items():
             figures = f"{r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_ms']:>10.3f}"
             print(f"{name:<12} {level:>7} {figures}")
-    for level, per in results.items():
-        base = per[BASELINE]
-        for name, r in per.items():
-            if name != BASELINE:
-                print(
-                    f"ratio vs torchserve at {level}: {name} req/s {r['rps'] / base['rps']:.2f}, "
-                    f"p50 {r['p50_ms'] / base['p50_ms']:.2f}"
-                )
+    for baseline in (BASELINE, f"{BASELINE}-b8"):
+        for level, per in results.items():
+            base = per[baseline]
+            for name, r in per.items():
+                if not name.startswith(BASELINE):
+                    print(
+                        f"ratio vs {baseline} at {level}: {name} req/s {r['rps'] / base['rps']:.2f}, "
+                        f"p50 {r['p50_ms'] / base['p50_ms']:.2f}"
+                    )
 
 
 def main() -> None:
@@ -287,8 +302,8 @@ def main() -> None:
         models_dir, test_split = trained_model(workdir)
         serve = serve_config(workdir, {})
         monitor = MonitorConfig()
-        archive = build_archive(models_dir, serve.model_store, MODEL, "1", serve, monitor=monitor)
-        build_archive(
+        build_archive(models_dir, serve.model_store, MODEL, "1", serve, monitor=monitor)
+        archive = build_archive(
             models_dir,
             serve.model_store,
             f"{MODEL}_b8",
@@ -299,7 +314,7 @@ def main() -> None:
         body = request_body(models_dir, test_split)
         processes = []
         server = TorchServe(serve, inference_log_dir=workdir / "inference-log")
-        server.start({MODEL: f"{MODEL}.mar", f"{MODEL}_b8": f"{MODEL}_b8.mar"})
+        server.start({MODEL: f"{MODEL}.mar", BATCHED: f"{BATCHED}.mar"})
         try:
             targets = torchserve_targets(server)
             wrong = check_isolation(targets[1], body)
