@@ -4,7 +4,8 @@ forgeml, as `forgeml serve start` runs it) and by a prototype adapter on each ot
 One .mar of the breast_cancer model (trained quickly in a temporary workspace, as
 bench/serve_throughput.py does) is built twice: at forgeml's default `serve` settings (batch 1)
 and with dynamic batching (`serve.batch_size` 8, `max_batch_delay` 5 ms); one TorchServe serves
-both. Each other engine serves the second archive, unpacked: its own modules
+both. Each other engine serves the second archive (`--engine-archive default`: the first),
+unpacked: its own modules
 (bench/archive_model.py) in the engine's virtual environment, `<venvs>/<engine>/bin/python`,
 batching as the archive's model-config.yaml says (8 requests, 5 ms), with the forgeml metrics
 and the inference log at the archive's settings:
@@ -28,6 +29,7 @@ every other round; the median round counts.
 
     python bench/engine_bakeoff.py [--engines litserve,mlserver,pytriton] [--seconds 5]
                                    [--rounds 2] [--concurrency 1,16] [--venvs DIR]
+                                   [--engine-archive batched|default]
 
 Prints req/s, p50, p99 and server CPU per request for each server and level, then each
 engine's req/s and p50 as ratios against TorchServe's at the default settings (`ratio vs
@@ -120,9 +122,10 @@ def torchserve_targets(server: TorchServe) -> list[Target]:
 
 
 def start_engine(
-    engine: str, python: Path, model_dir: Path, log_dir: Path
+    engine: str, python: Path, model_dir: Path, model: str, log_dir: Path
 ) -> tuple[subprocess.Popen, Target]:
-    """The engine's prototype on a free port, once its readiness route answers 200."""
+    """The engine's prototype serving `model` on a free port, once its readiness route answers
+    200."""
     port, metrics_port = free_ports(2)
     env = {
         **os.environ,
@@ -141,12 +144,10 @@ def start_engine(
         )
     # LitServe's /health waits for every worker; the v2 servers' own readiness does not wait
     # for the model (Triton answers it before the model loads), their model's does
-    ready = f"http://127.0.0.1:{port}" + (
-        "/health" if engine == "litserve" else f"/v2/models/{BATCHED}/ready"
-    )
+    ready = f"http://127.0.0.1:{port}" + ("/health" if engine == "litserve" else f"/v2/models/{model}/ready")
     wait_ready(process, ready, log_dir / f"{engine}.err")
     v2 = engine == "pytriton"
-    path = f"/v2/models/{BATCHED}/infer" if v2 else f"/predictions/{BATCHED}"
+    path = f"/v2/models/{model}/infer" if v2 else f"/predictions/{model}"
     return process, Target(engine, "127.0.0.1", port, path, process.pid, v2=v2)
 
 
@@ -269,6 +270,7 @@ def report(
     results: dict[int, dict[str, dict]], args: argparse.Namespace, load_before: tuple, load_after: tuple
 ) -> None:
     print(f"{args.seconds:.0f}s x {args.rounds} rounds (median), loopback, OMP_NUM_THREADS=1")
+    print(f"engines serve the {args.engine_archive} archive")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     print(f"{'server':<12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
     for level, per in results.items():
@@ -293,6 +295,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--venvs", type=Path, default=Path("/work/bakeoff-venvs"))
+    parser.add_argument(
+        "--engine-archive",
+        choices=("batched", "default"),
+        default="batched",
+        help="which archive the other engines serve: the batching one, or forgeml's default (batch 1)",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     levels = [int(level) for level in args.concurrency.split(",")]
@@ -303,10 +311,10 @@ def main() -> None:
         serve = serve_config(workdir, {})
         monitor = MonitorConfig()
         build_archive(models_dir, serve.model_store, MODEL, "1", serve, monitor=monitor)
-        archive = build_archive(
+        build_archive(
             models_dir,
             serve.model_store,
-            f"{MODEL}_b8",
+            BATCHED,
             "1",
             serve_config(workdir, BATCHING),
             monitor=monitor,
@@ -324,9 +332,10 @@ def main() -> None:
                 if not python.is_file():
                     print(f"{engine}: skipped, no {python}")
                     continue
-                model_dir = unpack(archive, workdir / f"unpacked-{engine}")
+                model = BATCHED if args.engine_archive == "batched" else MODEL
+                model_dir = unpack(Path(serve.model_store) / f"{model}.mar", workdir / f"unpacked-{engine}")
                 try:
-                    process, target = start_engine(engine, python, model_dir, workdir)
+                    process, target = start_engine(engine, python, model_dir, model, workdir)
                 except RuntimeError as error:
                     print(f"{engine}: skipped, it did not start: {error}")
                     continue
