@@ -70,7 +70,13 @@ class ForgemlAPI(ls.LitAPI):
         return inputs
 
     def predict(self, requests):
-        """One call of the archive's modules per version in the batch, answers in order."""
+        """One call of the archive's modules per version in the batch, answers in order
+        (without batching, LitServe hands over one request, not a list)."""
+        if self.max_batch_size == 1:
+            return self.answer_batch([requests])[0]
+        return self.answer_batch(requests)
+
+    def answer_batch(self, requests):
         answers = [None] * len(requests)
         by_version = {}
         for position, (model, version, body) in enumerate(requests):
