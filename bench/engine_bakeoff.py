@@ -145,7 +145,11 @@ def start_engine(
     # LitServe's /health waits for every worker; the v2 servers' own readiness does not wait
     # for the model (Triton answers it before the model loads), their model's does
     ready = f"http://127.0.0.1:{port}" + ("/health" if engine == "litserve" else f"/v2/models/{model}/ready")
-    wait_ready(process, ready, log_dir / f"{engine}.err")
+    try:
+        wait_ready(process, ready, log_dir / f"{engine}.err")
+    except RuntimeError:
+        stop_engine(process)
+        raise
     v2 = engine == "pytriton"
     path = f"/v2/models/{model}/infer" if v2 else f"/predictions/{model}"
     return process, Target(engine, "127.0.0.1", port, path, process.pid, v2=v2)
