@@ -41,6 +41,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +208,10 @@ class KeepAliveClient:
         self.connection.close()
 
 
-def request_bytes(host: str, token: str | None, model: str, body: bytes) -> bytes:
+def http_request(host: str, path: str, body: bytes, token: str | None = None) -> bytes:
+    """The bytes of one keep-alive JSON POST of `body` to `path`."""
     headers = [
-        f"POST /predictions/{model} HTTP/1.1",
+        f"POST {path} HTTP/1.1",
         f"Host: {host}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
@@ -220,34 +222,41 @@ def request_bytes(host: str, token: str | None, model: str, body: bytes) -> byte
 
 
 def load(server: LocalServer, target: tuple, body: bytes, clients: int, seconds: float) -> dict:
-    """Closed-loop load on one target: `clients` threads, each one request at a time, for
-    `seconds`."""
+    """Closed-loop load on one target: through the gateway or past it, with a shadow or not."""
     _, model, direct, shadow = target
     set_shadow(server, shadow)
     entry = server.backend() if direct else server
     host = entry.url("inference").removeprefix("http://")
-    request = request_bytes(host, entry.token("inference"), model, body)
-    host, port = host.split(":")
+    request = http_request(host, f"/predictions/{model}", body, entry.token("inference"))
+    address, port = host.split(":")
+    return closed_loop(address, int(port), request, clients, seconds, lambda: server_cpu(server))
+
+
+def closed_loop(
+    host: str, port: int, request: bytes, clients: int, seconds: float, cpu_seconds: Callable[[], float]
+) -> dict:
+    """`clients` threads, each sending `request` one at a time on its own connection, for
+    `seconds`; `cpu_seconds`: the server's CPU time so far."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
     stop_at = time.perf_counter() + seconds
 
     def client(index: int) -> None:
-        connection = KeepAliveClient(host, int(port), request)
+        connection = KeepAliveClient(host, port, request)
         while (start := time.perf_counter()) < stop_at:
             failures[index] += connection.send() != 200
             latencies[index].append(time.perf_counter() - start)
         connection.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    cpu_before = server_cpu(server)
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    cpu = server_cpu(server) - cpu_before
+    cpu = cpu_seconds() - cpu_before
     samples = sorted(x for per_client in latencies for x in per_client)
     return {
         "rps": len(samples) / elapsed,
@@ -258,12 +267,17 @@ def load(server: LocalServer, target: tuple, body: bytes, clients: int, seconds:
     }
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds used so far by a server process and its children (a TorchServe frontend and
+    its workers): per request, a cost that the load of a shared machine inflates far less than
+    it does wall-clock latency."""
+    server = psutil.Process(pid)
+    return sum(sum(process.cpu_times()[:2]) for process in [server, *server.children(recursive=True)])
+
+
 def server_cpu(server: LocalServer) -> float:
-    """CPU seconds used so far by the gateway, the frontend and its workers: per request, a
-    cost that the load of a shared machine inflates far less than it does wall-clock latency."""
-    frontend = psutil.Process(server.backend().pid())
-    processes = [psutil.Process(server.pid()), frontend, *frontend.children(recursive=True)]
-    return sum(sum(process.cpu_times()[:2]) for process in processes)
+    """The CPU seconds of the gateway, the TorchServe frontend and its workers."""
+    return process_cpu(server.pid()) + process_cpu(server.backend().pid())
 
 
 def main() -> None:
