@@ -21,7 +21,7 @@ import torch
 from forgeml import contract
 from forgeml.errors import ForgeError
 from forgeml.models.artifact import ModelArtifact
-from forgeml.serving.batch import CHUNK_ROWS, BadRows, output_types, predict_chunk
+from forgeml.serving.batch import CHUNK_ROWS, RowErrors, output_types, predict_chunk
 from forgeml.serving.registry import Registry
 
 
@@ -78,7 +78,7 @@ def score(version: ArchivedVersion, requests: pd.DataFrame) -> pd.DataFrame:
     chunks = (requests.iloc[start : start + CHUNK_ROWS] for start in range(0, len(requests), CHUNK_ROWS))
     # a request it cannot score is left unanswered (the endpoint's 400); which one is not reported
     answers = [
-        predict_chunk(version.artifact, chunk[features], 1, BadRows(), decision=version.decision)
+        predict_chunk(version.artifact, chunk[features], 1, RowErrors(len(chunk)), decision=version.decision)
         for chunk in chunks
     ]
     if not answers:
