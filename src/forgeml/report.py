@@ -148,7 +148,9 @@ def gate_numbers(event: dict[str, Any]) -> str:
         return f"{event.get('message', '?')} ({event.get('requests', '?')} requests, agreement {agreement})"
     if event["action"] == "rollout":
         return rollout_step(event)
-    return f"{event.get('gate', '?')}; {summary(event.get('metrics'))}"
+    if not event.get("metrics"):  # a rollout's promotion: its numbers are its steps'
+        return event.get("gate", "?")
+    return f"{event.get('gate', '?')}; {summary(event['metrics'])}"
 
 
 def rollout_step(event: dict[str, Any]) -> str:

@@ -66,6 +66,8 @@ def test_history_shows_each_rollout_step_with_its_verdict_and_the_candidates_num
          "serve.rollout.max_error_rate=0.001", "candidate": {**numbers, "agreement": None}, **who},
         {"at": at, "action": "rollout", "version": "v2", "step": "abort", "verdict": "50%: error rate",
          **who},
+        {"at": at, "action": "deploy", "version": "v2", "gate": "promoted after every rollout step passed",
+         "rollout": True, **who},
     ]  # fmt: skip
     console = Console(width=400, record=True, highlight=False)
     monkeypatch.setattr("forgeml.report.console", lambda: console)
@@ -76,6 +78,7 @@ def test_history_shows_each_rollout_step_with_its_verdict_and_the_candidates_num
     assert "rollout v2: 50%: error rate 0.100 > serve.rollout.max_error_rate=0.001 (41 requests, " in lines[2]
     assert "agreement" not in lines[2]
     assert "rollout v2: abort: 50%: error rate -" in lines[3]
+    assert "deploy v2: promoted after every rollout step passed - ci@runner" in lines[4]
 
 
 def test_package_prints_the_version_and_summary_metrics_not_the_metrics_json(monkeypatch):
