@@ -418,7 +418,7 @@ def main(workdir: Path, ports: dict[str, int] = DEFAULT_PORTS, echo=print) -> di
         summary["replay"], summary["replay_measured"] = replay(space, summary["v2"])
         summary["rollout"] = roll_out(space, summary["v2"], features)
         history = space.run("forgeml", "history").stdout.splitlines()
-        summary["history"] = [line for line in history if f" rollout {summary['v2']}: " in line]
+        summary["history"] = [line for line in history if f" {summary['v2']}: " in line]
         echo("   " + "\n   ".join(summary["history"]))
         answers = space.predict(shifted.drop(columns=["target"]))
         summary["v2_shifted_accuracy"] = float(

@@ -89,7 +89,7 @@ def test_retraining_on_the_shifted_data_is_refused_by_v1s_data_contract_until_ac
 def test_retrained_model_is_a_new_version_that_passes_the_gate_and_serves(loop):
     _, _, summary = loop
     assert summary["v2"] != summary["v1"]
-    assert any(f"rollout {summary['v2']}: begin: gate passed " in line for line in summary["history"])
+    assert any(f" rollout {summary['v2']}: begin: gate passed " in line for line in summary["history"])
     assert summary["v2_metrics"]["test/accuracy"] >= 0.85
     assert summary["v2_shifted_accuracy"] >= 0.85
 
@@ -118,13 +118,20 @@ def test_rollout_promotes_v2_through_shadow_half_and_all_traffic_failing_no_clie
     assert rollout["requests"] > 3 * 40 and rollout["failed"] == 0
 
 
-def test_history_lists_each_rollout_step_with_its_verdict(loop):
+def test_history_lists_the_replay_each_rollout_step_and_the_promotion(loop):
     _, _, summary = loop
-    # a line: "<time>  patients rollout <v2>: <step>: <verdict> (<numbers>) - <user>@<host>"
-    events = [line.split(f" rollout {summary['v2']}: ")[1].rsplit(" - ", 1)[0] for line in summary["history"]]
-    steps = [event.split(" (")[0] for event in events]
-    assert steps == ["begin: gate passed", "shadow: passed", "50%: passed", "100%: passed"]
-    assert all(" failed, p99 " in event for event in events[1:])
+    # a line: "<time>  patients <action> <v2>: <what> (<numbers>) - <user>@<host>"
+    events = [line.split("  patients ")[1].rsplit(" - ", 1)[0] for line in summary["history"]]
+    v2 = summary["v2"]
+    assert [event.split(" (")[0] for event in events] == [
+        f"replay {v2}: passed on 1 of 1 window(s)",
+        f"rollout {v2}: begin: gate passed",
+        f"rollout {v2}: shadow: passed",
+        f"rollout {v2}: 50%: passed",
+        f"rollout {v2}: 100%: passed",
+        f"deploy {v2}: promoted after every rollout step passed",
+    ]
+    assert all(" failed, p99 " in event for event in events[2:5])
 
 
 def test_strict_gate_refuses_quoting_the_numbers(loop):
