@@ -158,8 +158,9 @@ def rolled_out(stage: str, result: dict[str, Any], out: Console) -> None:
 
 
 def history(stage: str, result: dict[str, Any], out: Console) -> None:
-    """Every deploy, rollback, alert and replay, oldest first, one line each: when, what, the
-    gate's numbers, the alert's outcome or the replay's verdict, why (an alert's cause), who and where."""
+    """Every deploy, rollback, alert, replay and rollout step, oldest first, one line each: when,
+    what, the gate's numbers, the alert's outcome, the replay's or the step's verdict, why (an
+    alert's cause), who and where."""
     out.print(f"[bold]deployments recorded in {result['registry']}[/]")
     for event in result["events"]:
         forced = " [bold red]FORCED[/]" if event.get("forced") else ""
@@ -183,25 +184,23 @@ def gate_numbers(event: dict[str, Any]) -> str:
         return f"{event.get('message', '?')} ({event.get('requests', '?')} requests, agreement {agreement})"
     if event["action"] == "rollout":
         return rollout_step(event)
-    return f"{event.get('gate', '?')}; {summary(event.get('metrics'))}"
+    if not event.get("metrics"):  # a rollout's promotion: its numbers are its steps'
+        return event.get("gate", "?")
+    return f"{event.get('gate', '?')}; {summary(event['metrics'])}"
 
 
 def rollout_step(event: dict[str, Any]) -> str:
-    """A rollout step's verdict and the candidate's numbers against production's."""
-    step = event.get("step", "?")
+    """A rollout step, its verdict and the candidate's numbers in it (`begin`: the gate's verdict)."""
+    step, numbers = event.get("step", "?"), event.get("candidate")
     if step == "begin":
-        return f"rollout begins ({event.get('gate', '?')})"
-    if step == "abort":
-        return f"rollout aborted: {event.get('verdict', '?')}"
-    candidate, production = event.get("candidate") or {}, event.get("production") or {}
-    numbers = (
-        f"{candidate.get('requests', '?')} requests, {candidate.get('failed', 0)} failed, "
-        f"{candidate.get('rejected', 0)} rejected, p99 {cell(candidate.get('p99_ms'))} ms "
-        f"(production {cell(production.get('p99_ms'))} ms)"
-    )
-    if candidate.get("agreement") is not None:
-        numbers += f", agreement {cell(candidate['agreement'])}"
-    return f"step {step} {event.get('verdict', '?')}: {numbers}"
+        return f"begin: {event.get('gate', '?')}"
+    if not numbers:
+        return f"{step}: {event.get('verdict', '?')}"
+    shown = [f"{numbers.get('requests', 0)} requests", f"{numbers.get('failed', 0)} failed"]
+    shown.append(f"p99 {cell(numbers.get('p99_ms'))} ms")
+    if numbers.get("agreement") is not None:
+        shown.append(f"agreement {cell(numbers['agreement'])}")
+    return f"{step}: {event.get('verdict', '?')} ({', '.join(shown)})"
 
 
 def watched(stage: str, result: dict[str, Any], out: Console) -> None:

@@ -1,9 +1,12 @@
 """The production loop of examples/production_loop.py, run for real and checked step by step:
 train v1 -> deploy -> traffic -> no drift -> shifted traffic -> drift on exactly the shifted
-features -> labels: accuracy per window -> retrain on the new raw data with dvc repro -> gate
--> deploy v2 -> rollback."""
+features -> labels: accuracy per window -> `forgeml watch --once`: a signed webhook -> retrain on
+the new raw data with dvc repro -> gate -> replay v2 -> roll v2 out under live traffic (shadow,
+50%, 100%) -> rollback."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import psutil
 import pytest
@@ -55,6 +58,22 @@ def test_monitoring_shows_measured_and_estimated_accuracy_next_to_drift_over_win
     assert page.count('<div class="plot"') == 4 and "measured_accuracy" in page
 
 
+def test_watch_delivers_one_signed_drift_alert_to_the_receiver(loop):
+    module, _, summary = loop
+    alert = summary["alert"]
+    assert alert["exit_code"] == 0
+    ((judged,),) = [alert["judged"]]
+    assert judged["verdict"] == "drift"
+    assert judged["actions"] == [{"on": "drift", "action": "webhook", "outcome": "delivered"}]
+    ((delivery,),) = [alert["deliveries"]]
+    notice = delivery["notice"]
+    assert delivery["signed"]
+    assert notice["verdict"] == "drift" and notice["rule"] == {"on": "drift", "actions": ["webhook"]}
+    assert (notice["model"], notice["version"]) == (module.MODEL, summary["v1"])
+    window_end = datetime.fromisoformat(notice["window"]["end"])
+    assert window_end == datetime.fromisoformat(judged["window_end"])
+
+
 def test_a_bad_request_gets_400_naming_the_field(loop):
     _, _, summary = loop
     status, answer = summary["bad_request"]
@@ -70,9 +89,49 @@ def test_retraining_on_the_shifted_data_is_refused_by_v1s_data_contract_until_ac
 def test_retrained_model_is_a_new_version_that_passes_the_gate_and_serves(loop):
     _, _, summary = loop
     assert summary["v2"] != summary["v1"]
-    assert summary["gate"] == "gate passed"
+    assert any(f" rollout {summary['v2']}: begin: gate passed " in line for line in summary["history"])
     assert summary["v2_metrics"]["test/accuracy"] >= 0.85
     assert summary["v2_shifted_accuracy"] >= 0.85
+
+
+def test_replay_of_the_logged_traffic_with_the_labels_passes_v2(loop):
+    _, _, summary = loop
+    replay = summary["replay"]
+    assert (replay["verdict"], replay["exit_code"]) == ("passed", 0)
+    assert replay["version"] == summary["v2"] and replay["production"] == {summary["v1"]: replay["requests"]}
+    measured = summary["replay_measured"]  # the labels of step 5 judge: v2 is the better model
+    assert measured["labelled_rows"] == 2 * 228
+    assert measured["candidate"]["accuracy"] > measured["production"]["accuracy"]
+
+
+def test_rollout_promotes_v2_through_shadow_half_and_all_traffic_failing_no_client(loop):
+    _, _, summary = loop
+    rollout = summary["rollout"]
+    assert [(step["step"], step["verdict"]) for step in rollout["steps"]] == [
+        ("shadow", "passed"),
+        ("50%", "passed"),
+        ("100%", "passed"),
+    ]
+    assert all(step["candidate"]["requests"] >= 40 for step in rollout["steps"])
+    assert rollout["steps"][0]["candidate"]["agreement"] is not None
+    assert rollout["default_version"] == summary["v2"]
+    assert rollout["requests"] > 3 * 40 and rollout["failed"] == 0
+
+
+def test_history_lists_the_replay_each_rollout_step_and_the_promotion(loop):
+    _, _, summary = loop
+    # a line: "<time>  patients <action> <v2>: <what> (<numbers>) - <user>@<host>"
+    events = [line.split("  patients ")[1].rsplit(" - ", 1)[0] for line in summary["history"]]
+    v2 = summary["v2"]
+    assert [event.split(" (")[0] for event in events] == [
+        f"replay {v2}: passed on 1 of 1 window(s)",
+        f"rollout {v2}: begin: gate passed",
+        f"rollout {v2}: shadow: passed",
+        f"rollout {v2}: 50%: passed",
+        f"rollout {v2}: 100%: passed",
+        f"deploy {v2}: promoted after every rollout step passed",
+    ]
+    assert all(" failed, p99 " in event for event in events[2:5])
 
 
 def test_strict_gate_refuses_quoting_the_numbers(loop):

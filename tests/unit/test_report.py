@@ -55,6 +55,32 @@ def test_history_is_one_line_per_event_with_the_gate_summary(monkeypatch):
     assert f"rollback v1: back from {VERSION} (alert: drift (age))" in lines[2]
 
 
+def test_history_shows_each_rollout_step_with_its_verdict_and_the_candidates_numbers(monkeypatch):
+    numbers = {"requests": 41, "failed": 0, "p99_ms": 12.5, "agreement": 0.95}
+    at, who = "2026-12-07T21:20:05+00:00", {"model": "churn", "user": "ci", "host": "runner"}
+    events = [
+        {"at": at, "action": "rollout", "version": "v2", "step": "begin", "gate": "gate passed", **who},
+        {"at": at, "action": "rollout", "version": "v2", "step": "shadow", "verdict": "passed",
+         "candidate": numbers, "production": {"requests": 41}, **who},
+        {"at": at, "action": "rollout", "version": "v2", "step": "50%", "verdict": "error rate 0.100 > "
+         "serve.rollout.max_error_rate=0.001", "candidate": {**numbers, "agreement": None}, **who},
+        {"at": at, "action": "rollout", "version": "v2", "step": "abort", "verdict": "50%: error rate",
+         **who},
+        {"at": at, "action": "deploy", "version": "v2", "gate": "promoted after every rollout step passed",
+         "rollout": True, **who},
+    ]  # fmt: skip
+    console = Console(width=400, record=True, highlight=False)
+    monkeypatch.setattr("forgeml.report.console", lambda: console)
+    show("history", {"registry": "serve/model-store", "events": events})
+    lines = console.export_text().splitlines()[1:]
+    assert "rollout v2: begin: gate passed -" in lines[0]
+    assert "rollout v2: shadow: passed (41 requests, 0 failed, p99 12.5 ms, agreement 0.95) -" in lines[1]
+    assert "rollout v2: 50%: error rate 0.100 > serve.rollout.max_error_rate=0.001 (41 requests, " in lines[2]
+    assert "agreement" not in lines[2]
+    assert "rollout v2: abort: 50%: error rate -" in lines[3]
+    assert "deploy v2: promoted after every rollout step passed - ci@runner" in lines[4]
+
+
 def test_package_prints_the_version_and_summary_metrics_not_the_metrics_json(monkeypatch):
     result = {
         "archive": "serve/model-store/churn.mar",
