@@ -31,7 +31,7 @@ def test_a_candidate_like_production_passes_once_the_step_is_done():
     [
         ({"failed": 3}, "error rate 0.050"),
         ({"rejected": 6}, "rejects 0.100 of requests against production's 0.000"),
-        ({"p99_ms": 25.0}, "p99 latency 25.0 ms > 2.0 x production's 10.0 ms"),
+        ({"p99_ms": 25.0, "requests": 120}, "p99 latency 25.0 ms > 2.0 x production's 10.0 ms"),
     ],
 )
 def test_a_failing_canary_is_judged_early_naming_the_number_and_its_key(candidate, reason):
@@ -73,3 +73,9 @@ def test_routing_of_a_step():
 def test_steps_that_do_not_rise_to_100_are_refused(steps, message):
     with pytest.raises(ForgeError, match=message):
         check_rollout(OmegaConf.structured(RolloutConfig(steps=steps)))
+
+
+def test_p99_latencies_of_too_few_requests_are_not_compared():
+    """The p99 of 60 requests is about their slowest: one hiccup must not abort a good candidate."""
+    verdict = judge_step(25, numbers(p99_ms=80.0), SETTINGS, final=True)
+    assert verdict.passed

@@ -32,6 +32,9 @@ SHADOW = "shadow"
 POLL_SECONDS = 1.0
 # requests a step needs before a failing candidate is judged early, aborting at once
 EARLY_JUDGEMENT_REQUESTS = 20
+# answers each side needs before their p99 latencies are compared: the p99 of 40 requests is
+# their slowest one, and one hiccup of a shared machine then aborts a good candidate
+LATENCY_MIN_REQUESTS = 100
 
 
 @dataclass
@@ -92,7 +95,13 @@ def problems(candidate: dict[str, Any], production: dict[str, Any], settings: An
             f"(serve.rollout.max_rejection_increase={settings.max_rejection_increase})"
         )
     latency, production_latency = candidate.get("p99_ms"), production.get("p99_ms")
-    if latency and production_latency and latency > settings.max_latency_ratio * production_latency:
+    enough = min(answered, production.get("requests", 0)) >= LATENCY_MIN_REQUESTS
+    if (
+        enough
+        and latency
+        and production_latency
+        and latency > settings.max_latency_ratio * production_latency
+    ):
         found.append(
             f"p99 latency {latency:.1f} ms > {settings.max_latency_ratio} x production's "
             f"{production_latency:.1f} ms (serve.rollout.max_latency_ratio)"
