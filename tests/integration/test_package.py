@@ -64,6 +64,7 @@ def test_archive_holds_handler_program_preprocessing_schema_and_model_config(pac
     assert set(archive.namelist()) - {contract.DECISION_FILE} == {
         *ARCHIVE_FILES,
         archive_module.ARCHIVE_MANIFEST,
+        contract.DATA_CONTRACT_FILE,
     }
     settings = yaml.safe_load(archive.read(contract.MODEL_CONFIG_FILE))
     assert settings == {

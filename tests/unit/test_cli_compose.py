@@ -19,7 +19,9 @@ def stage_runs(monkeypatch, tmp_path: Path) -> list[tuple[str, Any]]:
     runs: list[tuple[str, Any]] = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FORGEML_CONFIG_DIR", raising=False)
-    monkeypatch.setattr(cli, "run_stage", lambda stage, cfg, as_json=False: runs.append((stage, cfg)) or {})
+    monkeypatch.setattr(
+        cli, "run_stage", lambda stage, cfg, as_json=False, given=frozenset(): runs.append((stage, cfg)) or {}
+    )
     return runs
 
 

@@ -1,10 +1,11 @@
 """A local TorchServe: start, stop, readiness and status.
 
 Each server lives in its own runtime directory (`serve.runtime_dir`), which is its working
-directory (TorchServe writes key_file.json there), its TMPDIR (PID file, worker sockets,
-unpacked archives) and the home of the files it is started with (runtime_files.py:
-config.properties, log4j2.xml, metrics.yaml; tls/ for a self-signed certificate). Two servers
-with different runtime directories and ports run side by side.
+directory (TorchServe writes key_file.json there) and the home of the files it is started with
+(runtime_files.py: config.properties, log4j2.xml, metrics.yaml; tls/ for a self-signed
+certificate); its TMPDIR (PID file, worker sockets, unpacked archives) is a short directory
+named after it (`tmp_dir`). Two servers with different runtime directories and ports run side
+by side.
 
 Secure by default: every port on `serve.host` (127.0.0.1), token auth on, the model API
 (register/unregister at runtime) only with `serve.model_api=true`, `allowed_urls` limited to
@@ -19,11 +20,13 @@ inference log ($FORGEML_INFERENCE_LOG_DIR, from `monitor.log_dir`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,7 +107,12 @@ class TorchServe:
 
     @property
     def tmp_dir(self) -> Path:
-        return self.runtime / "tmp"
+        """TorchServe's TMPDIR (PID file, worker sockets, unpacked archives): a short directory of
+        its own in the system's temporary directory, named after the runtime directory. A worker's
+        socket path must fit in 107 bytes, which a project's runtime directory nested a few
+        levels deep (serve/runtime/a/tmp/.ts.sock.9000) does not."""
+        digest = hashlib.sha256(str(self.runtime).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"forgeml-{digest}"
 
     @property
     def logs_dir(self) -> Path:
@@ -255,8 +263,9 @@ class TorchServe:
         return True
 
     def prepare_runtime(self, archives: Mapping[str, str]) -> None:
-        for directory in (self.tmp_dir, self.logs_dir, self.runtime / "workflows", self.store):
+        for directory in (self.logs_dir, self.runtime / "workflows", self.store):
             directory.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
         # keys of an earlier run would look valid until the new ones are written
         self.key_file.unlink(missing_ok=True)
         serve = self.serve

@@ -218,9 +218,13 @@ def in_sweep() -> bool:
 
 
 def run_output_dir(cfg: DictConfig) -> Path:
-    """Hydra's run directory when run from the CLI; logs/train otherwise (tests, notebooks)."""
+    """Hydra's run directory when run from the CLI; logs/train otherwise (tests, notebooks, and
+    a process where Hydra's Compose API ran before: it leaves a Hydra config without a run
+    directory behind)."""
     if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
+        output = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False)
+        if output:
+            return Path(output)
     return Path(cfg.paths.log_dir) / "train"
 
 
