@@ -54,6 +54,7 @@ from forgeml.io import read_json
 from forgeml.serving.archive import build_archive
 from forgeml.serving.local_server import LocalServer
 from forgeml.serving.processes import free_ports
+from forgeml.serving.rollout import prioritize
 from forgeml.serving.server import PORT_KEYS
 
 MINIMAL_HANDLER = """
@@ -142,7 +143,9 @@ def add_shadow_version(server: LocalServer) -> None:
 
 
 def set_shadow(server: LocalServer, on: bool) -> None:
-    """A rollout's shadow step of the shadow version, on or off, as `forgeml rollout` sets it."""
+    """A rollout's shadow step of the shadow version, on or off, as `forgeml rollout` sets it
+    (its workers' priority included)."""
+    prioritize(server, "forgeml", SHADOW_VERSION, on)
     rollouts = {
         "forgeml": {"candidate": SHADOW_VERSION, "step": "shadow", "percent": 0, "shadow_fraction": 1.0}
     }

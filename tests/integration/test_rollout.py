@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 from omegaconf import DictConfig
 
@@ -20,6 +21,7 @@ from forgeml.io import read_json, write_json
 from forgeml.layout import DECISION_THRESHOLD
 from forgeml.serving.local_server import LocalServer
 from forgeml.serving.management import http_request
+from forgeml.serving.rollout import SHADOW_NICENESS, prioritize
 from forgeml.stages import history, package, rollout, serve
 from tests.helpers.load import steady_load
 from tests.helpers.serving import MODEL, ask, packaged_and_served, records, serving_config
@@ -136,3 +138,20 @@ def test_a_candidate_that_answers_differently_is_refused_by_its_shadow(live, bod
     assert load.failed == 0 and load.routes["candidate"] == 0, "the shadow answered no client"
     assert serve.status(live)["models"][MODEL]["default_version"] == before
     assert second != first
+
+
+def test_a_shadows_workers_yield_the_cores_to_productions_and_get_them_back(live):
+    """While a version answers shadow copies its workers run at the lowest priority; once it
+    answers clients (a canary step, a promotion, an abort) at the normal one."""
+    server = LocalServer(live.serve)
+    version = server.api.default_version(MODEL)
+
+    def niceness() -> set[int]:
+        return {psutil.Process(int(w["pid"])).nice() for w in server.api.describe(MODEL, version)["workers"]}
+
+    prioritize(server, MODEL, version, shadow=True)
+    try:
+        assert niceness() == {SHADOW_NICENESS}
+    finally:
+        prioritize(server, MODEL, version, shadow=False)
+    assert niceness() == {0}

@@ -18,6 +18,8 @@ of the registry (`forgeml history`); the promotion a `deploy` event.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ from forgeml.serving import deployments
 from forgeml.serving.local_server import LocalServer
 from forgeml.serving.registry import Registry
 
+log = logging.getLogger(__name__)
+
 SHADOW = "shadow"
 POLL_SECONDS = 1.0
 # requests a step needs before a failing candidate is judged early, aborting at once
@@ -35,6 +39,9 @@ EARLY_JUDGEMENT_REQUESTS = 20
 # answers each side needs before their p99 latencies are compared: the p99 of 40 requests is
 # their slowest one, and one hiccup of a shared machine then aborts a good candidate
 LATENCY_MIN_REQUESTS = 100
+# the niceness of the candidate's workers while they answer shadow copies: production's take the
+# cores first, the copies what is left
+SHADOW_NICENESS = 19
 
 
 @dataclass
@@ -154,6 +161,7 @@ class Rollout:
 
     def enter(self, step: Any) -> None:
         self.route({**self.current(), **routing(step, self.settings), "step_started": time.time()})
+        prioritize(self.server, self.model, self.current()["candidate"], str(step) == SHADOW)
 
     def numbers(self) -> dict[str, Any]:
         """The gateway's numbers of the current step, by role."""
@@ -189,6 +197,7 @@ class Rollout:
         rollout = self.current()
         if not rollout:
             raise ForgeError(f"no rollout of {self.model} in progress")
+        prioritize(self.server, self.model, rollout["candidate"], shadow=False)
         deployed = deployments.deploy(
             self.server, self.registry, self.model, rollout["candidate"], rollout=True, **gate
         )
@@ -201,5 +210,27 @@ class Rollout:
         if not rollout:
             raise ForgeError(f"no rollout of {self.model} in progress")
         self.route(None)
+        prioritize(self.server, self.model, rollout["candidate"], shadow=False)
         self.registry.record_event(self.model, rollout["candidate"], "rollout", step="abort", verdict=reason)
         return {"model": self.model, "aborted": rollout["candidate"], "reason": reason}
+
+
+def prioritize(server: LocalServer, model: str, version: str, shadow: bool) -> None:
+    """The version's workers at the lowest priority while they answer shadow copies (a copy on
+    two cores otherwise delays production's next answer), at the normal one when they answer
+    clients. Raising a priority again needs privileges: without them the workers keep the low
+    one until `forgeml serve restart` gives the version new workers, and a warning says so."""
+    niceness = SHADOW_NICENESS if shadow else 0
+    for worker in server.api.describe(model, version)["workers"]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(worker["pid"]), niceness)
+        except ProcessLookupError:
+            continue  # a worker that died is replaced at the normal priority
+        except PermissionError:
+            log.warning(
+                "%s %s: its workers keep the shadow's low priority (raising it needs privileges); "
+                "`forgeml serve restart` gives them the normal one",
+                model,
+                version,
+            )
+            return
