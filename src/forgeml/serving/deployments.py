@@ -23,14 +23,7 @@ def served_archive(registry: Registry, model: str, version: str) -> str:
     """The plain file name in the model store of `version`'s archive, copied there from the
     registry's copy after checking it is the archive that was packaged."""
     entry = registry.version(model, version)
-    source = registry.archive_copy(model, version)
-    if not source.is_file():
-        raise ForgeError(f"{model} {version}: the registry's copy of its archive ({source}) is missing")
-    if sha256_of(source) != entry["sha256"]:
-        raise ForgeError(
-            f"{model} {version}: {source} is not the archive that was packaged (its sha256 differs "
-            "from the registry's); package that version again"
-        )
+    source = registry.verified_archive(model, version)
     served = registry.path.parent.resolve() / f"{model}.{version}.mar"
     if not served.is_file() or sha256_of(served) != entry["sha256"]:
         with atomic_path(served) as tmp:

@@ -1,4 +1,4 @@
-"""A local TorchServe: start, stop, readiness and status.
+"""A local TorchServe: start, stop and readiness (local_server.py puts it behind the gateway).
 
 Each server lives in its own runtime directory (`serve.runtime_dir`), which is its working
 directory (TorchServe writes key_file.json there) and the home of the files it is started with
@@ -382,25 +382,3 @@ class TorchServe:
 
     def log_tail(self, name: str) -> str:
         return "\n".join(self.read_log(name)[-QUOTED_LOG_LINES:])
-
-    # --- status ---------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """URLs, models with their versions and worker states, where the tokens and the
-        certificate are."""
-        pid = self.pid()
-        report: dict[str, Any] = {"running": pid is not None, "runtime_dir": str(self.runtime)}
-        if pid is None:
-            return report
-        certificate = self.certificate()
-        report |= {
-            "pid": pid,
-            "inference_url": self.url("inference"),
-            "management_url": self.url("management"),
-            "metrics_url": self.url("metrics") + "/metrics",
-            "key_file": str(self.key_file) if self.key_file.is_file() else None,
-            "certificate": str(certificate) if certificate else None,
-            "model_api": self.model_api(),
-            "models": {name: self.api.model_status(name) for name in self.api.model_names()},
-        }
-        return report
