@@ -41,7 +41,7 @@ from forgeml.io import read_json, write_private
 from forgeml.serving import credentials, tls
 from forgeml.serving.gateway import PID_FILE, STATE
 from forgeml.serving.management import ManagementClient, http_request
-from forgeml.serving.processes import free_ports, port_free, process_alive, wait_for
+from forgeml.serving.processes import check_ports_free, free_ports, process_alive, running_as, wait_for
 from forgeml.serving.server import PORT_KEYS, STOP_TIMEOUT, TorchServe
 
 PUBLIC_APIS = ("inference", "management", "metrics")
@@ -322,14 +322,7 @@ class LocalServer:
         return stopped
 
     def check_ports_free(self) -> None:
-        for api in PUBLIC_APIS:
-            key = f"{api}_port"
-            port = self.serve[key]
-            if not port_free(self.serve.host, port):
-                raise ForgeError(
-                    f"port {port} on {self.serve.host} is taken (serve.{key}); stop what uses it "
-                    f"or choose another port, e.g. serve.{key}={port + 100}"
-                )
+        check_ports_free(self.serve, [f"{api}_port" for api in PUBLIC_APIS])
 
     # --- status ---------------------------------------------------------------------------
 
@@ -372,14 +365,8 @@ def running_settings(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def gateway_running(pid: int) -> bool:
-    """True while `pid` is a forgeml gateway: a PID file can outlive it, and pids get reused."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and GATEWAY_MODULE in process.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+    """True while `pid` is a forgeml gateway."""
+    return running_as(pid, GATEWAY_MODULE)
 
 
 def running_server(serve: Any, given: Iterable[str] = ()) -> LocalServer:

@@ -7,8 +7,9 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from forgeml.errors import ForgeError
 
@@ -49,14 +50,31 @@ def process_alive(pid: int) -> bool:
 
 
 def frontend_running(pid: int) -> bool:
-    """True while `pid` is a TorchServe frontend: a PID file can outlive it, and pids get reused."""
+    """True while `pid` is a TorchServe frontend."""
+    return running_as(pid, FRONTEND_CLASS)
+
+
+def running_as(pid: int, marker: str) -> bool:
+    """True while `pid` runs with `marker` in its command line: a PID file can outlive its
+    process, and pids get reused."""
     import psutil
 
     try:
         process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and FRONTEND_CLASS in process.cmdline()
+        return process.status() != psutil.STATUS_ZOMBIE and marker in process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def check_ports_free(serve: Any, keys: Iterable[str]) -> None:
+    """Refuse to start on a taken port, naming its `serve.*` key and a way out."""
+    for key in keys:
+        port = serve[key]
+        if not port_free(serve.host, port):
+            raise ForgeError(
+                f"port {port} on {serve.host} is taken (serve.{key}); stop what uses it "
+                f"or choose another port, e.g. serve.{key}={port + 100}"
+            )
 
 
 def descendants(pid: int) -> list[int]:

@@ -41,6 +41,7 @@ from forgeml.monitoring.privacy import log_key_file
 from forgeml.serving import tls
 from forgeml.serving.management import Endpoint, ManagementClient
 from forgeml.serving.processes import (
+    check_ports_free,
     descendants,
     find_java,
     frontend_running,
@@ -312,13 +313,7 @@ class TorchServe:
         return all(port_free(self.serve.host, self.serve[key]) for key in PORT_KEYS)
 
     def check_ports_free(self) -> None:
-        for key in PORT_KEYS:
-            port = self.serve[key]
-            if not port_free(self.serve.host, port):
-                raise ForgeError(
-                    f"port {port} on {self.serve.host} is taken (serve.{key}); stop what uses it "
-                    f"or choose another port, e.g. serve.{key}={port + 100}"
-                )
+        check_ports_free(self.serve, PORT_KEYS)
 
     # --- readiness ------------------------------------------------------------------------
 
